@@ -1,0 +1,139 @@
+"""Configuration: one typed model, from `stripeflow.toml` (optional) and the environment.
+
+Every section forbids unknown keys, so a typo is an error that names the key rather than a
+setting silently ignored. Nothing is read at import time: call `load_settings()`.
+Secrets never live in the file: they come from the environment or Prefect blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from stripeflow.core.errors import ConfigError
+
+LOGICAL_STAGES = ("new", "paid", "invoiced", "failed", "refunded", "overdue")
+DEFAULT_TITLE = "Płatność Stripe – {product}, {amount}"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StripeSettings(Section):
+    api_key: SecretStr | None = Field(None, description="sk_... (env STRIPE_API_KEY)")
+    api_base: str = Field("https://api.stripe.com", description="env STRIPE_API_BASE; a fake's URL in tests")
+    webhook_secrets: list[SecretStr] = Field(
+        default_factory=list, description="whsec_... (env STRIPE_WEBHOOK_SECRET, comma-separated for rotation)"
+    )
+    tolerance: int = Field(300, description="seconds a signature's timestamp may be old")
+    block: str | None = Field(None, description="name of a StripeCredentials block to load instead of the env")
+
+
+class CRMTarget(Section):
+    type: str = Field("local", description="local, hubspot, pipedrive, bitrix24, zoho")
+    block: str | None = Field(None, description="Prefect block with the credentials and settings")
+    stages: dict[str, str] = Field(default_factory=dict, description="logical stage -> CRM stage id")
+    fields: dict[str, str] = Field(default_factory=dict, description="Payment field -> CRM field")
+    options: dict[str, Any] = Field(default_factory=dict, description="vendor-specific settings")
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(LOGICAL_STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; stages are {', '.join(LOGICAL_STAGES)}")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        from stripeflow.core.payment import Payment
+
+        known = set(Payment.model_fields) | {"product", "net_amount"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown Payment field {unknown[0]!r}; fields are {', '.join(sorted(known))}")
+        return value
+
+
+class DealSettings(Section):
+    title_template: str = Field(DEFAULT_TITLE, description="{product}, {amount}, {payment_id}, {email}")
+
+
+class BridgeSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1024 * 1024
+
+
+class DispatcherSettings(Section):
+    poll_interval: float = Field(0.2, description="seconds between looks at the inbox")
+    batch_size: int = Field(1000, description="most events one flow run drains")
+    lease_seconds: float = Field(300, description="a claimed event not finished by then is dispatched again")
+
+
+class Settings(Section):
+    home: Path = Field(Path(".stripeflow"), description="where local state lives (ledger, local CRM, outbox)")
+    database_url: str | None = Field(None, description="env DATABASE_URL; default SQLite in `home`")
+    language: Literal["pl", "en"] = "pl"
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+    crm: list[CRMTarget] = Field(default_factory=lambda: [CRMTarget()])
+    deals: DealSettings = Field(default_factory=DealSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
+
+    @property
+    def ledger_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'ledger.db'}"
+
+
+ENV_MAP: dict[str, tuple[str, ...]] = {
+    "STRIPEFLOW_HOME": ("home",),
+    "DATABASE_URL": ("database_url",),
+    "STRIPEFLOW_LANGUAGE": ("language",),
+    "STRIPE_API_KEY": ("stripe", "api_key"),
+    "STRIPE_API_BASE": ("stripe", "api_base"),
+    "STRIPE_WEBHOOK_SECRET": ("stripe", "webhook_secrets"),
+}
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read the TOML file (STRIPEFLOW_CONFIG, else ./stripeflow.toml if present), then the env."""
+    env = dict(os.environ if env is None else env)
+    file = Path(path or env.get("STRIPEFLOW_CONFIG") or "stripeflow.toml")
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    elif path is not None:
+        raise ConfigError(f"{file}: no such configuration file")
+    for name, keys in ENV_MAP.items():
+        if env.get(name):
+            value: Any = env[name]
+            if keys == ("stripe", "webhook_secrets"):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            target = data
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(file, exc)) from None
+
+
+def describe_validation_error(source: Path | str, exc: ValidationError) -> str:
+    """`stripeflow.toml: crm.0.tpye: unknown key` — one line per problem, naming the key."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{source}: {where}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)

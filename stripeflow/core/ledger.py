@@ -1,0 +1,402 @@
+"""The ledger: the durable memory that makes every side effect happen exactly once.
+
+Tables: `inbox` (every Stripe event as received, unique on its id), `payments` (the latest
+truth per payment, ordered by the payment's own state, never by arrival), `links` (a local
+id's id in each target system), `effects` (one row per side effect done, keyed so it happens
+once), `dead_letters` (what could not be done, with the vendor's reason) and `stripe_objects`
+(a cache of objects fetched from the Stripe API).
+
+SQLite in WAL mode by default (synchronous=FULL: a commit is on disk before we answer 2xx);
+PostgreSQL through DATABASE_URL. The schema is managed by Alembic (`Ledger.migrate()`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from stripeflow.core import money
+from stripeflow.core.payment import Payment
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware UTC datetimes; SQLite drops the zone, so it is put back on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class InboxRow(Base):
+    __tablename__ = "inbox"
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    object_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # pending -> claimed -> done | skipped | dead
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class PaymentRow(Base):
+    __tablename__ = "payments"
+    payment_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LinkRow(Base):
+    __tablename__ = "links"
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # contact | deal | invoice ...
+    local_id: Mapped[str] = mapped_column(String(320), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    remote_id: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EffectRow(Base):
+    __tablename__ = "effects"
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(255), index=True)
+    target: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="done")  # done | unknown
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeadLetterRow(Base):
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    payment_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    target: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StripeObjectRow(Base):
+    __tablename__ = "stripe_objects"
+    object_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """What the bridge stores: the verified raw event and the few fields we index."""
+
+    event_id: str
+    type: str
+    object_id: str | None
+    created: int
+    livemode: bool
+    payload: str
+
+
+@dataclass(frozen=True)
+class PaymentChange:
+    """The outcome of recording a payment: its merged state and what it was before."""
+
+    payment: Payment
+    previous: Payment | None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous is None or self.previous != self.payment.model_copy(
+            update={"event_ids": self.previous.event_ids}
+        )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # the commit is on disk before 2xx
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+class Ledger:
+    """All reads and writes of the ledger. Thread-safe; one instance per process is enough."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest version (Alembic); safe to call on every start."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session.begin() as s:
+            yield s
+
+    def _insert(self, table: Any) -> Any:
+        return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
+
+    # -- inbox ---------------------------------------------------------------------------------
+
+    def store_events(self, events: Sequence[IncomingEvent]) -> list[bool]:
+        """Store a batch in one transaction; True for each event that was new."""
+        now = utcnow()
+        ids = [e.event_id for e in events]
+        with self.session() as s:
+            existing = set(s.scalars(select(InboxRow.event_id).where(InboxRow.event_id.in_(ids))))
+            fresh: dict[str, IncomingEvent] = {}
+            for e in events:
+                if e.event_id not in existing and e.event_id not in fresh:
+                    fresh[e.event_id] = e
+            if fresh:
+                stmt = self._insert(InboxRow.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+                s.execute(stmt, [
+                    dict(event_id=e.event_id, type=e.type, object_id=e.object_id, created=e.created,
+                         livemode=e.livemode, payload=e.payload, received_at=now, status="pending",
+                         attempts=0)
+                    for e in fresh.values()
+                ])
+        seen: set[str] = set()
+        result = []
+        for e in events:
+            result.append(e.event_id in fresh and e.event_id not in seen)
+            seen.add(e.event_id)
+        return result
+
+    def claim_events(self, limit: int, lease_seconds: float) -> list[str]:
+        """Mark up to `limit` pending (or lease-expired) events claimed; return their ids, oldest first."""
+        now = utcnow()
+        expired = now - timedelta(seconds=lease_seconds)
+        with self.session() as s:
+            ids = list(s.scalars(
+                select(InboxRow.event_id)
+                .where(or_(InboxRow.status == "pending",
+                           (InboxRow.status == "claimed") & (InboxRow.claimed_at < expired)))
+                .order_by(InboxRow.received_at, InboxRow.created)
+                .limit(limit)
+            ))
+            if ids:
+                s.execute(update(InboxRow).where(InboxRow.event_id.in_(ids))
+                          .values(status="claimed", claimed_at=now, attempts=InboxRow.attempts + 1))
+        return ids
+
+    def release_events(self, ids: Sequence[str]) -> None:
+        """Give claimed events back to the inbox (Prefect could not take them)."""
+        with self.session() as s:
+            s.execute(update(InboxRow).where(InboxRow.event_id.in_(list(ids)), InboxRow.status == "claimed")
+                      .values(status="pending", claimed_at=None))
+
+    def set_flow_run(self, ids: Sequence[str], flow_run_id: str) -> None:
+        with self.session() as s:
+            s.execute(update(InboxRow).where(InboxRow.event_id.in_(list(ids))).values(flow_run_id=flow_run_id))
+
+    def load_events(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The raw events, in Stripe's `created` order (ties: the order given)."""
+        with self.session() as s:
+            rows = {r.event_id: r for r in s.scalars(select(InboxRow).where(InboxRow.event_id.in_(list(ids))))}
+        order = {eid: i for i, eid in enumerate(ids)}
+        found = sorted(rows.values(), key=lambda r: (r.created, order[r.event_id]))
+        return [json.loads(r.payload) for r in found]
+
+    def finish_events(self, ids: Iterable[str], status: str, note: str | None = None) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self.session() as s:
+            s.execute(update(InboxRow).where(InboxRow.event_id.in_(ids)).values(status=status, note=note))
+
+    def inbox_counts(self) -> dict[str, int]:
+        with self.session() as s:
+            return dict(s.execute(select(InboxRow.status, func.count()).group_by(InboxRow.status)).all())  # type: ignore[arg-type]
+
+    def events_with_status(self, status: str, limit: int = 10_000) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(InboxRow.event_id).where(InboxRow.status == status)
+                                  .order_by(InboxRow.received_at).limit(limit)))
+
+    # -- payments ------------------------------------------------------------------------------
+
+    def get_payment(self, payment_id: str) -> Payment | None:
+        with self.session() as s:
+            row = s.get(PaymentRow, payment_id)
+            return Payment.model_validate_json(row.data) if row else None
+
+    def record_payment(self, incoming: Payment) -> PaymentChange:
+        """Merge a newly seen fact into the payment's state; the ordering guard lives here."""
+        with self.session() as s:
+            row = s.get(PaymentRow, incoming.payment_id, with_for_update=True)
+            previous = Payment.model_validate_json(row.data) if row else None
+            merged = previous.merged_with(incoming) if previous else incoming
+            values = dict(
+                provider=merged.provider, status=merged.status.value, currency=merged.currency,
+                amount_minor=money.to_minor(merged.amount, merged.currency),
+                refunded_minor=money.to_minor(merged.refunded_amount, merged.currency),
+                customer_id=merged.customer_id, email=merged.email, occurred_at=merged.occurred_at,
+                livemode=merged.livemode, data=merged.model_dump_json(), updated_at=utcnow(),
+            )
+            if row is None:
+                s.add(PaymentRow(payment_id=merged.payment_id, **values))
+            else:
+                for key, value in values.items():
+                    setattr(row, key, value)
+        return PaymentChange(payment=merged, previous=previous)
+
+    # -- links and effects ---------------------------------------------------------------------
+
+    def get_link(self, kind: str, local_id: str, target: str) -> str | None:
+        with self.session() as s:
+            row = s.get(LinkRow, (kind, local_id, target))
+            return row.remote_id if row else None
+
+    def set_link(self, kind: str, local_id: str, target: str, remote_id: str) -> None:
+        with self.session() as s:
+            stmt = self._insert(LinkRow.__table__).values(
+                kind=kind, local_id=local_id, target=target, remote_id=remote_id, updated_at=utcnow())
+            s.execute(stmt.on_conflict_do_update(
+                index_elements=["kind", "local_id", "target"],
+                set_={"remote_id": remote_id, "updated_at": utcnow()}))
+
+    def effects_done(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        if not keys:
+            return set()
+        with self.session() as s:
+            return set(s.scalars(select(EffectRow.key).where(EffectRow.key.in_(keys))))
+
+    def record_effect(self, key: str, payment_id: str, target: str, action: str,
+                      result: str | None = None, status: str = "done") -> bool:
+        """Record a side effect; False when it was already recorded (so it is not done twice)."""
+        with self.session() as s:
+            stmt = self._insert(EffectRow.__table__).values(
+                key=key, payment_id=payment_id, target=target, action=action, status=status,
+                result=result, created_at=utcnow()).on_conflict_do_nothing(index_elements=["key"])
+            return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+    def effects_for(self, payment_id: str) -> list[EffectRow]:
+        with self.session() as s:
+            return list(s.scalars(select(EffectRow).where(EffectRow.payment_id == payment_id)
+                                  .order_by(EffectRow.created_at)))
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def dead_letter(self, *, target: str, action: str, reason: str,
+                    event_id: str | None = None, payment_id: str | None = None) -> None:
+        with self.session() as s:
+            s.add(DeadLetterRow(event_id=event_id, payment_id=payment_id, target=target,
+                                action=action, reason=reason, created_at=utcnow()))
+
+    def dead_letters(self, unresolved_only: bool = True) -> list[DeadLetterRow]:
+        with self.session() as s:
+            q = select(DeadLetterRow).order_by(DeadLetterRow.id)
+            if unresolved_only:
+                q = q.where(DeadLetterRow.resolved_at.is_(None))
+            return list(s.scalars(q))
+
+    def resolve_dead_letters(self, ids: Sequence[int]) -> None:
+        with self.session() as s:
+            s.execute(update(DeadLetterRow).where(DeadLetterRow.id.in_(list(ids))).values(resolved_at=utcnow()))
+
+    # -- Stripe object cache -------------------------------------------------------------------
+
+    def cached_object(self, object_id: str, max_age: timedelta) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.get(StripeObjectRow, object_id)
+            if row is None or row.fetched_at < utcnow() - max_age:
+                return None
+            return json.loads(row.body)  # type: ignore[no-any-return]
+
+    def cache_object(self, object_id: str, body: dict[str, Any]) -> None:
+        with self.session() as s:
+            stmt = self._insert(StripeObjectRow.__table__).values(
+                object_id=object_id, body=json.dumps(body), fetched_at=utcnow())
+            s.execute(stmt.on_conflict_do_update(index_elements=["object_id"],
+                                                 set_={"body": json.dumps(body), "fetched_at": utcnow()}))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

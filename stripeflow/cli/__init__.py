@@ -1,0 +1,5 @@
+"""The `stripeflow` command line."""
+
+from stripeflow.cli.main import app
+
+__all__ = ["app"]

@@ -1,0 +1,41 @@
+"""`process-payment-events`: inbox events -> payments in the ledger -> every configured sink."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from stripeflow.core.runtime import get_runtime
+from stripeflow.tasks.crm.tasks import sync_crm
+from stripeflow.tasks.ledger import (
+    claim_pending_events,
+    finish_events,
+    load_events,
+    record_payments,
+)
+from stripeflow.tasks.prefect_runs import name_run_after
+from stripeflow.tasks.stripe.tasks import normalise_events
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    ids = flow_run.parameters.get("event_ids") or []
+    return f"{len(ids)} events" if len(ids) != 1 else ids[0]
+
+
+@flow(name="process-payment-events", flow_run_name=_run_name, log_prints=False)
+def process_payment_events(event_ids: list[str] | None = None) -> dict[str, int]:
+    """Drain these inbox events (all pending ones when none are given) into every sink, once."""
+    rt = get_runtime()
+    if not event_ids:
+        event_ids = claim_pending_events(rt.ledger, rt.settings.dispatcher.batch_size,
+                                         rt.settings.dispatcher.lease_seconds)
+    events = load_events(rt.ledger, event_ids)
+    normalised = normalise_events(events, rt.lookup)
+    name_run_after(normalised.payments, rt.settings.language)
+    changes = record_payments(rt.ledger, normalised.payments)
+    for crm, target in zip(rt.crms, rt.settings.crm, strict=True):
+        sync_crm(crm, target, changes, rt.ledger, rt.settings)
+    finish_events(rt.ledger, normalised)
+    return {"events": len(events), "payments": len(normalised.payments), "changed": len(changes),
+            "skipped": len(normalised.skipped), "dead": len(normalised.dead)}

@@ -1,0 +1,186 @@
+"""Prefect tasks that put payments into a CRM: contacts, then deals, then notes, in batches.
+
+Each task is keyed, so its declared retries are safe: contacts upsert on the e-mail, deals on
+the payment id, and notes are guarded by ledger effects (one note per real change, ever).
+A permanent vendor error for one payment dead-letters that payment and lets the rest through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from stripeflow.core.batching import call_in_batches
+from stripeflow.core.config import CRMTarget, Settings
+from stripeflow.core.errors import OutcomeUnknownError, PermanentError
+from stripeflow.core.ledger import Ledger, PaymentChange
+from stripeflow.core.money import format_money, to_minor
+from stripeflow.core.payment import Payment, PaymentStatus
+from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
+from stripeflow.tasks.retry import retry_if_retriable
+
+STAGE_BY_STATUS = {
+    PaymentStatus.pending: "new",
+    PaymentStatus.succeeded: "paid",
+    PaymentStatus.partially_refunded: "paid",
+    PaymentStatus.disputed: "paid",
+    PaymentStatus.failed: "failed",
+    PaymentStatus.canceled: "failed",
+    PaymentStatus.refunded: "refunded",
+}
+
+NOTE_TEXT = {
+    "pl": {
+        PaymentStatus.pending: "Płatność oczekuje: {amount}.",
+        PaymentStatus.succeeded: "Płatność zrealizowana: {amount} ({method}).",
+        PaymentStatus.partially_refunded: "Częściowy zwrot: {refunded} z {amount}.",
+        PaymentStatus.refunded: "Zwrot całej płatności: {refunded}.",
+        PaymentStatus.failed: "Płatność nieudana: {amount}. {reason}",
+        PaymentStatus.canceled: "Płatność anulowana: {amount}.",
+        PaymentStatus.disputed: "Klient zakwestionował płatność (spór, chargeback): {amount}.",
+    },
+    "en": {
+        PaymentStatus.pending: "Payment pending: {amount}.",
+        PaymentStatus.succeeded: "Payment succeeded: {amount} ({method}).",
+        PaymentStatus.partially_refunded: "Partial refund: {refunded} of {amount}.",
+        PaymentStatus.refunded: "Payment refunded in full: {refunded}.",
+        PaymentStatus.failed: "Payment failed: {amount}. {reason}",
+        PaymentStatus.canceled: "Payment canceled: {amount}.",
+        PaymentStatus.disputed: "The customer disputed the payment (chargeback): {amount}.",
+    },
+}
+NO_PRODUCT = {"pl": "płatność", "en": "payment"}
+
+
+def stage_for(payment: Payment) -> str:
+    if payment.status == PaymentStatus.succeeded and payment.invoice_id:
+        return "invoiced"
+    return STAGE_BY_STATUS[payment.status]
+
+
+def deal_title(payment: Payment, settings: Settings) -> str:
+    lang = settings.language
+    return settings.deals.title_template.format(
+        product=payment.product or NO_PRODUCT[lang],
+        amount=format_money(payment.amount, payment.currency, lang),
+        payment_id=payment.payment_id,
+        email=payment.email or "",
+    )
+
+
+def note_text(payment: Payment, language: str) -> str:
+    return NOTE_TEXT[language][payment.status].format(
+        amount=format_money(payment.amount, payment.currency, language),
+        refunded=format_money(payment.refunded_amount, payment.currency, language),
+        method=payment.method.value,
+        reason=payment.failure_message or "",
+    ).strip()
+
+
+def note_key(target: str, payment: Payment) -> str:
+    """One note per real change: the state a note reports is its key."""
+    return (f"{target}:note:{payment.payment_id}:{payment.status.value}:"
+            f"{to_minor(payment.refunded_amount, payment.currency)}")
+
+
+def contact_key(payment: Payment) -> str | None:
+    return payment.email.lower() if payment.email else payment.customer_id
+
+
+def mapped_fields(payment: Payment, mapping: dict[str, str]) -> dict[str, Any]:
+    """Payment field -> CRM field, per the target's `fields` mapping."""
+    out: dict[str, Any] = {}
+    for source, crm_field in mapping.items():
+        value = getattr(payment, source)
+        if isinstance(value, tuple):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, Decimal):
+            value = str(value)
+        elif hasattr(value, "isoformat"):
+            value = value.isoformat()
+        out[crm_field] = value.value if hasattr(value, "value") else value
+    return out
+
+
+def _dead_letter(ledger: Ledger, crm: CRM, action: str, payment_id: str, exc: PermanentError) -> None:
+    get_run_logger().error("%s %s for %s failed for good: %s", crm.name, action, payment_id, exc)
+    ledger.dead_letter(target=crm.name, action=action, reason=str(exc), payment_id=payment_id)
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
+def upsert_contacts(crm: CRM, ledger: Ledger, payments: Sequence[Payment]) -> dict[str, str]:
+    """Find or create each payment's contact (by e-mail, else Stripe customer id); key -> CRM id."""
+    inputs: dict[str, ContactInput] = {}
+    owners: dict[str, str] = {}
+    for p in payments:
+        key = contact_key(p)
+        if key and key not in inputs:
+            inputs[key] = ContactInput(key=key, email=p.email, name=p.name, customer_id=p.customer_id)
+            owners[key] = p.payment_id
+    items = list(inputs.values())
+    ids = call_in_batches(items, crm.batch_size, crm.upsert_contacts,
+                          lambda c, exc: _dead_letter(ledger, crm, "upsert_contact", owners[c.key], exc))
+    found = {c.key: i for c, i in zip(items, ids, strict=True) if i is not None}
+    for key, remote in found.items():
+        ledger.set_link("contact", key, crm.name, remote)
+    return found
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
+def upsert_deals(crm: CRM, ledger: Ledger, payments: Sequence[Payment], contact_ids: dict[str, str],
+                 target: CRMTarget, settings: Settings) -> dict[str, str]:
+    """Create or update each payment's deal, keyed by the payment id; payment id -> CRM deal id."""
+    items = [
+        DealInput(
+            payment_id=p.payment_id, title=deal_title(p, settings), amount=p.amount,
+            refunded_amount=p.refunded_amount, currency=p.currency, stage=stage_for(p),
+            contact_id=contact_ids.get(contact_key(p) or ""), payment=p,
+            fields=mapped_fields(p, target.fields),
+        )
+        for p in payments
+    ]
+    ids = call_in_batches(items, crm.batch_size, crm.upsert_deals,
+                          lambda d, exc: _dead_letter(ledger, crm, "upsert_deal", d.payment_id, exc))
+    found = {d.payment_id: i for d, i in zip(items, ids, strict=True) if i is not None}
+    for payment_id, remote in found.items():
+        ledger.set_link("deal", payment_id, crm.name, remote)
+    return found
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
+def add_notes(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal_ids: dict[str, str],
+              language: str) -> int:
+    """One note per real change of a payment's state; the ledger's effects make it once, ever."""
+    wanted = {note_key(crm.name, c.payment): c.payment for c in changes if c.payment.payment_id in deal_ids}
+    done = ledger.effects_done(wanted)
+    items = [(key, NoteInput(deal_id=deal_ids[p.payment_id], payment_id=p.payment_id,
+                             body=note_text(p, language)))
+             for key, p in wanted.items() if key not in done]
+
+    def send(batch: Sequence[tuple[str, NoteInput]]) -> list[str]:
+        try:
+            ids = crm.add_notes([n for _, n in batch])
+        except OutcomeUnknownError as exc:  # the vendor may have made them: never send blind again
+            for key, note in batch:
+                ledger.record_effect(key, note.payment_id, crm.name, "note", result=str(exc), status="unknown")
+            return [""] * len(batch)
+        for (key, note), remote in zip(batch, ids, strict=True):
+            ledger.record_effect(key, note.payment_id, crm.name, "note", result=remote)
+        return ids
+
+    results = call_in_batches(items, crm.batch_size, send,
+                              lambda item, exc: _dead_letter(ledger, crm, "add_note", item[1].payment_id, exc))
+    return sum(1 for r in results if r)
+
+
+def sync_crm(crm: CRM, target: CRMTarget, changes: Sequence[PaymentChange], ledger: Ledger,
+             settings: Settings) -> None:
+    """The CRM part of the recipe: contacts, deals, notes (three batched, keyed tasks)."""
+    payments = [c.payment for c in changes]
+    contact_ids = upsert_contacts(crm, ledger, payments)
+    deal_ids = upsert_deals(crm, ledger, payments, contact_ids, target, settings)
+    add_notes(crm, ledger, changes, deal_ids, settings.language)

@@ -1,0 +1,60 @@
+"""Tasks over the ledger: load the events a run drains, record payments, close the events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from stripeflow.core.ledger import Ledger, PaymentChange
+from stripeflow.core.payment import Payment
+
+
+@dataclass
+class Normalised:
+    """What normalisation made of a run's events."""
+
+    payments: list[Payment] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # ids of events of types we do not handle
+    dead: dict[str, str] = field(default_factory=dict)  # event id -> why it cannot be processed
+
+    @property
+    def done_event_ids(self) -> list[str]:
+        return [eid for p in self.payments for eid in p.event_ids]
+
+
+@task(cache_policy=NONE)
+def claim_pending_events(ledger: Ledger, limit: int, lease_seconds: float) -> list[str]:
+    """For a run started by hand: take whatever is waiting in the inbox."""
+    return ledger.claim_events(limit, lease_seconds)
+
+
+@task(cache_policy=NONE)
+def load_events(ledger: Ledger, event_ids: Sequence[str]) -> list[dict]:
+    events = ledger.load_events(event_ids)
+    get_run_logger().info("loaded %d of %d events", len(events), len(event_ids))
+    return events
+
+
+@task(cache_policy=NONE)
+def record_payments(ledger: Ledger, payments: Sequence[Payment]) -> list[PaymentChange]:
+    """Merge each payment into the ledger; return one change per payment that really changed."""
+    first_seen: dict[str, Payment | None] = {}
+    latest: dict[str, Payment] = {}
+    for payment in payments:
+        change = ledger.record_payment(payment)
+        first_seen.setdefault(payment.payment_id, change.previous)
+        latest[payment.payment_id] = change.payment
+    changes = [PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items()]
+    return [c for c in changes if c.changed]
+
+
+@task(cache_policy=NONE)
+def finish_events(ledger: Ledger, normalised: Normalised) -> None:
+    ledger.finish_events(normalised.done_event_ids, "done")
+    ledger.finish_events(normalised.skipped, "skipped", note="event type not handled")
+    for event_id, reason in normalised.dead.items():
+        ledger.finish_events([event_id], "dead", note=reason)
+        ledger.dead_letter(target="stripe", action="normalise", reason=reason, event_id=event_id)

@@ -1,0 +1,32 @@
+"""Tasks about the Prefect run itself (its name in the UI)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prefect import get_client, task
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from stripeflow.core.money import format_money
+from stripeflow.core.payment import Payment
+
+
+def run_name_for(payments: Sequence[Payment], language: str = "pl") -> str | None:
+    """`pi_3Q… · 249,00 zł` for one payment; `pi_3Q… · 249,00 zł +4` when a run drains more."""
+    ids = list(dict.fromkeys(p.payment_id for p in payments))
+    if not ids:
+        return None
+    first = next(p for p in payments if p.payment_id == ids[0])
+    name = f"{first.payment_id} · {format_money(first.amount, first.currency, language)}"
+    return f"{name} +{len(ids) - 1}" if len(ids) > 1 else name
+
+
+@task(cache_policy=NONE)
+def name_run_after(payments: Sequence[Payment], language: str) -> None:
+    """Rename the running flow run after its payment, so the UI lists runs by payment."""
+    name = run_name_for(payments, language)
+    run_id = flow_run.get_id()
+    if name and run_id and flow_run.get_name() != name:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, name=name)

@@ -1,0 +1,38 @@
+"""Prefect tasks over Stripe events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from stripeflow.core.errors import InputError
+from stripeflow.tasks.ledger import Normalised
+from stripeflow.tasks.stripe.normalise import Lookup, normalise
+from stripeflow.tasks.retry import retry_if_retriable
+
+
+@task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_if_retriable)
+def normalise_events(events: Sequence[dict[str, Any]], lookup: Lookup) -> Normalised:
+    """Each event -> a Payment (Stripe API only when the payload lacks something).
+
+    Unknown types are skipped; malformed ones are set aside with the reason; a Stripe API
+    outage raises a RetriableError, and this task's retries (keyed: reads only) handle it.
+    """
+    log = get_run_logger()
+    out = Normalised()
+    for event in events:
+        try:
+            payment = normalise(event, lookup)
+        except InputError as exc:
+            log.warning("event %s (%s) cannot be processed: %s", event.get("id"), event.get("type"), exc)
+            out.dead[event["id"]] = str(exc)
+            continue
+        if payment is None:
+            out.skipped.append(event["id"])
+        else:
+            out.payments.append(payment)
+    log.info("%d payments, %d skipped, %d set aside", len(out.payments), len(out.skipped), len(out.dead))
+    return out

@@ -77,6 +77,62 @@ class DispatcherSettings(Section):
     lease_seconds: float = Field(300, description="a claimed event not finished by then is dispatched again")
 
 
+TEAM_KINDS = ("payment", "refund", "failure", "dispute")
+CUSTOMER_KINDS = ("payment_confirmation", "refund_confirmation", "payment_failed")
+CHANNEL_TYPES = ("email", "slack", "slack-webhook", "telegram")
+
+
+class SMTPSettings(Section):
+    host: str | None = Field(None, description="env SMTP_HOST; none: e-mail goes to the local outbox")
+    port: int = Field(587, description="env SMTP_PORT: 587 STARTTLS, 465 SSL")
+    security: Literal["starttls", "ssl", "none"] = Field("starttls", description="env SMTP_SECURITY")
+    username: str | None = Field(None, description="env SMTP_USERNAME (Gmail: the address, with an app password)")
+    password: SecretStr | None = Field(None, description="env SMTP_PASSWORD")
+    timeout: float = Field(30.0, description="seconds to wait for the SMTP server")
+
+
+class NotifySettings(Section):
+    customer_messages: list[Literal["payment_confirmation", "refund_confirmation", "payment_failed"]] = Field(
+        default_factory=lambda: list(CUSTOMER_KINDS), description="e-mails sent to customers; [] for none")
+    routes: dict[str, list[str]] = Field(default_factory=dict, description=(
+        'team message kind (payment, refund, failure, dispute) -> channels: "slack:#payments", '
+        '"slack-webhook", "telegram:<chat_id>", "email:team@example.com"'))
+    sender: str = Field("Stripeflow <no-reply@localhost>", description="From: of every e-mail")
+    reply_to: str | None = Field(None, description="Reply-To: of customer e-mails")
+    unsubscribe_mailto: str | None = Field(None, description="List-Unsubscribe mailto address (customer mail)")
+    unsubscribe_url: str | None = Field(None, description="List-Unsubscribe URL (customer mail)")
+    company: str | None = Field(None, description="the name signing customer e-mails")
+    timezone: str = Field("Europe/Warsaw", description="time zone of dates in messages")
+    templates_dir: Path | None = Field(None, description="templates here override the built-in ones by name")
+    outbox: Path | None = Field(None, description="where e-mail goes without SMTP; default <home>/outbox")
+    deal_urls: dict[str, str] = Field(default_factory=dict, description="CRM target type -> deal link with {deal_id}")
+    smtp: SMTPSettings = Field(default_factory=SMTPSettings)
+    slack_token: SecretStr | None = Field(None, description="xoxb-... (env SLACK_BOT_TOKEN)")
+    slack_webhook_url: SecretStr | None = Field(None, description="incoming webhook (env SLACK_WEBHOOK_URL)")
+    slack_api_base: str = Field("https://slack.com/api", description="a fake's URL in tests")
+    telegram_token: SecretStr | None = Field(None, description="bot token (env TELEGRAM_BOT_TOKEN)")
+    telegram_api_base: str = Field("https://api.telegram.org", description="a fake's URL in tests")
+    block: str | None = Field(None, description="name of a NotifyCredentials block to take secrets from")
+
+    @field_validator("routes")
+    @classmethod
+    def _known_routes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for kind, channels in value.items():
+            if kind not in TEAM_KINDS:
+                raise ValueError(f"unknown message kind {kind!r}; kinds are {', '.join(TEAM_KINDS)}")
+            for channel in channels:
+                if channel.split(":", 1)[0] not in CHANNEL_TYPES:
+                    raise ValueError(f"channel {channel!r} must start with one of {', '.join(CHANNEL_TYPES)}")
+        return value
+
+
+class HandoffSettings(Section):
+    url: str | None = Field(None, description="env STRIPEFLOW_HANDOFF_URL; none: no hand-off")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (env STRIPEFLOW_HANDOFF_SECRET)")
+    timeout: float = Field(30.0, description="seconds to wait for the receiver")
+    block: str | None = Field(None, description="name of a HandoffCredentials block to take the secret from")
+
+
 class Settings(Section):
     home: Path = Field(Path(".stripeflow"), description="where local state lives (ledger, local CRM, outbox)")
     database_url: str | None = Field(None, description="env DATABASE_URL; default SQLite in `home`")
@@ -86,6 +142,8 @@ class Settings(Section):
     deals: DealSettings = Field(default_factory=DealSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
 
     @property
     def ledger_url(self) -> str:
@@ -99,6 +157,16 @@ ENV_MAP: dict[str, tuple[str, ...]] = {
     "STRIPE_API_KEY": ("stripe", "api_key"),
     "STRIPE_API_BASE": ("stripe", "api_base"),
     "STRIPE_WEBHOOK_SECRET": ("stripe", "webhook_secrets"),
+    "SMTP_HOST": ("notify", "smtp", "host"),
+    "SMTP_PORT": ("notify", "smtp", "port"),
+    "SMTP_SECURITY": ("notify", "smtp", "security"),
+    "SMTP_USERNAME": ("notify", "smtp", "username"),
+    "SMTP_PASSWORD": ("notify", "smtp", "password"),
+    "SLACK_BOT_TOKEN": ("notify", "slack_token"),
+    "SLACK_WEBHOOK_URL": ("notify", "slack_webhook_url"),
+    "TELEGRAM_BOT_TOKEN": ("notify", "telegram_token"),
+    "STRIPEFLOW_HANDOFF_URL": ("handoff", "url"),
+    "STRIPEFLOW_HANDOFF_SECRET": ("handoff", "secret"),
 }
 
 

@@ -378,6 +378,18 @@ class Ledger:
                 q = q.where(DeadLetterRow.resolved_at.is_(None))
             return list(s.scalars(q))
 
+    def events_for_dead_letters(self, letters: Sequence[DeadLetterRow]) -> list[str]:
+        """Every inbox event behind these dead letters: named directly, or about the same payment."""
+        event_ids = {d.event_id for d in letters if d.event_id}
+        payment_ids = {d.payment_id for d in letters if d.payment_id}
+        with self.session() as s:
+            if payment_ids:
+                rows = s.execute(select(InboxRow.event_id, InboxRow.payload).where(InboxRow.status == "done"))
+                for event_id, payload in rows:
+                    if any(pid in payload for pid in payment_ids):
+                        event_ids.add(event_id)
+        return sorted(event_ids)
+
     def resolve_dead_letters(self, ids: Sequence[int]) -> None:
         with self.session() as s:
             s.execute(update(DeadLetterRow).where(DeadLetterRow.id.in_(list(ids))).values(resolved_at=utcnow()))

@@ -40,15 +40,18 @@ def load_events(ledger: Ledger, event_ids: Sequence[str]) -> list[dict]:
 
 @task(cache_policy=NONE)
 def record_payments(ledger: Ledger, payments: Sequence[Payment]) -> list[PaymentChange]:
-    """Merge each payment into the ledger; return one change per payment that really changed."""
+    """Merge each payment into the ledger; one change per payment, with its state before the run.
+
+    Every payment the run touched is returned, changed or not: a rerun after a crash must
+    still reach the sinks, which skip what they have already done by their own effect keys.
+    """
     first_seen: dict[str, Payment | None] = {}
     latest: dict[str, Payment] = {}
     for payment in payments:
         change = ledger.record_payment(payment)
         first_seen.setdefault(payment.payment_id, change.previous)
         latest[payment.payment_id] = change.payment
-    changes = [PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items()]
-    return [c for c in changes if c.changed]
+    return [PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items()]
 
 
 @task(cache_policy=NONE)
@@ -58,3 +61,15 @@ def finish_events(ledger: Ledger, normalised: Normalised) -> None:
     for event_id, reason in normalised.dead.items():
         ledger.finish_events([event_id], "dead", note=reason)
         ledger.dead_letter(target="stripe", action="normalise", reason=reason, event_id=event_id)
+
+
+@task(cache_policy=NONE)
+def events_to_replay(ledger: Ledger, event_ids: Sequence[str] | None, include_dead_letters: bool) -> list[str]:
+    """The events to process again; their open dead letters are closed (a new failure reopens one)."""
+    ids = list(event_ids or [])
+    if include_dead_letters and not ids:
+        letters = ledger.dead_letters()
+        ids = ledger.events_for_dead_letters(letters)
+        ledger.resolve_dead_letters([d.id for d in letters])
+    get_run_logger().info("replaying %d events", len(ids))
+    return ids

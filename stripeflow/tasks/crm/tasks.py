@@ -7,6 +7,7 @@ A permanent vendor error for one payment dead-letters that payment and lets the 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -85,6 +86,12 @@ def note_key(target: str, payment: Payment) -> str:
     """One note per real change: the state a note reports is its key."""
     return (f"{target}:note:{payment.payment_id}:{payment.status.value}:"
             f"{to_minor(payment.refunded_amount, payment.currency)}")
+
+
+def deal_state_key(target: str, payment: Payment) -> str:
+    """The deal as last written: a rerun or a duplicate delivery with nothing new writes nothing."""
+    state = payment.model_dump_json(exclude={"event_ids"})
+    return f"{target}:deal:{payment.payment_id}:{hashlib.sha256(state.encode()).hexdigest()[:16]}"
 
 
 def contact_key(payment: Payment) -> str | None:
@@ -177,10 +184,34 @@ def add_notes(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal_i
     return sum(1 for r in results if r)
 
 
+@task(cache_policy=NONE)
+def select_unsynced(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange]) -> list[PaymentChange]:
+    """Leave out payments whose deal is already in this state in this CRM (duplicates, reruns)."""
+    keys = {deal_state_key(crm.name, c.payment): c for c in changes}
+    done = ledger.effects_done(keys)
+    return [c for key, c in keys.items() if key not in done]
+
+
+@task(cache_policy=NONE)
+def mark_synced(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal_ids: dict[str, str]) -> None:
+    """Last step: only now is a payment's state counted as in the CRM (notes included)."""
+    for c in changes:
+        if c.payment.payment_id in deal_ids:
+            ledger.record_effect(deal_state_key(crm.name, c.payment), c.payment.payment_id, crm.name,
+                                 "deal", result=deal_ids[c.payment.payment_id])
+
+
 def sync_crm(crm: CRM, target: CRMTarget, changes: Sequence[PaymentChange], ledger: Ledger,
              settings: Settings) -> None:
-    """The CRM part of the recipe: contacts, deals, notes (three batched, keyed tasks)."""
-    payments = [c.payment for c in changes]
+    """The CRM part of the recipe: contacts, deals, notes, each a batched and keyed task.
+
+    A payment whose earlier sync failed half-way is not yet marked synced, so it goes again.
+    """
+    todo = select_unsynced(crm, ledger, changes)
+    if not todo:
+        return
+    payments = [c.payment for c in todo]
     contact_ids = upsert_contacts(crm, ledger, payments)
     deal_ids = upsert_deals(crm, ledger, payments, contact_ids, target, settings)
-    add_notes(crm, ledger, changes, deal_ids, settings.language)
+    add_notes(crm, ledger, todo, deal_ids, settings.language)
+    mark_synced(crm, ledger, todo, deal_ids)

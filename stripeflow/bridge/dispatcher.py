@@ -1,0 +1,111 @@
+"""The dispatcher: hands waiting inbox events to Prefect, and runs them in this process.
+
+Each round claims up to `batch_size` pending events (so a burst is drained by few runs),
+creates a flow run of the `process-payment-events` deployment for them (Pending, so the
+served runner does not also pick it up; its id is the batch's idempotency key), and executes
+it here, in a long-lived process: a run reaches its first task in ~0.1 s instead of the
+2–4 s a fresh process costs. The run is a real deployment run: it shows in the UI, and
+"Retry" there reruns it through the served deployment.
+
+If Prefect cannot be reached the events go back to the inbox and wait; the dispatcher
+tries again with a capped backoff. A run that dies leaves its events claimed; after the
+lease they are claimed again. Effects in the ledger keep every side effect single.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from typing import Any
+from uuid import UUID
+
+import httpx
+from prefect import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.flow_engine import run_flow_sync
+from prefect.states import Pending
+
+from stripeflow.core.runtime import Runtime
+from stripeflow.flows.process_payment_events import process_payment_events
+
+log = logging.getLogger("stripeflow.dispatcher")
+DEPLOYMENT = "process-payment-events/process-payment-events"
+
+# What "Prefect is unreachable" looks like from the client: connection errors and 5xx.
+UNREACHABLE = (httpx.HTTPError, PrefectHTTPStatusError, OSError)
+
+
+class Dispatcher:
+    def __init__(self, runtime: Runtime, deployment: str = DEPLOYMENT, max_backoff: float = 10.0) -> None:
+        self.rt = runtime
+        self.deployment = deployment
+        self.max_backoff = max_backoff
+        self.stop_event = threading.Event()
+        self._deployment_id: UUID | None = None
+        self.failures = 0
+        self.runs = 0
+
+    def _find_deployment(self, client: Any) -> UUID | None:
+        if self._deployment_id is None:
+            try:
+                self._deployment_id = client.read_deployment_by_name(self.deployment).id
+            except ObjectNotFound:
+                return None
+        return self._deployment_id
+
+    def create_run(self, event_ids: list[str]) -> FlowRun:
+        """A Pending flow run for these events; raises when Prefect is unreachable."""
+        key = "events-" + hashlib.sha256("\n".join(event_ids).encode()).hexdigest()[:32]
+        name = event_ids[0] if len(event_ids) == 1 else f"{event_ids[0]} +{len(event_ids) - 1}"
+        params = {"event_ids": event_ids}
+        with get_client(sync_client=True) as client:
+            deployment_id = self._find_deployment(client)
+            if deployment_id is not None:
+                return client.create_flow_run_from_deployment(
+                    deployment_id, parameters=params, name=name, idempotency_key=key, state=Pending())
+            return client.create_flow_run(process_payment_events, parameters=params, name=name, state=Pending())
+
+    def run_once(self) -> int:
+        """One round: claim, create the run, execute it. Returns how many events it took."""
+        cfg = self.rt.settings.dispatcher
+        event_ids = self.rt.ledger.claim_events(cfg.batch_size, cfg.lease_seconds)
+        if not event_ids:
+            return 0
+        try:
+            flow_run = self.create_run(event_ids)
+        except UNREACHABLE as exc:
+            self.rt.ledger.release_events(event_ids)
+            self.failures += 1
+            log.warning("Prefect unreachable (%s); %d events wait in the inbox", type(exc).__name__,
+                        len(event_ids))
+            raise
+        self.failures = 0
+        self.rt.ledger.set_flow_run(event_ids, str(flow_run.id))
+        state = run_flow_sync(process_payment_events, flow_run=flow_run,
+                              parameters={"event_ids": event_ids}, return_type="state")
+        self.runs += 1
+        if state is not None and not state.is_completed():
+            log.error("run %s for %d events ended %s; they will be claimed again after the lease",
+                      flow_run.name, len(event_ids), state.type.value)
+        return len(event_ids)
+
+    def run_forever(self) -> None:
+        poll = self.rt.settings.dispatcher.poll_interval
+        while not self.stop_event.is_set():
+            try:
+                took = self.run_once()
+            except UNREACHABLE:
+                self.stop_event.wait(min(self.max_backoff, poll * 2 ** min(self.failures, 8)))
+                continue
+            if not took:
+                self.stop_event.wait(poll)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="dispatcher", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.stop_event.set()

@@ -1,0 +1,164 @@
+"""What the vendor CRM adapters share: stage and field mapping, option checks, setup/check reports.
+
+Field mapping (one place, one rule): each adapter computes the mapped CRM fields itself from
+`DealInput.payment` and `CRMTarget.fields` (Payment field -> CRM field), so flows stay vendor-free;
+`DealInput.fields`, when a caller fills it, is laid on top verbatim (CRM field -> value).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from stripeflow.core.config import LOGICAL_STAGES, CRMTarget
+from stripeflow.core.errors import ConfigError
+from stripeflow.tasks.crm.base import DealInput
+
+K = TypeVar("K", bound=Hashable)
+
+# Labels a CRM shows for the logical stages when setup has to create them (DESIGN.md, "Deals and stages").
+STAGE_NAMES = {
+    "pl": {"new": "Nowe płatności", "paid": "Zrealizowane", "invoiced": "Zafakturowane",
+           "failed": "Nieudane", "refunded": "Zwrócone", "overdue": "Zaległe"},
+    "en": {"new": "New payments", "paid": "Paid", "invoiced": "Invoiced",
+           "failed": "Failed", "refunded": "Refunded", "overdue": "Overdue"},
+}
+
+
+def where(target: CRMTarget) -> str:
+    """How an error names the configured target: `crm (hubspot, block 'hubspot-prod')`."""
+    return f"crm ({target.type}" + (f", block {target.block!r})" if target.block else ")")
+
+
+def resolve_stages(target: CRMTarget, defaults: Mapping[str, str]) -> dict[str, str]:
+    """Logical stage -> CRM stage: the vendor's defaults, overridden by `target.stages`."""
+    stages = {**defaults, **target.stages}
+    missing = [s for s in LOGICAL_STAGES if not stages.get(s)]
+    if missing:
+        raise ConfigError(f"{where(target)}: stages.{missing[0]}: no CRM stage for this logical stage")
+    return stages
+
+
+def check_options(target: CRMTarget, known: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """Refuse an unknown or mistyped vendor option, naming the key."""
+    for key, value in target.options.items():
+        if key not in known:
+            raise ConfigError(f"{where(target)}: options.{key}: unknown option; known: {', '.join(sorted(known))}")
+        if not isinstance(value, known[key]):
+            raise ConfigError(f"{where(target)}: options.{key}: {value!r} has the wrong type")
+    return dict(target.options)
+
+
+def check_field_names(target: CRMTarget, pattern: str, what: str) -> None:
+    """Refuse a mapped CRM field name the vendor could never accept, naming the key."""
+    rx = re.compile(pattern)
+    for payment_field, crm_field in target.fields.items():
+        if not rx.fullmatch(crm_field):
+            raise ConfigError(f"{where(target)}: fields.{payment_field}: {crm_field!r} is not {what}")
+
+
+def plain(value: Any) -> Any:
+    """A Payment value as JSON: Decimal and dates as text, enums as their value, tuples joined."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return ", ".join(str(plain(v)) for v in value)
+    return value
+
+
+def mapped_fields(deal: DealInput, mapping: Mapping[str, str],
+                  convert: Callable[[Any], Any] = plain) -> dict[str, Any]:
+    """CRM field -> value from `target.fields` over the deal's Payment, then `deal.fields` verbatim."""
+    out = {crm: convert(getattr(deal.payment, pay)) for pay, crm in mapping.items()}
+    out.update(deal.fields)
+    return out
+
+
+def split_name(name: str | None, email: str | None) -> tuple[str, str]:
+    """(first, last) for CRMs that need a last name: 'Jan Maria Kowalski' -> ('Jan Maria', 'Kowalski')."""
+    parts = (name or "").split()
+    if len(parts) >= 2:
+        return " ".join(parts[:-1]), parts[-1]
+    if parts:
+        return "", parts[0]
+    return "", (email or "").split("@")[0] or "Stripe customer"
+
+
+def unique_by(items: Sequence[Any], key: Callable[[Any], K]) -> tuple[list[Any], list[int]]:
+    """De-duplicate a batch by key (last one wins); `positions[i]` is where item i went."""
+    index: dict[K, int] = {}
+    chosen: list[Any] = []
+    positions: list[int] = []
+    for item in items:
+        k = key(item)
+        if k in index:
+            chosen[index[k]] = item
+        else:
+            index[k] = len(chosen)
+            chosen.append(item)
+        positions.append(index[k])
+    return chosen, positions
+
+
+class Remembered(Generic[K]):
+    """Ids of writes that carry no key (notes), kept when their batch partly failed.
+
+    A partly failed batch raises `PermanentError` so `call_in_batches` halves it and pins the
+    bad item; the halves come back here, and the items that were already created return their
+    ids without being created a second time. Bounded, so a long-lived adapter stays small.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[K, str] = OrderedDict()
+
+    def put(self, key: K, value: str) -> None:
+        self._ids[key] = value
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+    def pop(self, key: K) -> str | None:
+        return self._ids.pop(key, None)
+
+
+@dataclass
+class SetupReport:
+    """What `setup()` did: one line per thing it needs, and the mapping in force afterwards."""
+
+    crm: str
+    actions: list[tuple[str, str, str]] = field(default_factory=list)  # (thing, created|exists|manual, note)
+    mapping: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return any(status == "created" for _, status, _ in self.actions)
+
+    def add(self, thing: str, status: str, note: str = "") -> None:
+        self.actions.append((thing, status, note))
+
+
+@dataclass
+class CheckReport:
+    """What `check()` found: `problems` say exactly what is wrong and how to fix it."""
+
+    crm: str
+    ok: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def first(items: Iterable[Any], default: Any = None) -> Any:
+    return next(iter(items), default)

@@ -192,7 +192,8 @@ class Renderer:
 
     def team_slack(self, kind: str, context: dict[str, Any]) -> SlackContent:
         headline = self.headline(kind, context)
-        body = self._render(self.slack_env, self._team_names(kind, "slack"), {**context, "headline": headline})
+        body = self._render(self.slack_env, self._team_names(kind, "slack"),
+                            {**context, "headline": headline})
         return SlackContent(
             text=slack_escape(headline),
             blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": body[:3000]}}],

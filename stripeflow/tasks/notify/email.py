@@ -1,0 +1,236 @@
+"""E-mail: MIME built with the standard library, sent over SMTP or written to a local outbox.
+
+SMTP speaks no HTTP, so it cannot use `VendorAPI`; it reports into the same error tree instead,
+and it never retries by itself (the notify task's declared retries do, guarded by the ledger):
+
+    refused before DATA (connection, 4xx)      RetriableError   nothing was delivered
+    5xx for the sender, a recipient or DATA    PermanentError   e.g. 550 no such user: dead letter
+    535 / other AUTH failures                  AuthError
+    connection lost or timed out during DATA   OutcomeUnknownError  the server may have taken it
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import hashlib
+import os
+import re
+import smtplib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+
+from stripeflow.core.config import SMTPSettings
+from stripeflow.core.errors import (
+    AuthError,
+    OutcomeUnknownError,
+    PermanentError,
+    RetriableError,
+    VendorError,
+)
+from stripeflow.tasks.notify.render import EmailContent
+
+VENDOR = "smtp"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who a message is from and to, and the headers that are not content."""
+
+    sender: str
+    to: str
+    to_name: str | None = None
+    reply_to: str | None = None
+    unsubscribe_mailto: str | None = None
+    unsubscribe_url: str | None = None
+
+
+def sender_domain(sender: str) -> str:
+    _, addr = email.utils.parseaddr(sender)
+    return addr.rpartition("@")[2] or "localhost"
+
+
+def message_id(key: str, sender: str) -> str:
+    """The same (payment, kind) always gets the same Message-ID, so a duplicate is recognisable."""
+    local = re.sub(r"[^A-Za-z0-9._-]", ".", key).strip(".")
+    if len(local) > 120:  # long keys (team routes) stay unique through a digest
+        local = local[:80] + "." + hashlib.sha256(key.encode()).hexdigest()[:20]
+    return f"<stripeflow.{local}@{sender_domain(sender)}>"
+
+
+def build_email(content: EmailContent, envelope: Envelope, *, msg_id: str,
+                now: datetime | None = None) -> EmailMessage:
+    """multipart/alternative (text, then HTML), UTF-8, quoted-printable so any relay takes it.
+
+    Raises PermanentError for an address that cannot be put in a header (it would never send).
+    """
+    msg = EmailMessage(policy=email.policy.SMTP)
+    try:
+        msg["From"] = envelope.sender
+        msg["To"] = Address(display_name=envelope.to_name or "", addr_spec=envelope.to)
+        if envelope.reply_to:
+            msg["Reply-To"] = envelope.reply_to
+    except (ValueError, IndexError, TypeError) as exc:
+        raise PermanentError(f"invalid address: {exc}", vendor=VENDOR, code="invalid_address") from exc
+    msg["Subject"] = content.subject
+    msg["Date"] = email.utils.format_datetime(now or datetime.now(UTC))
+    msg["Message-ID"] = msg_id
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders stay quiet
+    unsubscribe = [f"<mailto:{envelope.unsubscribe_mailto}>"] if envelope.unsubscribe_mailto else []
+    if envelope.unsubscribe_url:
+        unsubscribe.append(f"<{envelope.unsubscribe_url}>")
+    if unsubscribe:
+        msg["List-Unsubscribe"] = ", ".join(unsubscribe)
+    msg.set_content(content.text, cte="quoted-printable")
+    msg.add_alternative(content.html, subtype="html", cte="quoted-printable")
+    return msg
+
+
+class Mailer(Protocol):
+    """Delivers one built message; returns a short receipt for the ledger."""
+
+    def send(self, msg: EmailMessage) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class OutboxMailer:
+    """Embedded mode: each message becomes `<outbox>/<Message-ID>.eml` (rewriting it is harmless)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def send(self, msg: EmailMessage) -> str:
+        name = re.sub(r"[^A-Za-z0-9._@-]", "_", str(msg["Message-ID"]).strip("<>")) + ".eml"
+        path = self.folder / name
+        tmp = path.with_suffix(".eml.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(msg.as_bytes())
+            os.replace(tmp, path)  # atomic: a reader never sees half a message
+        except OSError as exc:  # a full or read-only disk: nothing was written, try again later
+            raise RetriableError(f"cannot write to the outbox: {exc}", vendor="outbox") from exc
+        return str(path)
+
+    def close(self) -> None:
+        pass
+
+
+SMTPFactory = Callable[[SMTPSettings], smtplib.SMTP]
+
+
+def connect_smtp(cfg: SMTPSettings) -> smtplib.SMTP:
+    """A connected (SSL or STARTTLS) SMTP session; login is separate so its errors are distinct."""
+    assert cfg.host is not None
+    context = ssl.create_default_context()
+    if cfg.security == "ssl":
+        return smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=context)
+    smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+    smtp.ehlo()
+    if cfg.security == "starttls":
+        smtp.starttls(context=context)
+        smtp.ehlo()
+    return smtp
+
+
+def _response_error(code: int, reply: bytes | str, what: str) -> VendorError:
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    message = f"{what}: {code} {text}".strip()
+    if 400 <= code < 500:
+        return RetriableError(message, vendor=VENDOR, status=code, code=what)
+    return PermanentError(message, vendor=VENDOR, status=code, code=what)
+
+
+class SMTPMailer:
+    """One SMTP session per run, opened on first use and reopened if the server dropped it."""
+
+    def __init__(self, cfg: SMTPSettings, password: str | None = None,
+                 connect: SMTPFactory = connect_smtp) -> None:
+        self.cfg = cfg
+        self.password = password
+        self._connect = connect
+        self._smtp: smtplib.SMTP | None = None
+
+    def _session(self) -> smtplib.SMTP:
+        if self._smtp is not None:
+            try:
+                if self._smtp.noop()[0] == 250:
+                    return self._smtp
+            except (smtplib.SMTPException, OSError):
+                pass
+            self.close()
+        try:
+            smtp = self._connect(self.cfg)
+        except smtplib.SMTPResponseException as exc:
+            raise _response_error(exc.smtp_code, exc.smtp_error, "connect") from exc
+        except (smtplib.SMTPException, OSError) as exc:  # refused, DNS, TLS: nothing was sent
+            raise RetriableError(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}",
+                                 vendor=VENDOR) from exc
+        if self.cfg.username:
+            try:
+                smtp.login(self.cfg.username, self.password or "")
+            except smtplib.SMTPAuthenticationError as exc:
+                smtp.close()
+                raise AuthError(f"login refused: {exc.smtp_code}", vendor=VENDOR, status=exc.smtp_code,
+                                code="auth") from exc
+            except smtplib.SMTPNotSupportedError as exc:
+                smtp.close()
+                raise AuthError("the server offers no AUTH (is STARTTLS needed?)", vendor=VENDOR,
+                                code="auth") from exc
+            except (smtplib.SMTPException, OSError) as exc:
+                smtp.close()
+                raise RetriableError(f"login failed: {exc}", vendor=VENDOR) from exc
+        self._smtp = smtp
+        return smtp
+
+    def send(self, msg: EmailMessage) -> str:
+        smtp = self._session()
+        sender = email.utils.parseaddr(str(msg["From"]))[1]
+        recipients = [a.addr_spec for a in msg["To"].addresses]
+        payload = msg.as_bytes(policy=email.policy.SMTP)
+        try:  # MAIL and RCPT: until DATA is answered, nothing was delivered
+            code, reply = smtp.mail(sender)
+            if code != 250:
+                raise _response_error(code, reply, "sender_refused")
+            for rcpt in recipients:
+                code, reply = smtp.rcpt(rcpt)
+                if code not in (250, 251):
+                    raise _response_error(code, reply, "recipient_refused")
+        except VendorError:
+            self._reset()
+            raise
+        except (smtplib.SMTPException, OSError) as exc:
+            self.close()
+            raise RetriableError(f"connection lost before DATA: {exc}", vendor=VENDOR) from exc
+        try:
+            code, reply = smtp.data(payload)
+        except smtplib.SMTPDataError as exc:  # the server answered: it did not take the message
+            self._reset()
+            raise _response_error(exc.smtp_code, exc.smtp_error, "data_refused") from exc
+        except (smtplib.SMTPException, OSError) as exc:  # timeouts included
+            self.close()
+            raise OutcomeUnknownError(f"connection lost during DATA: {exc}", vendor=VENDOR) from exc
+        return str(msg["Message-ID"])
+
+    def _reset(self) -> None:
+        if self._smtp is None:
+            return
+        try:
+            self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self) -> None:
+        if self._smtp is None:
+            return
+        try:
+            self._smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self._smtp.close()
+        self._smtp = None

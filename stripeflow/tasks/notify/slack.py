@@ -1,0 +1,122 @@
+"""Slack: `chat.postMessage` with a bot token, or an incoming webhook.
+
+Sent through our `VendorAPI` rather than slack-sdk's WebClient: one HTTP seam means the same
+Retry-After policy, injected sleep and error tree as every vendor, and no second retry layer.
+
+Slack answers most errors with HTTP 200 and `{"ok": false, "error": "..."}`; `classify`
+reads those into the error tree (the table below), and 429 carries `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from stripeflow.core.errors import (
+    AuthError,
+    PermanentError,
+    RateLimitedError,
+    RetriableError,
+    VendorError,
+)
+from stripeflow.core.http import Limiter, Sleep, TokenBucketLimiter, VendorAPI
+from stripeflow.tasks.notify.redact import redact_tokens
+
+AUTH_ERRORS = frozenset({
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+    "no_permission", "missing_scope", "not_allowed_token_type", "team_access_not_granted",
+})
+RATE_ERRORS = frozenset({"ratelimited", "rate_limited"})
+SERVER_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+
+
+def per_channel_limiter(sleep: Sleep) -> Limiter:
+    """Slack allows about one message a second per channel (short bursts pass)."""
+    return TokenBucketLimiter(capacity=1, rate=1.0, sleep=sleep)
+
+
+def classify_slack_error(code: str, *, vendor: str, status: int, wait: float | None,
+                         request_id: str | None) -> VendorError:
+    """The one place a Slack error code becomes our error (channel_not_found: permanent, ...)."""
+    kw: dict[str, Any] = dict(vendor=vendor, status=status, code=code, request_id=request_id)
+    if code in RATE_ERRORS or status == 429:
+        return RateLimitedError(code, wait=wait, **kw)
+    if code in AUTH_ERRORS:
+        return AuthError(code, **kw)
+    if code in SERVER_ERRORS or status >= 500:
+        return RetriableError(code, wait=wait, **kw)
+    return PermanentError(code, **kw)
+
+
+class SlackAPI(VendorAPI):
+    """One client per channel: its limiter keeps to Slack's ~1 message a second per channel."""
+
+    vendor = "slack"
+
+    def __init__(self, token: str, base_url: str = "https://slack.com/api", **kw: Any) -> None:
+        self._token = token
+        kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep)))
+        super().__init__(base_url, **kw)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def request_id(self, response: httpx.Response) -> str | None:
+        return response.headers.get("x-slack-req-id")
+
+    def classify(self, response: httpx.Response) -> VendorError | None:
+        body: Any = None
+        try:
+            body = response.json()
+        except ValueError:
+            pass
+        if isinstance(body, dict) and body.get("ok") is True and response.status_code < 400:
+            return None
+        code = body.get("error") if isinstance(body, dict) else None
+        if not code:
+            return super().classify(response) if response.status_code >= 400 else PermanentError(
+                "not a Slack API answer", vendor=self.vendor, status=response.status_code)
+        return classify_slack_error(str(code), vendor=self.vendor, status=response.status_code,
+                                    wait=self.retry_after(response), request_id=self.request_id(response))
+
+    def post_message(self, channel: str, text: str, blocks: list[dict[str, Any]]) -> str:
+        """Post; returns the message's `ts` (its id in the channel)."""
+        body = self.request_json(
+            "POST", "/chat.postMessage", idempotent=False,  # Slack has no idempotency key
+            json={"channel": channel, "text": text, "blocks": blocks, "unfurl_links": False},
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
+        return str(body.get("ts", ""))
+
+
+class SlackWebhookAPI(VendorAPI):
+    """An incoming webhook: the URL is the secret, the answer a plain-text `ok` or error code."""
+
+    vendor = "slack"
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        redact_tokens()
+        parts = urlsplit(url)
+        # the path goes per request: a base URL would gain a trailing slash the webhook rejects
+        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
+        kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep)))
+        super().__init__(f"{parts.scheme}://{parts.netloc}", **kw)
+
+    def error_message(self, response: httpx.Response) -> tuple[str, str | None]:
+        text = response.text.strip()[:200] or response.reason_phrase
+        return text, text if text.replace("_", "").isalnum() else None
+
+    def classify(self, response: httpx.Response) -> VendorError | None:
+        if response.status_code < 400:
+            return None
+        _, code = self.error_message(response)
+        return classify_slack_error(code or f"http_{response.status_code}", vendor=self.vendor,
+                                    status=response.status_code, wait=self.retry_after(response),
+                                    request_id=self.request_id(response))
+
+    def send(self, text: str, blocks: list[dict[str, Any]]) -> str:
+        self.request("POST", self._path, json={"text": text, "blocks": blocks}, idempotent=False)
+        return "ok"

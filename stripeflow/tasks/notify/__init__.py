@@ -1,0 +1,179 @@
+"""Customer e-mails, team messages and the accounting hand-off: the Prefect tasks a flow calls.
+
+    notify_changes(changes, settings, ledger)    customer e-mail + team messages (Slack, Telegram,
+                                                 e-mail), each exactly once per payment and kind
+    hand_off_changes(changes, settings, ledger)  one signed JSON webhook per payment change
+
+What each change calls for is in `plan`, how it reads in `render` (and the templates), how each
+message goes once in `delivery`. Neither task raises for a message that cannot be delivered
+(a rejected address, an unknown channel, refused credentials): it is dead-lettered with the
+reason, so notifications never hold up the CRM work. Their declared retries are for outages
+only (`RetriableError`), and are safe because every send is guarded by its ledger effect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
+
+from stripeflow.core.config import Settings
+from stripeflow.core.errors import ConfigError, RetriableError
+from stripeflow.core.ledger import Ledger, PaymentChange
+from stripeflow.tasks.notify.channels import Channels, NotifySecrets, load_secrets
+from stripeflow.tasks.notify.delivery import NotifyReport, Outgoing, deliver
+from stripeflow.tasks.notify.email import Envelope, build_email, message_id
+from stripeflow.tasks.notify.handoff import HandoffAPI, handoff_key
+from stripeflow.tasks.notify.plan import Planned, plan_messages
+from stripeflow.tasks.notify.render import Renderer, message_context
+from stripeflow.tasks.retry import retry_if_retriable
+
+log = logging.getLogger("stripeflow.notify")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
+def _final_attempt() -> bool:
+    """True on the task's last try (or outside Prefect): what is still failing is dead-lettered then."""
+    ctx = TaskRunContext.get()
+    if ctx is None or ctx.task_run is None:
+        return True
+    return ctx.task_run.run_count > ctx.task.retries
+
+
+def deal_url(settings: Settings, ledger: Ledger, payment_id: str) -> str | None:
+    """The deal's page in the first CRM that has both a link template and this deal."""
+    for crm_name, template in settings.notify.deal_urls.items():
+        deal_id = ledger.get_link("deal", payment_id, crm_name)
+        if deal_id:
+            return template.format(deal_id=deal_id)
+    return None
+
+
+def build_messages(changes: Sequence[PaymentChange], settings: Settings, ledger: Ledger,
+                   channels: Channels, renderer: Renderer) -> list[Outgoing]:
+    """Every message the changes call for, each with a `send` that renders it when it goes."""
+    return [_outgoing(planned, settings, ledger, channels, renderer)
+            for change in changes for planned in plan_messages(change, settings.notify)]
+
+
+def _outgoing(p: Planned, settings: Settings, ledger: Ledger, channels: Channels,
+              renderer: Renderer) -> Outgoing:
+    cfg = settings.notify
+    payment = p.change.payment
+
+    def context() -> dict[str, Any]:
+        return message_context(payment, p.change.previous, kind=p.kind, language=settings.language,
+                               timezone=cfg.timezone, company=cfg.company,
+                               deal_url=deal_url(settings, ledger, payment.payment_id))
+
+    def send_email() -> str:
+        customer = p.audience == "customer"
+        content = (renderer.customer_email(p.kind, context()) if customer
+                   else renderer.team_email(p.kind, context()))
+        envelope = Envelope(
+            sender=cfg.sender, to=p.channel_target, to_name=payment.name if customer else None,
+            reply_to=cfg.reply_to if customer else None,
+            unsubscribe_mailto=cfg.unsubscribe_mailto if customer else None,
+            unsubscribe_url=cfg.unsubscribe_url if customer else None,
+        )
+        return channels.send_email(build_email(content, envelope, msg_id=message_id(p.key, cfg.sender)))
+
+    def send_slack() -> str:
+        content = renderer.team_slack(p.kind, context())
+        return channels.slack(p.channel_target).post_message(p.channel_target, content.text, content.blocks)
+
+    def send_slack_webhook() -> str:
+        content = renderer.team_slack(p.kind, context())
+        return channels.slack_webhook().send(content.text, content.blocks)
+
+    def send_telegram() -> str:
+        return channels.telegram(p.channel_target).send_message(p.channel_target,
+                                                                renderer.team_telegram(p.kind, context()))
+
+    senders = {"email": send_email, "slack": send_slack, "slack-webhook": send_slack_webhook,
+               "telegram": send_telegram}
+    target = "slack" if p.channel_type == "slack-webhook" else p.channel_type
+    breaker = "email" if p.channel_type == "email" else p.channel  # one SMTP server for all mail
+    return Outgoing(key=p.key, payment_id=payment.payment_id, target=target, action=p.action,
+                    channel=breaker, send=senders[p.channel_type])
+
+
+def _finish(report: NotifyReport, what: str) -> NotifyReport:
+    """Raise for the task's retries while anything is still pending (an outage, not a bad message)."""
+    if report.pending:
+        wait = report.last_retriable.wait if report.last_retriable else None
+        raise RetriableError(f"{len(report.pending)} {what} still to send after an outage", vendor="notify",
+                             wait=wait)
+    return report
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[30, 120], retry_condition_fn=retry_if_retriable)
+def notify_changes(changes: list[PaymentChange], settings: Settings, ledger: Ledger,
+                   channels: Channels | None = None) -> NotifyReport:
+    """Send the customer e-mails and team messages these payment changes call for, once each."""
+    logger = _logger()
+    own = channels is None
+    channels = channels or Channels(settings)
+    try:
+        items = build_messages(changes, settings, ledger, channels,
+                               Renderer(settings.language, settings.notify.templates_dir))
+        report = deliver(items, ledger, final_attempt=_final_attempt(), logger=logger)
+    finally:
+        if own:
+            channels.close()
+    logger.info("notifications: %s", report.counts())
+    return _finish(report, "notifications")
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[30, 120], retry_condition_fn=retry_if_retriable)
+def hand_off_changes(changes: list[PaymentChange], settings: Settings, ledger: Ledger,
+                     client: HandoffAPI | None = None) -> NotifyReport:
+    """POST each payment change, signed, to the configured accounting/ERP webhook, once each."""
+    cfg = settings.handoff
+    if not cfg.url and client is None:
+        return NotifyReport()
+    logger = _logger()
+    clients: list[HandoffAPI] = [client] if client is not None else []
+
+    def api() -> HandoffAPI:
+        if not clients:
+            url, secret = cfg.url, cfg.secret.get_secret_value() if cfg.secret else None
+            if cfg.block and not secret:
+                from stripeflow.blocks.notify import HandoffCredentials, load_block
+
+                block: Any = load_block(HandoffCredentials, cfg.block, "handoff")
+                secret, url = block.secret.get_secret_value(), url or block.url
+            if not url or not secret:
+                raise ConfigError("handoff: a URL but no secret (STRIPEFLOW_HANDOFF_SECRET or a block)")
+            clients.append(HandoffAPI(url, secret, timeout=cfg.timeout))
+        return clients[0]
+
+    def sender(change: PaymentChange, key: str) -> Callable[[], str]:
+        return lambda: api().deliver(change, key)
+
+    items = [Outgoing(key=key, payment_id=change.payment.payment_id, target="handoff",
+                      action="payment_changed", channel="handoff", send=sender(change, key))
+             for change in changes if change.changed for key in [handoff_key(change.payment)]]
+    try:
+        report = deliver(items, ledger, final_attempt=_final_attempt(), logger=logger)
+    finally:
+        if client is None:
+            for c in clients:
+                c.close()
+    logger.info("hand-off: %s", report.counts())
+    return _finish(report, "hand-offs")
+
+
+__all__ = ["Channels", "NotifyReport", "NotifySecrets", "build_messages", "hand_off_changes",
+           "load_secrets", "notify_changes"]

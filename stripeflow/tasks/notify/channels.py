@@ -15,7 +15,7 @@ import httpx
 
 from stripeflow.core.config import Settings
 from stripeflow.core.errors import ConfigError
-from stripeflow.core.http import Sleep
+from stripeflow.core.http import Clock, Sleep
 from stripeflow.tasks.notify.email import Mailer, OutboxMailer, SMTPFactory, SMTPMailer, connect_smtp
 from stripeflow.tasks.notify.slack import SlackAPI, SlackWebhookAPI
 from stripeflow.tasks.notify.telegram import TelegramAPI
@@ -55,11 +55,13 @@ class Channels:
     """Builds and caches each channel's client; `close()` ends them all."""
 
     def __init__(self, settings: Settings, secrets: NotifySecrets | None = None, *,
-                 sleep: Sleep = time.sleep, smtp_connect: SMTPFactory = connect_smtp,
+                 sleep: Sleep = time.sleep, clock: Clock = time.monotonic,
+                 smtp_connect: SMTPFactory = connect_smtp,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self._secrets = secrets
         self.sleep = sleep
+        self.clock = clock  # tests pass a virtual clock that their `sleep` advances
         self.smtp_connect = smtp_connect
         self.transport = transport
         self._mailer: Mailer | None = None
@@ -88,26 +90,29 @@ class Channels:
             self._clients[name] = build()
         return self._clients[name]
 
+    def _http_kw(self) -> dict[str, Any]:
+        return {"sleep": self.sleep, "clock": self.clock, "transport": self.transport}
+
     def slack(self, channel: str) -> SlackAPI:
         token = self.secrets.slack_token
         if not token:
             raise ConfigError("notify: a route names slack:... but SLACK_BOT_TOKEN is not set")
         return self._client(f"slack:{channel}", lambda: SlackAPI(  # type: ignore[no-any-return]
-            token, self.settings.notify.slack_api_base, sleep=self.sleep, transport=self.transport))
+            token, self.settings.notify.slack_api_base, **self._http_kw()))
 
     def slack_webhook(self) -> SlackWebhookAPI:
         url = self.secrets.slack_webhook_url
         if not url:
             raise ConfigError("notify: a route names slack-webhook but SLACK_WEBHOOK_URL is not set")
         return self._client("slack-webhook", lambda: SlackWebhookAPI(  # type: ignore[no-any-return]
-            url, sleep=self.sleep, transport=self.transport))
+            url, **self._http_kw()))
 
     def telegram(self, chat_id: str) -> TelegramAPI:
         token = self.secrets.telegram_token
         if not token:
             raise ConfigError("notify: a route names telegram:... but TELEGRAM_BOT_TOKEN is not set")
         return self._client(f"telegram:{chat_id}", lambda: TelegramAPI(  # type: ignore[no-any-return]
-            token, self.settings.notify.telegram_api_base, sleep=self.sleep, transport=self.transport))
+            token, self.settings.notify.telegram_api_base, **self._http_kw()))
 
     def close(self) -> None:
         if self._mailer is not None:

@@ -22,7 +22,7 @@ from stripeflow.core.errors import (
     RetriableError,
     VendorError,
 )
-from stripeflow.core.http import Limiter, Sleep, TokenBucketLimiter, VendorAPI
+from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
 from stripeflow.tasks.notify.redact import redact_tokens
 
 AUTH_ERRORS = frozenset({
@@ -33,9 +33,9 @@ RATE_ERRORS = frozenset({"ratelimited", "rate_limited"})
 SERVER_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
 
-def per_channel_limiter(sleep: Sleep) -> Limiter:
+def per_channel_limiter(sleep: Sleep, clock: Clock = time.monotonic) -> Limiter:
     """Slack allows about one message a second per channel (short bursts pass)."""
-    return TokenBucketLimiter(capacity=1, rate=1.0, sleep=sleep)
+    return TokenBucketLimiter(capacity=1, rate=1.0, sleep=sleep, clock=clock)
 
 
 def classify_slack_error(code: str, *, vendor: str, status: int, wait: float | None,
@@ -58,7 +58,8 @@ class SlackAPI(VendorAPI):
 
     def __init__(self, token: str, base_url: str = "https://slack.com/api", **kw: Any) -> None:
         self._token = token
-        kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep)))
+        clock = kw.pop("clock", time.monotonic)
+        kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep), clock))
         super().__init__(base_url, **kw)
 
     def auth_headers(self) -> dict[str, str]:
@@ -102,7 +103,8 @@ class SlackWebhookAPI(VendorAPI):
         parts = urlsplit(url)
         # the path goes per request: a base URL would gain a trailing slash the webhook rejects
         self._path = parts.path + (f"?{parts.query}" if parts.query else "")
-        kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep)))
+        clock = kw.pop("clock", time.monotonic)
+        kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep), clock))
         super().__init__(f"{parts.scheme}://{parts.netloc}", **kw)
 
     def error_message(self, response: httpx.Response) -> tuple[str, str | None]:

@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 
 from stripeflow.core.errors import AuthError, PermanentError, VendorError
-from stripeflow.core.http import Limiter, Sleep, TokenBucketLimiter, VendorAPI
+from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
 from stripeflow.tasks.notify.redact import redact_tokens
 
 
-def per_chat_limiter(sleep: Sleep) -> Limiter:
+def per_chat_limiter(sleep: Sleep, clock: Clock = time.monotonic) -> Limiter:
     """Telegram asks for at most about one message a second per chat."""
-    return TokenBucketLimiter(capacity=1, rate=1.0, sleep=sleep)
+    return TokenBucketLimiter(capacity=1, rate=1.0, sleep=sleep, clock=clock)
 
 
 class TelegramAPI(VendorAPI):
@@ -31,7 +31,8 @@ class TelegramAPI(VendorAPI):
 
     def __init__(self, token: str, base_url: str = "https://api.telegram.org", **kw: Any) -> None:
         redact_tokens()
-        kw.setdefault("limiter", per_chat_limiter(kw.get("sleep", time.sleep)))
+        clock = kw.pop("clock", time.monotonic)
+        kw.setdefault("limiter", per_chat_limiter(kw.get("sleep", time.sleep), clock))
         super().__init__(f"{base_url.rstrip('/')}/bot{token}", **kw)
 
     def _body(self, response: httpx.Response) -> dict[str, Any]:

@@ -356,7 +356,7 @@ class Ledger:
             stmt = self._insert(EffectRow.__table__).values(
                 key=key, payment_id=payment_id, target=target, action=action, status=status,
                 result=result, created_at=utcnow()).on_conflict_do_nothing(index_elements=["key"])
-            return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+            return s.execute(stmt.returning(EffectRow.__table__.c.key)).first() is not None
 
     def effects_for(self, payment_id: str) -> list[EffectRow]:
         with self.session() as s:

@@ -70,11 +70,8 @@ def format_money(amount: Decimal, currency: str, language: str = "pl") -> str:
     """`249,00 zł` in Polish, `PLN 249.00` / `€1,249.00` in English (non-breaking spaces)."""
     code = currency_code(currency)
     locale = LOCALES.get(language, language)
-    if code in ZERO_DECIMAL:
-        text = format_currency(amount.quantize(Decimal(1)), code, locale=locale)
-    else:
-        text = format_currency(amount.quantize(Decimal(1).scaleb(-exponent(code))), code,
-                               locale=locale, currency_digits=False)
+    # babel's ISO 4217 digits: what people expect to read (ISK shows whole krónur, as it should)
+    text = format_currency(amount, code, locale=locale)
     symbol = get_currency_symbol(code, locale=locale)
     # CLDR's currencySpacing: an alphabetic symbol (PLN, JPY) is set apart from the digits.
     if symbol.isalpha() and text.startswith(symbol) and text[len(symbol):][:1].isdigit():

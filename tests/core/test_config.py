@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from stripeflow.core.config import load_settings
+from stripeflow.core.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "stripeflow.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_need_no_file_and_no_accounts(tmp_path: Path) -> None:
+    s = load_settings(env={"STRIPEFLOW_CONFIG": str(tmp_path / "absent.toml")})
+    assert s.language == "pl"
+    assert [t.type for t in s.crm] == ["local"]
+    assert s.ledger_url.startswith("sqlite:///")
+
+
+def test_a_typo_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[crm]]\ntpye = "hubspot"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, env={})
+    assert "crm.0.tpye: unknown key" in str(exc.value)
+
+
+def test_an_unknown_stage_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[crm]]\ntype = "local"\n[crm.stages]\npayed = "won"\n')
+    with pytest.raises(ConfigError, match="unknown stage 'payed'"):
+        load_settings(path, env={})
+
+
+def test_an_unknown_payment_field_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[crm]]\ntype = "local"\n[crm.fields]\nemial = "email"\n')
+    with pytest.raises(ConfigError, match="unknown Payment field 'emial'"):
+        load_settings(path, env={})
+
+
+def test_broken_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "language = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path, env={})
+
+
+def test_secrets_come_from_the_environment_and_stay_secret(tmp_path: Path) -> None:
+    s = load_settings(None,
+                      env={"STRIPE_WEBHOOK_SECRET": "whsec_a, whsec_b", "STRIPE_API_KEY": "sk_test_123",
+                           "STRIPEFLOW_CONFIG": str(tmp_path / "absent.toml")})
+    assert [x.get_secret_value() for x in s.stripe.webhook_secrets] == ["whsec_a", "whsec_b"]
+    assert "sk_test_123" not in repr(s) and "whsec_a" not in repr(s)
+
+
+def test_an_invalid_language_value_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, 'language = "de"\n')
+    with pytest.raises(ConfigError, match="language"):
+        load_settings(path, env={})

@@ -1,0 +1,70 @@
+"""Enrichment through stripe-python against the local Stripe fake, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stripeflow.core.config import StripeSettings
+from stripeflow.core.errors import AuthError, PayloadError, RateLimitedError
+from stripeflow.core.ledger import Ledger
+from stripeflow.tasks.stripe.client import StripeLookup, make_client
+from stripeflow.tasks.stripe.normalise import normalise
+from tests.fakes.server import serve_app
+from tests.fakes.stripe_api import FakeStripe
+
+
+@pytest.fixture
+def fake() -> FakeStripe:
+    return FakeStripe()
+
+
+@pytest.fixture
+def stripe_url(fake: FakeStripe) -> Iterator[str]:
+    with serve_app(fake.app) as url:
+        yield url
+
+
+def lookup_for(url: str, ledger: Ledger | None, key: str = "sk_test_123") -> StripeLookup:
+    return StripeLookup(make_client(StripeSettings(api_key=key, api_base=url)), ledger)
+
+
+def test_enrichment_is_fetched_once_then_cached(fake: FakeStripe, stripe_url: str, ledger: Ledger) -> None:
+    world = fake.world
+    cus = world.customer("anna@example.pl", "Anna")
+    pi, ch = world.payment_intent(24900, "pln", cus, method="blik")
+    event = world.event("payment_intent.succeeded", {**pi, "receipt_email": None})
+    lookup = lookup_for(stripe_url, ledger)
+    first = normalise(event, lookup)
+    again = normalise(world.event("payment_intent.succeeded", pi), lookup_for(stripe_url, ledger))
+    assert first is not None and first.method.value == "blik" and first.email == "anna@example.pl"
+    assert again is not None and again.method == first.method
+    assert fake.requests == [("GET", f"/v1/charges/{ch['id']}")]  # the second process read the cache
+
+
+def test_invoice_payment_is_found_through_invoice_payments(fake: FakeStripe, stripe_url: str) -> None:
+    world = fake.world
+    inv = world.invoice(4900, "eur", world.customer("b@c.eu"), product="Plan", pi="pi_abc")
+    p = normalise(world.event("invoice.paid", inv), lookup_for(stripe_url, None))
+    assert p is not None and p.payment_id == "pi_abc"
+
+
+def test_a_missing_object_is_a_payload_error(stripe_url: str) -> None:
+    with pytest.raises(PayloadError, match="No such charge"):
+        lookup_for(stripe_url, None).retrieve("charge", "ch_missing")
+
+
+def test_a_bad_key_is_an_auth_error_not_retried(fake: FakeStripe, stripe_url: str) -> None:
+    with pytest.raises(AuthError, match="Invalid API Key"):
+        lookup_for(stripe_url, None, key="pk_test_wrong").retrieve("charge", "ch_x")
+    assert len(fake.requests) == 1
+
+
+def test_a_rate_limit_that_persists_is_retriable(fake: FakeStripe, stripe_url: str) -> None:
+    ch = fake.world.charge(100, "pln")
+    fake.fail_next.extend([429, 429, 429])
+    with pytest.raises(RateLimitedError):
+        lookup_for(stripe_url, None).retrieve("charge", ch["id"])
+    fake.fail_next.clear()
+    assert lookup_for(stripe_url, None).retrieve("charge", ch["id"])["id"] == ch["id"]

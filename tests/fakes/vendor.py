@@ -157,13 +157,13 @@ class FakeVendor:
         return self.not_found(call)
 
     def transport(self) -> httpx.MockTransport:
-        if self.latency:
-            def handler(request: httpx.Request) -> httpx.Response:
-                with self._flight():
-                    time.sleep(self.latency)  # simulated server latency, so concurrency can overlap
-                    return self.handle(request)
-            return httpx.MockTransport(handler)
-        return httpx.MockTransport(self.handle)
+        def handler(request: httpx.Request) -> httpx.Response:
+            with self._flight():
+                if self.latency:
+                    time.sleep(self.latency)  # simulated server latency, so concurrent calls overlap
+                return self.handle(request)
+
+        return httpx.MockTransport(handler)
 
     @property
     def app(self) -> Starlette:

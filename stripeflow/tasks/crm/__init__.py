@@ -15,6 +15,10 @@ from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
 
 ADAPTERS: dict[str, str] = {
     "local": "stripeflow.tasks.crm.local:LocalCRM",
+    "hubspot": "stripeflow.tasks.crm.hubspot:HubSpotCRM",
+    "pipedrive": "stripeflow.tasks.crm.pipedrive:PipedriveCRM",
+    "bitrix24": "stripeflow.tasks.crm.bitrix24:Bitrix24CRM",
+    "zoho": "stripeflow.tasks.crm.zoho:ZohoCRM",
 }
 
 

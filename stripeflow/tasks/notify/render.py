@@ -16,6 +16,7 @@ text and subjects not at all (a subject is folded to one line).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -139,7 +140,8 @@ def message_context(
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """Fold to one line; non-breaking spaces stay (str.split would eat them: `1 249,00 zł`)."""
+    return re.sub(r"[ \t\r\n]+", " ", text).strip()
 
 
 class Renderer:
@@ -172,7 +174,7 @@ class Renderer:
         return [f"team_{kind}.{fmt}.j2", f"team.{fmt}.j2"]
 
     def customer_email(self, kind: str, context: dict[str, Any]) -> EmailContent:
-        base = f"customer_{kind}"
+        base, context = f"customer_{kind}", {**context, "kind": kind}
         return EmailContent(
             subject=_one_line(self._render(self.env, [f"{base}.subject.j2"], context)),
             text=self._render(self.env, [f"{base}.txt.j2"], context) + "\n",
@@ -180,10 +182,10 @@ class Renderer:
         )
 
     def headline(self, kind: str, context: dict[str, Any]) -> str:
-        return _one_line(self._render(self.env, self._team_names(kind, "subject"), context))
+        return _one_line(self._render(self.env, self._team_names(kind, "subject"), {**context, "kind": kind}))
 
     def team_email(self, kind: str, context: dict[str, Any]) -> EmailContent:
-        context = {**context, "headline": self.headline(kind, context)}
+        context = {**context, "kind": kind, "headline": self.headline(kind, context)}
         return EmailContent(
             subject=context["headline"],
             text=self._render(self.env, self._team_names(kind, "txt"), context) + "\n",
@@ -193,7 +195,7 @@ class Renderer:
     def team_slack(self, kind: str, context: dict[str, Any]) -> SlackContent:
         headline = self.headline(kind, context)
         body = self._render(self.slack_env, self._team_names(kind, "slack"),
-                            {**context, "headline": headline})
+                            {**context, "kind": kind, "headline": headline})
         return SlackContent(
             text=slack_escape(headline),
             blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": body[:3000]}}],
@@ -201,4 +203,5 @@ class Renderer:
 
     def team_telegram(self, kind: str, context: dict[str, Any]) -> str:
         headline = self.headline(kind, context)
-        return self._render(self.env, self._team_names(kind, "telegram"), {**context, "headline": headline})
+        return self._render(self.env, self._team_names(kind, "telegram"),
+                            {**context, "kind": kind, "headline": headline})

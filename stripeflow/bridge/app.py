@@ -121,6 +121,8 @@ def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None =
             return signature_problem(exc)
         except (ValueError, UnicodeDecodeError) as exc:
             return problem(400, "invalid_json", f"The body is not valid JSON: {exc}")
+        except (AttributeError, TypeError):  # stripe-python assumes a JSON object; the signature was good
+            return problem(400, "malformed_event", "Not a Stripe event: the body is not a JSON object.")
         try:
             event = parse_event(body)
         except ValueError as exc:

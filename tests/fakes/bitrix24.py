@@ -79,7 +79,7 @@ class FakeBitrix24(FakeVendor):
         self.deals: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.userfields: dict[str, dict[str, Any]] = {}
-        self.statuses: dict[str, list[str]] = {"DEAL_STAGE": list(BUILTIN_STAGES)}
+        self.stage_lists: dict[str, list[str]] = {"DEAL_STAGE": list(BUILTIN_STAGES)}
         self._next = 0
         self.methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "crm.contact.list": lambda p: self.list(self.contacts, p),
@@ -242,7 +242,7 @@ class FakeBitrix24(FakeVendor):
         if table is self.deals and "STAGE_ID" in out:
             category = int(out.get("CATEGORY_ID") or 0)
             entity = "DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}"
-            if out["STAGE_ID"] not in self.statuses.get(entity, []):
+            if out["STAGE_ID"] not in self.stage_lists.get(entity, []):
                 raise MethodError(400, "", f"Stage {out['STAGE_ID']} is not found in category {category}")
         if "CONTACT_IDS" in out:
             out["CONTACT_IDS"] = [int(x) for x in out["CONTACT_IDS"]]
@@ -315,11 +315,11 @@ class FakeBitrix24(FakeVendor):
     def status_list(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         entity = str((p.get("filter") or {}).get("ENTITY_ID", "DEAL_STAGE"))
         return [{"ENTITY_ID": entity, "STATUS_ID": s, "NAME": s, "SORT": (i + 1) * 10}
-                for i, s in enumerate(self.statuses.get(entity, []))]
+                for i, s in enumerate(self.stage_lists.get(entity, []))]
 
     def status_add(self, p: dict[str, Any]) -> int:
         fields = {k.upper(): v for k, v in (p.get("fields") or {}).items()}
-        stages = self.statuses.setdefault(str(fields.get("ENTITY_ID")), [])
+        stages = self.stage_lists.setdefault(str(fields.get("ENTITY_ID")), [])
         if fields.get("STATUS_ID") in stages:
             raise MethodError(400, "", "Status already exists")
         stages.append(str(fields.get("STATUS_ID")))

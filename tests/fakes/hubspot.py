@@ -285,7 +285,8 @@ class FakeHubSpot(FakeVendor):
                                  "VALIDATION_ERROR")
                 existing = self.by_property(type_, prop, str(key))
                 props[prop] = key
-            problem = self.validate(type_, props, existing["id"] if existing else None)
+            problem = self.validate(type_, props, existing["id"] if existing else None) or \
+                self.check_associations(item.get("associations") or [])
             if problem:
                 errors.append({"status": "error", "category": problem[0], "message": problem[1],
                                "context": {"id": [str(item.get("id", ""))]}})
@@ -309,6 +310,14 @@ class FakeHubSpot(FakeVendor):
         return self._batch(call, upsert=False)
 
     # -- associations --------------------------------------------------------------------------
+
+    def check_associations(self, associations: list[dict[str, Any]]) -> tuple[str, str] | None:
+        for assoc in associations:
+            for t in assoc.get("types") or []:
+                to_type = {214: "deals", 202: "contacts", 3: "contacts", 4: "deals"}.get(int(t["associationTypeId"]))
+                if to_type and str(assoc["to"]["id"]) not in self.objects[to_type]:
+                    return ("VALIDATION_ERROR", f"No {to_type[:-1]} with id {assoc['to']['id']} to associate with")
+        return None
 
     def add_inline_association(self, type_: str, oid: str, assoc: dict[str, Any]) -> None:
         for t in assoc.get("types") or []:

@@ -63,7 +63,7 @@ class FakeZoho(FakeVendor):
         self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES}
         self.fields: dict[str, dict[str, dict[str, Any]]] = {
             module: {name: {"api_name": name, "field_label": name.replace("_", " "), "data_type": "text",
-                            "custom_field": False, **({"unique": {"casesensitive": False}} if unique else {})}
+                            "custom_field": False, "system_duplicate_check": unique}
                      for name, unique in names.items()}
             for module, names in BUILTIN_FIELDS.items()}
         self.fields["Deals"]["Stage"].update(data_type="picklist", pick_list_values=[
@@ -151,7 +151,12 @@ class FakeZoho(FakeVendor):
         return str(self._next)
 
     def unique_fields(self, module: str) -> set[str]:
+        """Fields marked "Do not allow duplicate values": enforced on every write."""
         return {n for n, f in self.fields[module].items() if f.get("unique")}
+
+    def check_fields(self, module: str) -> set[str]:
+        """What duplicate_check_fields may name: the unique fields plus the system ones (Email, Deal_Name)."""
+        return self.unique_fields(module) | {n for n, f in self.fields[module].items() if f.get("system_duplicate_check")}
 
     def details(self, rec: dict[str, Any]) -> dict[str, Any]:
         who = {"name": "Fake Admin", "id": "5843104000000000001"}
@@ -207,9 +212,9 @@ class FakeZoho(FakeVendor):
         data = body.get("data") or []
         if len(data) > 100:
             return zerror(400, "LIMIT_EXCEEDED", "the number of records exceeds the limit", {"limit": 100})
-        keys = body.get("duplicate_check_fields") or sorted(self.unique_fields(module))
+        keys = body.get("duplicate_check_fields") or sorted(self.check_fields(module))
         for key in keys:
-            if key not in self.unique_fields(module):
+            if key not in self.check_fields(module):
                 return zerror(400, "INVALID_DATA", "duplicate check field is not unique",
                               {"api_name": key, "json_path": "$.duplicate_check_fields"})
         results = []

@@ -291,13 +291,10 @@ class Bitrix24CRM:
             "ENTITY_ID": n.deal_id, "ENTITY_TYPE": "deal", "COMMENT": n.body}})
             for i, n in enumerate(notes) if ids[i] is None}
         if todo:
-            done, errors = self.api.batch(todo, idempotent=False)
-            for key, value in done.items():
-                ids[int(key[1:])] = str(value)
-            if errors:
-                for i, got in enumerate(ids):  # so the halves call_in_batches sends do not comment twice
-                    if got is not None:
-                        self._notes.put(notes[i], got)
+            with self._notes.kept_on_error(notes, ids):  # halves call_in_batches resends skip made ones
+                done, errors = self.api.batch(todo, idempotent=False)
+                for key, value in done.items():
+                    ids[int(key[1:])] = str(value)
                 _raise_errors(errors, "timeline comment")
         return [str(i) for i in ids]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -17,7 +18,7 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from stripeflow.core.config import LOGICAL_STAGES, CRMTarget
-from stripeflow.core.errors import ConfigError
+from stripeflow.core.errors import ConfigError, VendorError
 from stripeflow.tasks.crm.base import DealInput
 
 K = TypeVar("K", bound=Hashable)
@@ -129,6 +130,17 @@ class Remembered(Generic[K]):
 
     def pop(self, key: K) -> str | None:
         return self._ids.pop(key, None)
+
+    @contextmanager
+    def kept_on_error(self, items: Sequence[K], ids: list[str | None]) -> Iterator[None]:
+        """Around a batch write: if it raises, every item that has an id in `ids` is remembered."""
+        try:
+            yield
+        except VendorError:
+            for item, got in zip(items, ids, strict=True):
+                if got is not None:
+                    self.put(item, got)
+            raise
 
 
 @dataclass

@@ -287,19 +287,14 @@ class HubSpotCRM:
                    "associations": [{"to": {"id": notes[i].deal_id}, "types": [
                        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": NOTE_TO_DEAL}]}]}
                   for k, i in enumerate(todo)]
-        body = self.api.request_json("POST", "/crm/v3/objects/notes/batch/create", json={"inputs": inputs},
-                                     idempotent=False)
-        for r in body.get("results") or []:
-            k = epoch_ms(r["properties"]["hs_timestamp"]) - base
-            if 0 <= k < len(todo):
-                ids[todo[k]] = str(r["id"])
-        try:
+        with self._notes.kept_on_error(notes, ids):
+            body = self.api.request_json("POST", "/crm/v3/objects/notes/batch/create", json={"inputs": inputs},
+                                         idempotent=False)
+            for r in body.get("results") or []:
+                k = epoch_ms(r["properties"]["hs_timestamp"]) - base
+                if 0 <= k < len(todo):
+                    ids[todo[k]] = str(r["id"])
             batch_results(body, "notes create")
-        except PermanentError:
-            for i, got in enumerate(ids):  # created ones come back from memory when the halves are retried
-                if got is not None:
-                    self._notes.put(notes[i], got)
-            raise
         return _all_found(ids, "note")
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +44,7 @@ OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "language": str,
                                                "person_field_key": str}
 STATUS = {"paid": "won", "invoiced": "won", "failed": "lost", "refunded": "lost"}  # else open
 CUSTOM_KEY = re.compile(r"[0-9a-f]{40}")
-T = TypeVar("T")
+T = TypeVar("T", bound=Hashable)
 
 
 def is_custom_key(name: str) -> bool:
@@ -369,15 +369,9 @@ class PipedriveCRM:
 def _each_once(items: Sequence[T], memory: Remembered[T], create: Callable[[T], str]) -> list[str]:
     """Create each item (no key, no batch API); when one fails, the ones made so far are remembered
     so the halves `call_in_batches` sends again do not create them twice."""
-    done: list[tuple[T, str]] = []
-    ids: list[str] = []
-    try:
-        for item in items:
-            got = memory.pop(item) or create(item)
-            done.append((item, got))
-            ids.append(got)
-    except (PermanentError, VendorError):
-        for item, got in done:
-            memory.put(item, got)
-        raise
-    return ids
+    ids: list[str | None] = [memory.pop(item) for item in items]
+    with memory.kept_on_error(items, ids):
+        for i, item in enumerate(items):
+            if ids[i] is None:
+                ids[i] = create(item)
+    return [str(i) for i in ids]

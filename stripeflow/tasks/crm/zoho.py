@@ -265,16 +265,13 @@ class ZohoCRM:
         ids: list[str | None] = [self._notes.pop(n) for n in notes]
         todo = [i for i, got in enumerate(ids) if got is None]
         if todo:
-            body = self.api.request_json("POST", f"{API}/Notes", idempotent=False, json={"data": [
-                {"Note_Title": f"Stripe {notes[i].payment_id}", "Note_Content": notes[i].body,
-                 "Parent_Id": {"module": {"api_name": "Deals"}, "id": notes[i].deal_id}} for i in todo]})
-            for i, r in zip(todo, body.get("data") or [], strict=False):
-                if r.get("status") == "success":
-                    ids[i] = str(r["details"]["id"])
-            if record_errors(body):
-                for i, got in enumerate(ids):  # so the halves call_in_batches sends do not add notes twice
-                    if got is not None:
-                        self._notes.put(notes[i], got)
+            with self._notes.kept_on_error(notes, ids):  # halves call_in_batches resends skip made ones
+                body = self.api.request_json("POST", f"{API}/Notes", idempotent=False, json={"data": [
+                    {"Note_Title": f"Stripe {notes[i].payment_id}", "Note_Content": notes[i].body,
+                     "Parent_Id": {"module": {"api_name": "Deals"}, "id": notes[i].deal_id}} for i in todo]})
+                for i, r in zip(todo, body.get("data") or [], strict=False):
+                    if r.get("status") == "success":
+                        ids[i] = str(r["details"]["id"])
                 raise_record_errors(body, "notes create")
         return [str(i) for i in ids]
 

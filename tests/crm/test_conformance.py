@@ -1,0 +1,153 @@
+"""The one conformance suite every CRM adapter and its fake must pass (harness.py lists them)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from stripeflow.core.batching import call_in_batches
+from stripeflow.core.errors import AuthError, PermanentError
+from stripeflow.tasks.crm.base import CRM, NoteInput
+from tests.crm.harness import HARNESSES, Harness, contact, deal
+from tests.fakes.server import serve_app
+
+
+@pytest.fixture(params=HARNESSES, ids=lambda h: h.name)
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    return request.param(tmp_path)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def crm(harness: Harness) -> CRM:
+    return harness.build()
+
+
+def http_only(harness: Harness) -> None:
+    if not harness.http:
+        pytest.skip("no HTTP behind this CRM")
+
+
+def test_the_adapter_is_a_crm(crm: CRM) -> None:
+    assert isinstance(crm, CRM)
+    assert crm.batch_size >= 1
+
+
+def test_contact_upsert_is_idempotent(harness: Harness, crm: CRM) -> None:
+    first = crm.upsert_contacts([contact(1), contact(2, email=False)])
+    again = crm.upsert_contacts([contact(1), contact(2, email=False)])
+    assert first == again
+    assert harness.count_contacts() == 2
+
+
+def test_duplicates_in_one_batch_get_one_record(harness: Harness, crm: CRM) -> None:
+    ids = crm.upsert_contacts([contact(1), contact(1)])
+    assert ids[0] == ids[1]
+    assert harness.count_contacts() == 1
+
+
+def test_deal_upsert_is_idempotent_and_keyed_by_payment(harness: Harness, crm: CRM) -> None:
+    [contact_id] = crm.upsert_contacts([contact(1)])
+    first = crm.upsert_deals([deal(1, contact_id=contact_id), deal(2, contact_id=contact_id)])
+    again = crm.upsert_deals([deal(1, contact_id=contact_id), deal(2, contact_id=contact_id)])
+    assert first == again
+    assert len(set(first)) == 2
+    assert harness.count_deals() == 2
+
+
+def test_stage_move_updates_the_deal_in_place(harness: Harness, crm: CRM) -> None:
+    [created] = crm.upsert_deals([deal(1, stage="new")])
+    assert harness.deal_stage("pi_000001") == harness.crm_stage("new")
+    [moved] = crm.upsert_deals([deal(1, stage="refunded")])
+    assert moved == created
+    assert harness.deal_stage("pi_000001") == harness.crm_stage("refunded")
+    assert harness.count_deals() == 1
+
+
+def test_notes_are_attached_to_the_deal(harness: Harness, crm: CRM) -> None:
+    [deal_id] = crm.upsert_deals([deal(1)])
+    note_ids = crm.add_notes([NoteInput(deal_id=deal_id, payment_id="pi_000001", body="Zapłacono 249,00 zł"),
+                              NoteInput(deal_id=deal_id, payment_id="pi_000001", body="Zwrot 49,00 zł")])
+    assert len(set(note_ids)) == 2
+    assert sorted(harness.notes_on(deal_id)) == ["Zapłacono 249,00 zł", "Zwrot 49,00 zł"]
+
+
+def test_rate_limit_storm_is_waited_out_and_nothing_is_lost(harness: Harness, crm: CRM) -> None:
+    http_only(harness)
+    [contact_id] = crm.upsert_contacts([contact(1)])  # warm up: tokens, field lookups
+    harness.fake.inject(harness.storm_status, count=5)
+    ids = crm.upsert_deals([deal(n, contact_id=contact_id) for n in range(1, 4)])
+    notes = crm.add_notes([NoteInput(deal_id=i, payment_id="x", body=f"note {i}") for i in ids])
+    assert harness.count_deals() == 3 and harness.count_notes() == 3 and len(set(notes)) == 3
+    assert harness.fake.statuses().count(harness.storm_status) == 5
+    assert len(harness.clock.slept) >= 5  # each refusal was waited out, on the fake clock
+
+
+def test_unauthorised_is_not_retried(harness: Harness) -> None:
+    http_only(harness)
+    bad = harness.build(bad_credentials=True)
+    with pytest.raises(AuthError) as caught:
+        bad.upsert_contacts([contact(1)])
+    assert len(harness.fake.log) == 1
+    assert "wrong" not in str(caught.value)  # the credential we sent is not echoed into the error
+
+
+def test_calls_per_batch_are_capped(harness: Harness, crm: CRM) -> None:
+    http_only(harness)
+    items = [deal(n) for n in range(250)]
+    before = len(harness.fake.log)
+    ids = call_in_batches(items, crm.batch_size, crm.upsert_deals, lambda item, exc: pytest.fail(str(exc)))
+    assert len(set(ids)) == 250
+    assert len(harness.fake.log) - before <= harness.deal_calls_cap(250)
+
+
+def test_client_side_limiter_never_exceeds_the_fakes_limit(harness: Harness) -> None:
+    http_only(harness)
+    crm = harness.build(limited=True)
+    if harness.name == "zoho":  # a concurrency limit: only parallel callers can break it
+        threads = [threading.Thread(target=crm.upsert_contacts, args=([contact(n)],)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        for n in range(30):
+            crm.upsert_contacts([contact(n)])
+    assert harness.over_limit() == 0
+    assert 429 not in harness.fake.statuses() and 503 not in harness.fake.statuses()
+
+
+def test_a_refused_item_is_isolated_and_the_rest_land(harness: Harness, crm: CRM) -> None:
+    http_only(harness)
+    items = [deal(n) for n in range(1, 6)]
+    items[2] = deal(3, stage="no-such-stage")
+    failed: list[tuple[str, PermanentError]] = []
+    ids = call_in_batches(items, crm.batch_size, crm.upsert_deals, lambda d, exc: failed.append((d.payment_id, exc)))
+    assert [i is None for i in ids] == [False, False, True, False, False]
+    assert [pid for pid, _ in failed] == ["pi_000003"]
+    assert harness.count_deals() == 4
+
+
+def test_a_refused_note_does_not_duplicate_the_others(harness: Harness, crm: CRM) -> None:
+    http_only(harness)
+    [deal_id] = crm.upsert_deals([deal(1)])
+    notes = [NoteInput(deal_id=deal_id, payment_id="pi_000001", body=f"note {n}") for n in range(4)]
+    notes[1] = NoteInput(deal_id="999999999", payment_id="pi_000001", body="orphan")
+    failed: list[NoteInput] = []
+    ids = call_in_batches(notes, crm.batch_size, crm.add_notes, lambda n, exc: failed.append(n))
+    assert ids[1] is None and all(ids[i] for i in (0, 2, 3))
+    assert failed == [notes[1]]
+    assert sorted(harness.notes_on(deal_id)) == ["note 0", "note 2", "note 3"]  # each exactly once
+
+
+def test_over_real_sockets(harness: Harness) -> None:
+    http_only(harness)
+    harness.build()  # makes the fake
+    with serve_app(harness.fake.app) as base_url:
+        crm = harness.build(base_url=base_url)
+        [contact_id] = crm.upsert_contacts([contact(1)])
+        [deal_id] = crm.upsert_deals([deal(1, contact_id=contact_id)])
+        crm.add_notes([NoteInput(deal_id=deal_id, payment_id="pi_000001", body="over HTTP")])
+        crm.close()
+    assert harness.notes_on(deal_id) == ["over HTTP"]

@@ -56,12 +56,14 @@ def sender_domain(sender: str) -> str:
     return addr.rpartition("@")[2] or "localhost"
 
 
-def message_id(key: str, sender: str) -> str:
-    """The same (payment, kind) always gets the same Message-ID, so a duplicate is recognisable."""
-    local = re.sub(r"[^A-Za-z0-9._-]", ".", key).strip(".")
-    if len(local) > 120:  # long keys (team routes) stay unique through a digest
-        local = local[:80] + "." + hashlib.sha256(key.encode()).hexdigest()[:20]
-    return f"<stripeflow.{local}@{sender_domain(sender)}>"
+def message_id(key: str, payment_id: str, sender: str) -> str:
+    """The same (payment, kind) always gets the same Message-ID, so a duplicate is recognisable.
+
+    `<pi_....<digest of the effect key>@domain>`: short enough not to be folded (a folded
+    Message-ID comes back from some parsers with a leading space).
+    """
+    local = re.sub(r"[^A-Za-z0-9_-]", "-", payment_id)[:60]
+    return f"<{local}.{hashlib.sha256(key.encode()).hexdigest()[:16]}@{sender_domain(sender)}>"
 
 
 def build_email(content: EmailContent, envelope: Envelope, *, msg_id: str,
@@ -209,13 +211,16 @@ class SMTPMailer:
             self.close()
             raise RetriableError(f"connection lost before DATA: {exc}", vendor=VENDOR) from exc
         try:
-            code, reply = smtp.data(payload)
+            code, reply = smtp.data(payload)  # raises only when DATA itself is refused
         except smtplib.SMTPDataError as exc:  # the server answered: it did not take the message
             self._reset()
             raise _response_error(exc.smtp_code, exc.smtp_error, "data_refused") from exc
         except (smtplib.SMTPException, OSError) as exc:  # timeouts included
             self.close()
             raise OutcomeUnknownError(f"connection lost during DATA: {exc}", vendor=VENDOR) from exc
+        if code != 250:  # the answer to the message itself: refused, so not delivered
+            self._reset()
+            raise _response_error(code, reply, "data_refused")
         return str(msg["Message-ID"])
 
     def _reset(self) -> None:

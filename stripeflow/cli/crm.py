@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from stripeflow.core.config import load_settings
+
+if TYPE_CHECKING:
+    from stripeflow.tasks.crm.common import Manageable
 
 app = typer.Typer(help="Look into and set up the CRMs.", no_args_is_help=True)
 console = Console()
@@ -41,3 +46,82 @@ def deals(limit: int = typer.Option(50, help="Show at most this many deals, newe
     console.print(table)
     if not rows:
         console.print("No deals yet: start `make run` and wait for the demo's payments.")
+
+
+def _configured_crm(name: str) -> Manageable:
+    """The adapter for the configured target of this type (or, unconfigured, from env credentials)."""
+    from stripeflow.core.config import CRMTarget
+    from stripeflow.core.errors import ConfigError
+    from stripeflow.tasks.crm import ADAPTERS, build_crm
+    from stripeflow.tasks.crm.common import Manageable
+
+    settings = load_settings()
+    target = next((t for t in settings.crm if t.type == name or t.block == name), None) or CRMTarget(type=name)
+    if target.type not in ADAPTERS or target.type == "local":
+        console.print(f"[red]Unknown CRM {name!r}[/]: choose one of hubspot, pipedrive, bitrix24, zoho.")
+        raise typer.Exit(2)
+    try:
+        adapter = build_crm(target, settings.home)
+    except ConfigError as exc:
+        console.print(f"[red]Configuration:[/] {exc}")
+        raise typer.Exit(2) from None
+    if not isinstance(adapter, Manageable):
+        console.print(f"[red]{name} has nothing to set up or check.[/]")
+        raise typer.Exit(2)
+    return adapter
+
+
+@app.command("setup")
+def setup(crm: str = typer.Argument(..., help="hubspot, pipedrive, bitrix24 or zoho (or a configured block name).")
+          ) -> None:
+    """Create the custom fields and stages the CRM needs (idempotent) and print the mapping."""
+    from stripeflow.core.errors import VendorError
+
+    adapter = _configured_crm(crm)
+    try:
+        report = adapter.setup()
+    except VendorError as exc:
+        console.print(f"[red]{crm}: setup failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        adapter.close()
+    table = Table(title=f"{crm}: what setup needs")
+    for col in ("item", "status", "note"):
+        table.add_column(col)
+    colour = {"created": "green", "exists": "dim", "manual": "yellow"}
+    for thing, status, note in report.actions:
+        table.add_row(thing, f"[{colour.get(status, 'white')}]{status}[/]", note)
+    console.print(table)
+    mapping = Table(title=f"{crm}: mapping in force")
+    mapping.add_column("Stripeflow")
+    mapping.add_column(crm)
+    for key, value in report.mapping.items():
+        mapping.add_row(key, value)
+    console.print(mapping)
+    console.print("Changed: " + ("yes" if report.changed else "nothing, everything was already in place"))
+    if any(status == "manual" for _, status, _ in report.actions):
+        console.print("[yellow]Some steps must be done by hand (see the notes above).[/]")
+        raise typer.Exit(1)
+
+
+@app.command("check")
+def check(crm: str = typer.Argument(..., help="hubspot, pipedrive, bitrix24 or zoho (or a configured block name).")
+          ) -> None:
+    """Try the credentials and the mapping; say exactly what is wrong."""
+    from stripeflow.core.errors import VendorError
+
+    adapter = _configured_crm(crm)
+    try:
+        report = adapter.check()
+    except VendorError as exc:
+        console.print(f"[red]{crm}: check failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        adapter.close()
+    for line in report.ok:
+        console.print(f"[green]ok[/]  {line}")
+    for line in report.problems:
+        console.print(f"[red]bad[/] {line}")
+    if not report.passed:
+        raise typer.Exit(1)
+    console.print(f"{crm}: all checks passed.")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from stripeflow.core.config import LOGICAL_STAGES, CRMTarget
 from stripeflow.core.errors import ConfigError, VendorError
@@ -172,5 +172,12 @@ class CheckReport:
         return not self.problems
 
 
-def first(items: Iterable[Any], default: Any = None) -> Any:
-    return next(iter(items), default)
+@runtime_checkable
+class Manageable(Protocol):
+    """A vendor adapter that can prepare its CRM (`stripeflow crm setup`) and diagnose it (`crm check`)."""
+
+    def setup(self) -> SetupReport: ...
+
+    def check(self) -> CheckReport: ...
+
+    def close(self) -> None: ...

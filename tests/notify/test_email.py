@@ -24,6 +24,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiri
 USER, PASSWORD = "sklep@example.pl", "gmail-app-password"
 
 
+def with_password(make_channels: Callable[..., Channels]) -> Callable[[Settings], Channels]:
+    return lambda settings: make_channels(settings, smtp_password=PASSWORD)
+
+
 def smtp_settings(make_settings: SettingsFactory, port: int, **notify: object) -> Settings:
     defaults: dict[str, object] = dict(
         smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": USER, "timeout": 5},
@@ -36,8 +40,9 @@ def smtp_settings(make_settings: SettingsFactory, port: int, **notify: object) -
 def test_customer_mail_is_correct_mime(make_settings: SettingsFactory, ledger: Ledger,
                                        make_channels: Callable[..., Channels]) -> None:
     with smtp_server(users={USER: PASSWORD}, auth_required=True) as server:
+        mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
-        channels = make_channels(settings, smtp_password=PASSWORD)
+        channels = mk(settings)
         report = notify_changes.fn([change(make_payment(name="Zofia Łęcka"))], settings, ledger, channels)
         assert len(report.sent) == 2 and not report.dead
 
@@ -70,13 +75,14 @@ def test_customer_mail_is_correct_mime(make_settings: SettingsFactory, ledger: L
 def test_rerun_sends_nothing_twice(make_settings: SettingsFactory, ledger: Ledger,
                                    make_channels: Callable[..., Channels]) -> None:
     with smtp_server(users={USER: PASSWORD}) as server:
+        mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
         first = make_payment()
-        notify_changes.fn([change(first)], settings, ledger, make_channels(settings, smtp_password=PASSWORD))
-        again = notify_changes.fn([change(first)], settings, ledger, make_channels(settings, smtp_password=PASSWORD))
+        notify_changes.fn([change(first)], settings, ledger, mk(settings))
+        again = notify_changes.fn([change(first)], settings, ledger, mk(settings))
         assert len(server.messages) == 2 and len(again.already_done) == 2 and not again.sent
         refund = make_payment(refunded_amount=Decimal("249.00"), status="partially_refunded")
-        notify_changes.fn([change(refund, first)], settings, ledger, make_channels(settings, smtp_password=PASSWORD))
+        notify_changes.fn([change(refund, first)], settings, ledger, mk(settings))
         subjects = [m.message["Subject"] for m in server.messages]
         assert subjects[-1] == "Zwrot płatności – Pakiet Automatyzacji CRM"
 
@@ -84,17 +90,18 @@ def test_rerun_sends_nothing_twice(make_settings: SettingsFactory, ledger: Ledge
 def test_rejected_address_is_dead_lettered_and_the_rest_goes(make_settings: SettingsFactory, ledger: Ledger,
                                                               make_channels: Callable[..., Channels]) -> None:
     with smtp_server(users={USER: PASSWORD}, reject={"nikt@example.pl"}) as server:
+        mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
         bad = make_payment(payment_id="pi_bad", email="nikt@example.pl")
         good = make_payment(payment_id="pi_good")
         report = notify_changes.fn([change(bad), change(good)], settings, ledger,
-                                   make_channels(settings, smtp_password=PASSWORD))
+                                   mk(settings))
         assert report.dead == ["email:customer:payment_confirmation:pi_bad"]
         assert len(report.sent) == 3 and len(server.messages) == 3
         (letter,) = ledger.dead_letters()
         assert letter.payment_id == "pi_bad" and letter.target == "email"
         assert "550" in letter.reason and "recipient_refused" in letter.reason
-        rerun = notify_changes.fn([change(bad)], settings, ledger, make_channels(settings, smtp_password=PASSWORD))
+        rerun = notify_changes.fn([change(bad)], settings, ledger, mk(settings))
         assert rerun.already_done and len(ledger.dead_letters()) == 1  # not tried again
 
 
@@ -111,15 +118,16 @@ def test_wrong_password_dead_letters_after_one_try(make_settings: SettingsFactor
 def test_connection_lost_during_data_is_unknown_and_never_resent(
         make_settings: SettingsFactory, ledger: Ledger, make_channels: Callable[..., Channels]) -> None:
     with smtp_server(users={USER: PASSWORD}) as server:
+        mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port, routes={})
         server.drop_during_data = 1
         report = notify_changes.fn([change(make_payment())], settings, ledger,
-                                   make_channels(settings, smtp_password=PASSWORD))
+                                   mk(settings))
         assert report.unknown == ["email:customer:payment_confirmation:pi_3Q0001"]
         (effect,) = ledger.effects_for("pi_3Q0001")
         assert effect.status == "unknown" and "DATA" in (effect.result or "")
         again = notify_changes.fn([change(make_payment())], settings, ledger,
-                                  make_channels(settings, smtp_password=PASSWORD))
+                                  mk(settings))
         assert again.already_done and not server.messages
 
 
@@ -129,9 +137,10 @@ def test_temporary_refusal_waits_for_the_task_retry(make_settings: SettingsFacto
     from stripeflow.tasks.notify.render import Renderer
 
     with smtp_server(users={USER: PASSWORD}) as server:
+        mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
         server.fail_data_with = "451 4.3.0 Try again later"
-        channels = make_channels(settings, smtp_password=PASSWORD)
+        channels = mk(settings)
         items = build_messages([change(make_payment())], settings, ledger, channels, Renderer("pl"))
         report = deliver(items, ledger, final_attempt=False, logger=__import__("logging").getLogger("t"))
         assert len(report.pending) == 2 and not ledger.effects_for("pi_3Q0001")  # claims released

@@ -87,7 +87,8 @@ def _outgoing(p: Planned, settings: Settings, ledger: Ledger, channels: Channels
             unsubscribe_mailto=cfg.unsubscribe_mailto if customer else None,
             unsubscribe_url=cfg.unsubscribe_url if customer else None,
         )
-        return channels.send_email(build_email(content, envelope, msg_id=message_id(p.key, payment.payment_id, cfg.sender)))
+        msg_id = message_id(p.key, payment.payment_id, cfg.sender)
+        return channels.send_email(build_email(content, envelope, msg_id=msg_id))
 
     def send_slack() -> str:
         content = renderer.team_slack(p.kind, context())

@@ -60,6 +60,7 @@ class FakeHubSpot(FakeVendor):
                                       "stages": [{"id": s, "label": s, "displayOrder": i}
                                                  for i, s in enumerate(DEFAULT_PIPELINE)]}}
         self.associations: set[tuple[str, str, str, str, int]] = set()
+        self.index: dict[tuple[str, str], dict[str, str]] = {}  # (type, unique property) -> value -> id
         self._next_id = 1000
         o = r"/crm/v3/objects/(?P<type>contacts|deals|notes)"
         self.route("GET", o, self.list_objects)
@@ -141,8 +142,14 @@ class FakeHubSpot(FakeVendor):
         self._next_id += 1
         return str(self._next_id)
 
+    def indexed(self, type_: str, prop: str) -> bool:
+        return prop == "email" or bool(self.properties[type_].get(prop, {}).get("hasUniqueValue"))
+
     def by_property(self, type_: str, prop: str, value: str) -> dict[str, Any] | None:
         value = value.lower() if prop == "email" else value
+        if self.indexed(type_, prop) and (type_, prop) in self.index:
+            oid = self.index[(type_, prop)].get(value)
+            return self.objects[type_].get(oid) if oid else None
         for obj in self.objects[type_].values():
             have = obj["properties"].get(prop)
             if have is not None and (have.lower() if prop == "email" else have) == value:
@@ -184,6 +191,14 @@ class FakeHubSpot(FakeVendor):
             existing = {"id": oid, "properties": {"hs_object_id": oid, "createdate": stamp}, "createdAt": stamp,
                         "archived": False}
             self.objects[type_][oid] = existing
+        for name, value in clean.items():  # keep the unique-property index in step (bursts of 10,000)
+            if self.indexed(type_, name):
+                idx = self.index.setdefault((type_, name), {})
+                old = existing["properties"].get(name)
+                if old is not None and idx.get(old) == existing["id"]:
+                    del idx[old]
+                if value is not None:
+                    idx[value] = existing["id"]
         existing["properties"].update(clean)
         existing["properties"]["lastmodifieddate"] = stamp
         existing["updatedAt"] = stamp

@@ -58,7 +58,8 @@ class RecordingHandler:
             return "250 OK"  # never reaches the client: the connection is already gone
         if self.fail_data_with:
             return self.fail_data_with
-        raw = bytes(envelope.original_content or envelope.content or b"")
+        content = envelope.original_content or envelope.content or b""
+        raw = content.encode() if isinstance(content, str) else bytes(content)
         message = email.message_from_bytes(raw, policy=email.policy.default)
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         self.messages.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), raw,

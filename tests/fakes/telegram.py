@@ -154,9 +154,9 @@ def make_telegram_app(state: TelegramState) -> Starlette:
                 return _error(400, f"Bad Request: can't parse entities: {problem}")
         if len(shown) > MAX_TEXT:
             return _error(400, "Bad Request: message is too long")
-        wait = state._rate_limited(chat)
-        if wait is not None:
-            return _too_many(wait)
+        too_soon = state._rate_limited(chat)
+        if too_soon is not None:
+            return _too_many(too_soon)
         message = {"message_id": len(state.messages) + 1, "date": int(time.time()),
                    "chat": {"id": int(chat), "type": state.chats[chat]}, "text": shown}
         state.messages.append({**message, "html": text})

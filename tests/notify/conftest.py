@@ -80,6 +80,7 @@ def telegram(clock: VirtualClock) -> Iterator[tuple[TelegramState, str]]:
 
 
 SettingsFactory = Callable[..., Settings]
+MakeChannels = Callable[..., Channels]
 
 
 @pytest.fixture

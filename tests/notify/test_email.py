@@ -17,14 +17,14 @@ from stripeflow.tasks.notify.channels import Channels
 from stripeflow.tasks.notify.delivery import deliver
 from stripeflow.tasks.notify.email import message_id
 from tests.fakes.smtp import smtp_server
-from tests.notify.conftest import SettingsFactory, change, make_payment
+from tests.notify.conftest import MakeChannels, SettingsFactory, change, make_payment
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 USER, PASSWORD = "sklep@example.pl", "gmail-app-password"
 
 
-def with_password(make_channels: Callable[..., Channels]) -> Callable[[Settings], Channels]:
+def with_password(make_channels: MakeChannels) -> Callable[[Settings], Channels]:
     return lambda settings: make_channels(settings, smtp_password=PASSWORD)
 
 
@@ -38,7 +38,7 @@ def smtp_settings(make_settings: SettingsFactory, port: int, **notify: object) -
 
 
 def test_customer_mail_is_correct_mime(make_settings: SettingsFactory, ledger: Ledger,
-                                       make_channels: Callable[..., Channels]) -> None:
+                                       make_channels: MakeChannels) -> None:
     with smtp_server(users={USER: PASSWORD}, auth_required=True) as server:
         mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
@@ -60,7 +60,7 @@ def test_customer_mail_is_correct_mime(make_settings: SettingsFactory, ledger: L
         assert msg["Message-ID"].startswith("<pi_3Q0001.") and msg["Message-ID"].endswith("@example.pl>")
         assert msg["Auto-Submitted"] == "auto-generated"
         assert msg.get_content_type() == "multipart/alternative"
-        text, html = msg.get_payload()
+        text, html = list(msg.iter_parts())
         assert text.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
         assert text.get_content_charset() == "utf-8"
         assert "Otrzymaliśmy Twoją wpłatę 1\u00a0249,00\u00a0zł" in text.get_content()
@@ -73,7 +73,7 @@ def test_customer_mail_is_correct_mime(make_settings: SettingsFactory, ledger: L
 
 
 def test_rerun_sends_nothing_twice(make_settings: SettingsFactory, ledger: Ledger,
-                                   make_channels: Callable[..., Channels]) -> None:
+                                   make_channels: MakeChannels) -> None:
     with smtp_server(users={USER: PASSWORD}) as server:
         mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
@@ -88,7 +88,7 @@ def test_rerun_sends_nothing_twice(make_settings: SettingsFactory, ledger: Ledge
 
 
 def test_rejected_address_is_dead_lettered_and_the_rest_goes(make_settings: SettingsFactory, ledger: Ledger,
-                                                              make_channels: Callable[..., Channels]) -> None:
+                                                              make_channels: MakeChannels) -> None:
     with smtp_server(users={USER: PASSWORD}, reject={"nikt@example.pl"}) as server:
         mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
@@ -106,7 +106,7 @@ def test_rejected_address_is_dead_lettered_and_the_rest_goes(make_settings: Sett
 
 
 def test_wrong_password_dead_letters_after_one_try(make_settings: SettingsFactory, ledger: Ledger,
-                                                    make_channels: Callable[..., Channels]) -> None:
+                                                    make_channels: MakeChannels) -> None:
     with smtp_server(users={USER: PASSWORD}) as server:
         settings = smtp_settings(make_settings, server.port)
         report = notify_changes.fn([change(make_payment())], settings, ledger,
@@ -116,7 +116,7 @@ def test_wrong_password_dead_letters_after_one_try(make_settings: SettingsFactor
 
 
 def test_connection_lost_during_data_is_unknown_and_never_resent(
-        make_settings: SettingsFactory, ledger: Ledger, make_channels: Callable[..., Channels]) -> None:
+        make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels) -> None:
     with smtp_server(users={USER: PASSWORD}) as server:
         mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port, routes={})
@@ -132,7 +132,7 @@ def test_connection_lost_during_data_is_unknown_and_never_resent(
 
 
 def test_temporary_refusal_waits_for_the_task_retry(make_settings: SettingsFactory, ledger: Ledger,
-                                                     make_channels: Callable[..., Channels]) -> None:
+                                                     make_channels: MakeChannels) -> None:
     from stripeflow.tasks.notify import build_messages
     from stripeflow.tasks.notify.render import Renderer
 
@@ -150,7 +150,7 @@ def test_temporary_refusal_waits_for_the_task_retry(make_settings: SettingsFacto
 
 
 def test_without_smtp_mail_goes_to_the_outbox(make_settings: SettingsFactory, ledger: Ledger,
-                                              make_channels: Callable[..., Channels], tmp_path: Path) -> None:
+                                              make_channels: MakeChannels, tmp_path: Path) -> None:
     settings = make_settings(sender="Sklep <sklep@example.pl>")
     report = notify_changes.fn([change(make_payment())], settings, ledger, make_channels(settings))
     (path,) = (tmp_path / "home" / "outbox").glob("*.eml")

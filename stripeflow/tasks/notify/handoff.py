@@ -14,11 +14,13 @@ import hmac
 import json
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 from stripeflow.core.http import VendorAPI
 from stripeflow.core.ledger import PaymentChange
+from stripeflow.core.money import from_minor, to_minor
 from stripeflow.core.payment import Payment
 
 SIGNATURE_HEADER = "Stripeflow-Signature"
@@ -35,17 +37,29 @@ def handoff_key(payment: Payment) -> str:
     return f"handoff:{payment.payment_id}:{state_digest(payment)}"
 
 
+def amount_text(amount: Decimal, currency: str) -> str:
+    """`"249.00"`, `"0.00"`, `"500"` (JPY): a string in the currency's own precision."""
+    return str(from_minor(to_minor(amount, currency), currency))
+
+
+def payment_json(payment: Payment) -> dict[str, Any]:
+    data = payment.model_dump(mode="json")
+    for name in ("amount", "refunded_amount"):
+        data[name] = amount_text(getattr(payment, name), payment.currency)
+    return data
+
+
 def handoff_body(change: PaymentChange, key: str, created: int) -> bytes:
     previous = change.previous
     envelope: dict[str, Any] = {
         "id": key,
         "type": EVENT_TYPE,
         "created": created,
-        "payment": change.payment.model_dump(mode="json"),
+        "payment": payment_json(change.payment),
         "previous": None if previous is None else {
             "status": previous.status.value,
-            "amount": str(previous.amount),
-            "refunded_amount": str(previous.refunded_amount),
+            "amount": amount_text(previous.amount, previous.currency),
+            "refunded_amount": amount_text(previous.refunded_amount, previous.currency),
         },
     }
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()

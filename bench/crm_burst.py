@@ -28,23 +28,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the fakes live in tests/
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from stripeflow.core.batching import call_in_batches  # noqa: E402
-from stripeflow.core.errors import PermanentError  # noqa: E402
-from stripeflow.tasks.crm.base import CRM, NoteInput  # noqa: E402
-from stripeflow.tasks.crm.bitrix24 import Bitrix24CRM  # noqa: E402
-from stripeflow.tasks.crm.hubspot import HubSpotCRM  # noqa: E402
-from stripeflow.tasks.crm.pipedrive import PipedriveCRM  # noqa: E402
-from stripeflow.tasks.crm.zoho import ZohoCRM  # noqa: E402
-from tests.crm.harness import contact, deal  # noqa: E402
-from tests.fakes.bitrix24 import FakeBitrix24  # noqa: E402
-from tests.fakes.hubspot import FakeHubSpot  # noqa: E402
-from tests.fakes.pipedrive import FakePipedrive  # noqa: E402
-from tests.fakes.server import serve_app  # noqa: E402
-from tests.fakes.vendor import FakeClock, FakeVendor  # noqa: E402
-from tests.fakes.zoho import FakeZoho  # noqa: E402
+from stripeflow.core.batching import call_in_batches
+from stripeflow.core.errors import PermanentError
+from stripeflow.tasks.crm.base import CRM, NoteInput
+from stripeflow.tasks.crm.bitrix24 import Bitrix24CRM
+from stripeflow.tasks.crm.hubspot import HubSpotCRM
+from stripeflow.tasks.crm.pipedrive import PipedriveCRM
+from stripeflow.tasks.crm.zoho import ZohoCRM
+from tests.crm.harness import contact, deal
+from tests.fakes.bitrix24 import FakeBitrix24
+from tests.fakes.hubspot import FakeHubSpot
+from tests.fakes.pipedrive import FakePipedrive
+from tests.fakes.server import serve_app
+from tests.fakes.vendor import FakeClock, FakeVendor
+from tests.fakes.zoho import FakeZoho
 
 console = Console()
 
@@ -59,8 +59,10 @@ def land(crm: CRM, first: int, count: int) -> int:
     contact_ids = call_in_batches([contact(n) for n in numbers], crm.batch_size, crm.upsert_contacts, refuse)
     deals = [deal(n, contact_id=str(c)) for n, c in zip(numbers, contact_ids, strict=True)]
     deal_ids = call_in_batches(deals, crm.batch_size, crm.upsert_deals, refuse)
-    notes = [NoteInput(deal_id=str(d), payment_id=x.payment_id, body=f"Płatność {x.payment_id}: 249,00 zł")
-             for d, x in zip(deal_ids, deals, strict=True)]
+    notes = [
+        NoteInput(deal_id=str(d), payment_id=x.payment_id, body=f"Płatność {x.payment_id}: 249,00 zł")
+        for d, x in zip(deal_ids, deals, strict=True)
+    ]
     call_in_batches(notes, crm.batch_size, crm.add_notes, refuse)
     return len(deal_ids)
 
@@ -79,18 +81,30 @@ class Vendor:
             return pd, PipedriveCRM(api_token="pd-fake", transport=pd.transport(), **kw)
         if self.name == "bitrix24":
             bx = FakeBitrix24(clock=clock, wall=clock).ready()
-            return bx, Bitrix24CRM(webhook_url="http://b24.test" + bx.url, transport=bx.transport(), wall=clock,
-                                   **kw)
+            return bx, Bitrix24CRM(
+                webhook_url="http://b24.test" + bx.url, transport=bx.transport(), wall=clock, **kw
+            )
         zo = FakeZoho(clock=clock).ready()
-        return zo, ZohoCRM(client_id="1000.FAKECLIENT", client_secret="fake-secret",
-                           refresh_token="1000.fake-refresh", accounts_url="http://accounts.zoho.test",
-                           transport=zo.transport(), **kw)
+        return zo, ZohoCRM(
+            client_id="1000.FAKECLIENT",
+            client_secret="fake-secret",
+            refresh_token="1000.fake-refresh",
+            accounts_url="http://accounts.zoho.test",
+            transport=zo.transport(),
+            **kw,
+        )
 
 
 def calls_table(payments: int) -> Table:
     table = Table(title=f"CRM calls per payment (contacts + deals + notes; burst of {payments:,})")
-    for col in ("CRM", "single, fresh adapter", "single, warm adapter", f"burst of {payments:,}",
-                "calls in burst", "waited (fake clock)"):
+    for col in (
+        "CRM",
+        "single, fresh adapter",
+        "single, warm adapter",
+        f"burst of {payments:,}",
+        "calls in burst",
+        "waited (fake clock)",
+    ):
         table.add_column(col, justify="right" if col != "CRM" else "left")
     table.add_row("local", "0", "0", "0", "0", "-")
     for name in ("hubspot", "pipedrive", "bitrix24", "zoho"):
@@ -104,8 +118,14 @@ def calls_table(payments: int) -> Table:
         land(crm2, 1, payments)
         burst = len(fake2.log)
         assert 429 not in fake2.statuses() and 503 not in fake2.statuses()
-        table.add_row(name, f"{cold}", f"{warm}", f"{burst / payments:.3f}", f"{burst:,}",
-                      f"{clock2.now - 1000.0:,.0f} s")
+        table.add_row(
+            name,
+            f"{cold}",
+            f"{warm}",
+            f"{burst / payments:.3f}",
+            f"{burst:,}",
+            f"{clock2.now - 1000.0:,.0f} s",
+        )
     return table
 
 
@@ -123,8 +143,13 @@ def hubspot_burst(payments: int) -> tuple[Table, bool]:
     ratio = elapsed / floor if floor else float("nan")
     deals_in_place = len(fake.objects["deals"])
     per_payment = calls / payments
-    ok = (worst <= 100 and 429 not in fake.statuses() and deals_in_place == landed == payments
-          and per_payment <= 0.05 and (not floor or ratio <= 1.25))
+    ok = (
+        worst <= 100
+        and 429 not in fake.statuses()
+        and deals_in_place == landed == payments
+        and per_payment <= 0.05
+        and (not floor or ratio <= 1.25)
+    )
     table = Table(title=f"Burst of {payments:,} payments into the HubSpot fake held to 100 requests / 10 s")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -143,8 +168,12 @@ def hubspot_burst(payments: int) -> tuple[Table, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--payments", type=int, default=10_000, help="payments in the timed HubSpot burst")
-    parser.add_argument("--table-payments", type=int, default=1_000,
-                        help="payments per CRM for the calls-per-payment table (in-process, fake clock)")
+    parser.add_argument(
+        "--table-payments",
+        type=int,
+        default=1_000,
+        help="payments per CRM for the calls-per-payment table (in-process, fake clock)",
+    )
     args = parser.parse_args()
     console.print(calls_table(args.table_payments))
     table, ok = hubspot_burst(args.payments)

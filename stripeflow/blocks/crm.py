@@ -8,6 +8,8 @@ A configured CRM names a block (`[[crm]] type="hubspot" block="hubspot-prod"`); 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
+
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
@@ -36,17 +38,28 @@ class HubSpotCredentials(Block):
     _block_type_slug = "stripeflow-hubspot-credentials"
     _description = "HubSpot private-app token and rate limit for Stripeflow's CRM sync."
 
-    token: SecretStr = Field(..., description="Private-app access token (pat-...), scopes crm.objects.* and "
-                                              "crm.schemas.deals.write for setup.")
+    token: SecretStr = Field(
+        ...,
+        description="Private-app access token (pat-...), scopes crm.objects.* and "
+        "crm.schemas.deals.write for setup.",
+    )
     base_url: str = Field("https://api.hubapi.com", description="API base URL; a fake's URL in tests.")
-    requests_per_10s: int = Field(100, ge=1, le=190, description="Ten-secondly limit of the portal: 100 on "
-                                                                 "Free/Starter, 190 on Pro/Enterprise.")
+    requests_per_10s: int = Field(
+        100,
+        ge=1,
+        le=190,
+        description="Ten-secondly limit of the portal: 100 on Free/Starter, 190 on Pro/Enterprise.",
+    )
     searches_per_second: int = Field(4, ge=1, le=5, description="CRM search endpoints' own limit per second.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HubSpotCredentials:
-        return cls(token=SecretStr(_need(env, "HUBSPOT_TOKEN", "hubspot")),
-                   base_url=env.get("HUBSPOT_BASE_URL") or "https://api.hubapi.com")
+        return cls.model_validate(
+            dict(
+                token=SecretStr(_need(env, "HUBSPOT_TOKEN", "hubspot")),
+                base_url=env.get("HUBSPOT_BASE_URL") or "https://api.hubapi.com",
+            )
+        )
 
 
 class PipedriveCredentials(Block):
@@ -64,16 +77,24 @@ class PipedriveCredentials(Block):
     _block_type_slug = "stripeflow-pipedrive-credentials"
     _description = "Pipedrive API token and burst limits for Stripeflow's CRM sync."
 
-    api_token: SecretStr = Field(..., description="Personal API token (Settings > Personal preferences > API).")
-    base_url: str = Field("https://api.pipedrive.com", description="Base URL without /v1 or /api/v2 "
-                                                                    "(https://COMPANY.pipedrive.com works too).")
+    api_token: SecretStr = Field(
+        ..., description="Personal API token (Settings > Personal preferences > API)."
+    )
+    base_url: str = Field(
+        "https://api.pipedrive.com",
+        description="Base URL without /v1 or /api/v2 (https://COMPANY.pipedrive.com works too).",
+    )
     requests_per_2s: int = Field(20, ge=1, description="Per-user burst limit over a rolling 2-second window.")
     searches_per_2s: int = Field(10, ge=1, description="Search endpoints' own burst limit per 2 seconds.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PipedriveCredentials:
-        return cls(api_token=SecretStr(_need(env, "PIPEDRIVE_API_TOKEN", "pipedrive")),
-                   base_url=env.get("PIPEDRIVE_BASE_URL") or "https://api.pipedrive.com")
+        return cls.model_validate(
+            dict(
+                api_token=SecretStr(_need(env, "PIPEDRIVE_API_TOKEN", "pipedrive")),
+                base_url=env.get("PIPEDRIVE_BASE_URL") or "https://api.pipedrive.com",
+            )
+        )
 
 
 class Bitrix24Credentials(Block):
@@ -91,14 +112,17 @@ class Bitrix24Credentials(Block):
     _block_type_slug = "stripeflow-bitrix24-credentials"
     _description = "Bitrix24 inbound webhook and rate limit for Stripeflow's CRM sync."
 
-    webhook_url: SecretStr = Field(..., description="https://PORTAL/rest/USER_ID/CODE/ with crm scope; "
-                                                    "a fake's URL in tests (it is the base URL).")
+    webhook_url: SecretStr = Field(
+        ...,
+        description="https://PORTAL/rest/USER_ID/CODE/ with crm scope; "
+        "a fake's URL in tests (it is the base URL).",
+    )
     burst: int = Field(50, ge=1, description="Leaky bucket size: 50, or 250 on Enterprise.")
     per_second: float = Field(2.0, gt=0, description="Leaky bucket drain per second: 2, or 5 on Enterprise.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Bitrix24Credentials:
-        return cls(webhook_url=SecretStr(_need(env, "BITRIX24_WEBHOOK_URL", "bitrix24")))
+        return cls.model_validate(dict(webhook_url=SecretStr(_need(env, "BITRIX24_WEBHOOK_URL", "bitrix24"))))
 
 
 class ZohoCredentials(Block):
@@ -118,21 +142,30 @@ class ZohoCredentials(Block):
 
     client_id: SecretStr = Field(..., description="Client id from api-console.zoho.* (self client).")
     client_secret: SecretStr = Field(..., description="Client secret of that client.")
-    refresh_token: SecretStr = Field(..., description="Refresh token with scopes ZohoCRM.modules.ALL, "
-                                                      "ZohoCRM.settings.ALL.")
-    accounts_url: str = Field("https://accounts.zoho.com", description="Accounts server of the data centre: "
-                              ".com, .eu, .in, .com.au, .jp, .com.cn, .sa or accounts.zohocloud.ca.")
-    api_domain: str | None = Field(None, description="Override of the api_domain the token answer names "
-                                                     "(leave empty; for tests).")
+    refresh_token: SecretStr = Field(
+        ..., description="Refresh token with scopes ZohoCRM.modules.ALL, ZohoCRM.settings.ALL."
+    )
+    accounts_url: str = Field(
+        "https://accounts.zoho.com",
+        description="Accounts server of the data centre: "
+        ".com, .eu, .in, .com.au, .jp, .com.cn, .sa or accounts.zohocloud.ca.",
+    )
+    api_domain: str | None = Field(
+        None, description="Override of the api_domain the token answer names (leave empty; for tests)."
+    )
     concurrency: int = Field(5, ge=1, le=25, description="Concurrent calls allowed: 5 Free ... 25 Ultimate.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ZohoCredentials:
-        return cls(client_id=SecretStr(_need(env, "ZOHO_CLIENT_ID", "zoho")),
-                   client_secret=SecretStr(_need(env, "ZOHO_CLIENT_SECRET", "zoho")),
-                   refresh_token=SecretStr(_need(env, "ZOHO_REFRESH_TOKEN", "zoho")),
-                   accounts_url=env.get("ZOHO_ACCOUNTS_URL") or "https://accounts.zoho.com",
-                   api_domain=env.get("ZOHO_API_DOMAIN") or None)
+        return cls.model_validate(
+            dict(
+                client_id=SecretStr(_need(env, "ZOHO_CLIENT_ID", "zoho")),
+                client_secret=SecretStr(_need(env, "ZOHO_CLIENT_SECRET", "zoho")),
+                refresh_token=SecretStr(_need(env, "ZOHO_REFRESH_TOKEN", "zoho")),
+                accounts_url=env.get("ZOHO_ACCOUNTS_URL") or "https://accounts.zoho.com",
+                api_domain=env.get("ZOHO_API_DOMAIN") or None,
+            )
+        )
 
 
 CRM_BLOCKS: dict[str, type[Block]] = {
@@ -149,6 +182,6 @@ def load_crm_block(vendor: str, name: str | None, env: Mapping[str, str]) -> Blo
     if name is None:
         return cls.from_env(env)  # type: ignore[attr-defined,no-any-return]
     try:
-        return cls.load(name)  # type: ignore[no-any-return]
+        return cast(Block, cls.load(name))  # sync context: `load` returns the block itself
     except ValueError as exc:  # Prefect's "Unable to find block document named ..."
         raise ConfigError(f"crm ({vendor}): cannot load block {name!r}: {exc}") from None

@@ -20,9 +20,10 @@ console = Console()
 @app.command("deals")
 def deals(limit: int = typer.Option(50, help="Show at most this many deals, newest last.")) -> None:
     """Print the deals in the built-in local CRM as a table."""
-    from stripeflow.tasks.crm.local import STAGE_LABELS, LocalCRM
-    from stripeflow.core.money import format_money
     from decimal import Decimal
+
+    from stripeflow.core.money import format_money
+    from stripeflow.tasks.crm.local import STAGE_LABELS, LocalCRM
 
     settings = load_settings()
     target = next((t for t in settings.crm if t.type == "local"), None)
@@ -56,7 +57,8 @@ def _configured_crm(name: str) -> Manageable:
     from stripeflow.tasks.crm.common import Manageable
 
     settings = load_settings()
-    target = next((t for t in settings.crm if t.type == name or t.block == name), None) or CRMTarget(type=name)
+    configured = (t for t in settings.crm if name in (t.type, t.block))
+    target = next(configured, None) or CRMTarget.model_validate({"type": name})
     if target.type not in ADAPTERS or target.type == "local":
         console.print(f"[red]Unknown CRM {name!r}[/]: choose one of hubspot, pipedrive, bitrix24, zoho.")
         raise typer.Exit(2)
@@ -71,9 +73,11 @@ def _configured_crm(name: str) -> Manageable:
     return adapter
 
 
+CRM_ARG = typer.Argument(..., help="hubspot, pipedrive, bitrix24 or zoho (or a configured block name).")
+
+
 @app.command("setup")
-def setup(crm: str = typer.Argument(..., help="hubspot, pipedrive, bitrix24 or zoho (or a configured block name).")
-          ) -> None:
+def setup(crm: str = CRM_ARG) -> None:
     """Create the custom fields and stages the CRM needs (idempotent) and print the mapping."""
     from stripeflow.core.errors import VendorError
 
@@ -105,8 +109,7 @@ def setup(crm: str = typer.Argument(..., help="hubspot, pipedrive, bitrix24 or z
 
 
 @app.command("check")
-def check(crm: str = typer.Argument(..., help="hubspot, pipedrive, bitrix24 or zoho (or a configured block name).")
-          ) -> None:
+def check(crm: str = CRM_ARG) -> None:
     """Try the credentials and the mapping; say exactly what is wrong."""
     from stripeflow.core.errors import VendorError
 

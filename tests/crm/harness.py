@@ -31,24 +31,44 @@ from tests.fakes.vendor import FakeClock, FakeVendor
 from tests.fakes.zoho import FakeZoho
 
 
-def payment(n: int = 1, *, email: str | None = None, status: PaymentStatus = PaymentStatus.succeeded) -> Payment:
-    return Payment(payment_id=f"pi_{n:06d}", customer_id=f"cus_{n:06d}", email=email or f"klient{n}@example.pl",
-                   name=f"Jan Kowalski {n}", amount=Decimal("249.00"), currency="PLN",
-                   occurred_at=datetime(2026, 3, 1, 12, 0, tzinfo=UTC), products=("Subskrypcja Pro",),
-                   status=status)
+def payment(
+    n: int = 1, *, email: str | None = None, status: PaymentStatus = PaymentStatus.succeeded
+) -> Payment:
+    return Payment(
+        payment_id=f"pi_{n:06d}",
+        customer_id=f"cus_{n:06d}",
+        email=email or f"klient{n}@example.pl",
+        name=f"Jan Kowalski {n}",
+        amount=Decimal("249.00"),
+        currency="PLN",
+        occurred_at=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+        products=("Subskrypcja Pro",),
+        status=status,
+    )
 
 
 def contact(n: int = 1, *, email: bool = True) -> ContactInput:
     p = payment(n)
-    return ContactInput(key=(p.email or "") if email else str(p.customer_id), email=p.email if email else None,
-                        name=p.name, customer_id=p.customer_id)
+    return ContactInput(
+        key=(p.email or "") if email else str(p.customer_id),
+        email=p.email if email else None,
+        name=p.name,
+        customer_id=p.customer_id,
+    )
 
 
 def deal(n: int = 1, stage: str = "paid", contact_id: str | None = None) -> DealInput:
     p = payment(n)
-    return DealInput(payment_id=p.payment_id, title=f"Płatność Stripe – {p.product}, 249,00 zł", amount=p.amount,
-                     refunded_amount=p.refunded_amount, currency=p.currency, stage=stage, contact_id=contact_id,
-                     payment=p)
+    return DealInput(
+        payment_id=p.payment_id,
+        title=f"Płatność Stripe – {p.product}, 249,00 zł",
+        amount=p.amount,
+        refunded_amount=p.refunded_amount,
+        currency=p.currency,
+        stage=stage,
+        contact_id=contact_id,
+        payment=p,
+    )
 
 
 @dataclass
@@ -70,7 +90,9 @@ class Harness:
         self.clock = FakeClock()
         self.fake: Any = None
 
-    def build(self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None) -> CRM:
+    def build(
+        self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
+    ) -> CRM:
         raise NotImplementedError
 
     def crm_stage(self, logical: str) -> str:
@@ -105,7 +127,9 @@ class LocalHarness(Harness):
     name = "local"
     http = False
 
-    def build(self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None) -> CRM:
+    def build(
+        self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
+    ) -> CRM:
         self.local = LocalCRM(self.tmp_path / "crm.db")
         return self.local
 
@@ -132,12 +156,19 @@ class LocalHarness(Harness):
 class HubSpotHarness(Harness):
     name = "hubspot"
 
-    def build(self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None) -> CRM:
+    def build(
+        self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
+    ) -> CRM:
         if self.fake is None:
             self.fake = FakeHubSpot(clock=self.clock, limit=self.rate[0] if limited else 100).ready()
-        return HubSpotCRM(token="wrong" if bad_credentials else "pat-fake", base_url=base_url or "http://hubspot.test",
-                          transport=None if base_url else self.fake.transport(), sleep=self.clock.sleep,
-                          clock=self.clock, requests_per_10s=self.rate[0] if limited else 100)
+        return HubSpotCRM(
+            token="wrong" if bad_credentials else "pat-fake",
+            base_url=base_url or "http://hubspot.test",
+            transport=None if base_url else self.fake.transport(),
+            sleep=self.clock.sleep,
+            clock=self.clock,
+            requests_per_10s=self.rate[0] if limited else 100,
+        )
 
     def crm_stage(self, logical: str) -> str:
         return HUBSPOT_STAGES[logical]
@@ -165,15 +196,21 @@ class PipedriveHarness(Harness):
     name = "pipedrive"
     rate = (5, 2.0)
 
-    def build(self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None) -> CRM:
+    def build(
+        self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
+    ) -> CRM:
         if self.fake is None:
             burst = self.rate[0] if limited else 20
             self.fake = FakePipedrive(clock=self.clock, burst=burst, search_burst=min(burst, 10)).ready()
-        return PipedriveCRM(api_token="wrong" if bad_credentials else "pd-fake",
-                            base_url=base_url or "http://pipedrive.test",
-                            transport=None if base_url else self.fake.transport(), sleep=self.clock.sleep,
-                            clock=self.clock, requests_per_2s=self.rate[0] if limited else 20,
-                            searches_per_2s=self.rate[0] if limited else 10)
+        return PipedriveCRM(
+            api_token="wrong" if bad_credentials else "pd-fake",
+            base_url=base_url or "http://pipedrive.test",
+            transport=None if base_url else self.fake.transport(),
+            sleep=self.clock.sleep,
+            clock=self.clock,
+            requests_per_2s=self.rate[0] if limited else 20,
+            searches_per_2s=self.rate[0] if limited else 10,
+        )
 
     def crm_stage(self, logical: str) -> str:
         return STAGE_NAMES["pl"][logical]
@@ -202,14 +239,24 @@ class Bitrix24Harness(Harness):
     storm_status = 503
     rate = (5, 2.0)  # bucket of 5, draining 2 a second; checked by `over_limit` below
 
-    def build(self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None) -> CRM:
+    def build(
+        self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
+    ) -> CRM:
         if self.fake is None:
-            self.fake = FakeBitrix24(clock=self.clock, wall=self.clock, burst=self.rate[0] if limited else 50).ready()
+            self.fake = FakeBitrix24(
+                clock=self.clock, wall=self.clock, burst=self.rate[0] if limited else 50
+            ).ready()
         url = (base_url or "http://portal.bitrix24.test") + (
-            "/rest/1/wrongcode/" if bad_credentials else self.fake.url)
-        return Bitrix24CRM(webhook_url=url, transport=None if base_url else self.fake.transport(),
-                           sleep=self.clock.sleep, clock=self.clock, wall=self.clock,
-                           burst=self.rate[0] if limited else 50)
+            "/rest/1/wrongcode/" if bad_credentials else self.fake.url
+        )
+        return Bitrix24CRM(
+            webhook_url=url,
+            transport=None if base_url else self.fake.transport(),
+            sleep=self.clock.sleep,
+            clock=self.clock,
+            wall=self.clock,
+            burst=self.rate[0] if limited else 50,
+        )
 
     def over_limit(self) -> int:
         return sum(1 for r in self.fake.log if r.status == 503)  # the leaky bucket's own verdict
@@ -239,15 +286,23 @@ class Bitrix24Harness(Harness):
 class ZohoHarness(Harness):
     name = "zoho"
 
-    def build(self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None) -> CRM:
+    def build(
+        self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
+    ) -> CRM:
         if self.fake is None:
-            self.fake = FakeZoho(clock=self.clock, concurrency=2 if limited else 5,
-                                 latency=0.01 if limited else 0.0).ready()
-        return ZohoCRM(client_id="1000.FAKECLIENT", client_secret="fake-secret",
-                       refresh_token="wrong" if bad_credentials else "1000.fake-refresh",
-                       accounts_url=base_url or "http://accounts.zoho.test",
-                       transport=None if base_url else self.fake.transport(), sleep=self.clock.sleep,
-                       clock=self.clock, concurrency=2 if limited else 5)
+            self.fake = FakeZoho(
+                clock=self.clock, concurrency=2 if limited else 5, latency=0.01 if limited else 0.0
+            ).ready()
+        return ZohoCRM(
+            client_id="1000.FAKECLIENT",
+            client_secret="fake-secret",
+            refresh_token="wrong" if bad_credentials else "1000.fake-refresh",
+            accounts_url=base_url or "http://accounts.zoho.test",
+            transport=None if base_url else self.fake.transport(),
+            sleep=self.clock.sleep,
+            clock=self.clock,
+            concurrency=2 if limited else 5,
+        )
 
     def over_limit(self) -> int:
         return sum(1 for r in self.fake.log if r.status == 429) + max(0, self.fake.max_in_flight - 2)
@@ -265,7 +320,9 @@ class ZohoHarness(Harness):
         return len(self.fake.records["Deals"])
 
     def notes_on(self, deal_id: str) -> list[str]:
-        return [n["Note_Content"] for n in self.fake.records["Notes"].values() if n["Parent_Id"]["id"] == deal_id]
+        return [
+            n["Note_Content"] for n in self.fake.records["Notes"].values() if n["Parent_Id"]["id"] == deal_id
+        ]
 
     def count_notes(self) -> int:
         return len(self.fake.records["Notes"])

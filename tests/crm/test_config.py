@@ -27,8 +27,9 @@ CLASSES = {"hubspot": HubSpotCRM, "pipedrive": PipedriveCRM, "bitrix24": Bitrix2
 
 
 @pytest.mark.parametrize("vendor", ENV)
-def test_every_vendor_is_registered_and_built_from_env(vendor: str, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_vendor_is_registered_and_built_from_env(
+    vendor: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert vendor in ADAPTERS
     for name, value in ENV[vendor].items():
         monkeypatch.setenv(name, value)
@@ -55,8 +56,15 @@ def test_unknown_option_names_the_key(vendor: str, tmp_path: Path) -> None:
         CLASSES[vendor].from_target(target, tmp_path, env=ENV[vendor])  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("vendor", "bad"), [("hubspot", "Stripe Amount"), ("pipedrive", "Not-A-Key"),
-                                             ("bitrix24", "uf_lower"), ("zoho", "Two__Underscores")])
+@pytest.mark.parametrize(
+    ("vendor", "bad"),
+    [
+        ("hubspot", "Stripe Amount"),
+        ("pipedrive", "Not-A-Key"),
+        ("bitrix24", "uf_lower"),
+        ("zoho", "Two__Underscores"),
+    ],
+)
 def test_impossible_field_name_names_the_key(vendor: str, bad: str, tmp_path: Path) -> None:
     target = CRMTarget(type=vendor, fields={"amount": bad})
     with pytest.raises(ConfigError, match=r"fields\.amount"):
@@ -64,7 +72,9 @@ def test_impossible_field_name_names_the_key(vendor: str, bad: str, tmp_path: Pa
 
 
 def test_stage_mapping_is_laid_over_vendor_defaults(tmp_path: Path) -> None:
-    crm = HubSpotCRM.from_target(CRMTarget(type="hubspot", stages={"paid": "12345"}), tmp_path, env=ENV["hubspot"])
+    crm = HubSpotCRM.from_target(
+        CRMTarget(type="hubspot", stages={"paid": "12345"}), tmp_path, env=ENV["hubspot"]
+    )
     assert crm.stages["paid"] == "12345" and crm.stages["new"] == "appointmentscheduled"
 
 
@@ -76,8 +86,11 @@ def test_bitrix_category_prefixes_the_stages(tmp_path: Path) -> None:
 
 def test_several_crms_at_once_from_the_file(tmp_path: Path) -> None:
     file = tmp_path / "stripeflow.toml"
-    file.write_text('[[crm]]\ntype = "hubspot"\nblock = "hubspot-prod"\n[crm.stages]\npaid = "closedwon"\n'
-                    '[[crm]]\ntype = "bitrix24"\n[crm.options]\npayment_id_field = "ORIGIN_ID"\n', encoding="utf-8")
+    file.write_text(
+        '[[crm]]\ntype = "hubspot"\nblock = "hubspot-prod"\n[crm.stages]\npaid = "closedwon"\n'
+        '[[crm]]\ntype = "bitrix24"\n[crm.options]\npayment_id_field = "ORIGIN_ID"\n',
+        encoding="utf-8",
+    )
     settings = load_settings(file, env={})
     assert [t.type for t in settings.crm] == ["hubspot", "bitrix24"]
     crm = Bitrix24CRM.from_target(settings.crm[1], tmp_path, env=ENV["bitrix24"])
@@ -86,8 +99,9 @@ def test_several_crms_at_once_from_the_file(tmp_path: Path) -> None:
 
 def test_bad_bitrix_key_field_names_the_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"options\.payment_id_field"):
-        Bitrix24CRM.from_target(CRMTarget(type="bitrix24", options={"payment_id_field": "TITLE"}), tmp_path,
-                                env=ENV["bitrix24"])
+        Bitrix24CRM.from_target(
+            CRMTarget(type="bitrix24", options={"payment_id_field": "TITLE"}), tmp_path, env=ENV["bitrix24"]
+        )
 
 
 @pytest.mark.parametrize("block", CRM_BLOCKS.values(), ids=lambda b: b.__name__)

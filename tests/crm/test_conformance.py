@@ -67,8 +67,12 @@ def test_stage_move_updates_the_deal_in_place(harness: Harness, crm: CRM) -> Non
 
 def test_notes_are_attached_to_the_deal(harness: Harness, crm: CRM) -> None:
     [deal_id] = crm.upsert_deals([deal(1)])
-    note_ids = crm.add_notes([NoteInput(deal_id=deal_id, payment_id="pi_000001", body="Zapłacono 249,00 zł"),
-                              NoteInput(deal_id=deal_id, payment_id="pi_000001", body="Zwrot 49,00 zł")])
+    note_ids = crm.add_notes(
+        [
+            NoteInput(deal_id=deal_id, payment_id="pi_000001", body="Zapłacono 249,00 zł"),
+            NoteInput(deal_id=deal_id, payment_id="pi_000001", body="Zwrot 49,00 zł"),
+        ]
+    )
     assert len(set(note_ids)) == 2
     assert sorted(harness.notes_on(deal_id)) == ["Zapłacono 249,00 zł", "Zwrot 49,00 zł"]
 
@@ -123,7 +127,9 @@ def test_a_refused_item_is_isolated_and_the_rest_land(harness: Harness, crm: CRM
     items = [deal(n) for n in range(1, 6)]
     items[2] = deal(3, stage="no-such-stage")
     failed: list[tuple[str, PermanentError]] = []
-    ids = call_in_batches(items, crm.batch_size, crm.upsert_deals, lambda d, exc: failed.append((d.payment_id, exc)))
+    ids = call_in_batches(
+        items, crm.batch_size, crm.upsert_deals, lambda d, exc: failed.append((d.payment_id, exc))
+    )
     assert [i is None for i in ids] == [False, False, True, False, False]
     assert [pid for pid, _ in failed] == ["pi_000003"]
     assert harness.count_deals() == 4

@@ -31,9 +31,13 @@ def _missing(vendor: str) -> bool:
     return not all(os.environ.get(name) for name in REAL[vendor])
 
 
-@pytest.mark.parametrize("vendor", [
-    pytest.param(v, marks=pytest.mark.skipif(_missing(v), reason=f"{' / '.join(REAL[v])} not set")) for v in REAL
-])
+@pytest.mark.parametrize(
+    "vendor",
+    [
+        pytest.param(v, marks=pytest.mark.skipif(_missing(v), reason=f"{' / '.join(REAL[v])} not set"))
+        for v in REAL
+    ],
+)
 def test_real_account_round_trip(vendor: str, tmp_path: Path) -> None:
     crm = build_crm(CRMTarget(type=vendor), tmp_path)
     assert isinstance(crm, Manageable)
@@ -42,8 +46,12 @@ def test_real_account_round_trip(vendor: str, tmp_path: Path) -> None:
         report = crm.check()
         assert report.passed, report.problems
         run = uuid.uuid4().hex[:10]
-        person = ContactInput(key=f"stripeflow-{run}@example.com", email=f"stripeflow-{run}@example.com",
-                              name="Stripeflow Contract", customer_id=f"cus_contract_{run}")
+        person = ContactInput(
+            key=f"stripeflow-{run}@example.com",
+            email=f"stripeflow-{run}@example.com",
+            name="Stripeflow Contract",
+            customer_id=f"cus_contract_{run}",
+        )
         [contact_id] = crm.upsert_contacts([person])
         assert crm.upsert_contacts([person]) == [contact_id]
         test_deal = deal(1, stage="new", contact_id=contact_id)
@@ -51,8 +59,9 @@ def test_real_account_round_trip(vendor: str, tmp_path: Path) -> None:
         [deal_id] = crm.upsert_deals([test_deal])
         moved = type(test_deal)(**{**test_deal.__dict__, "stage": "paid"})
         assert crm.upsert_deals([moved]) == [deal_id]
-        [note_id] = crm.add_notes([NoteInput(deal_id=deal_id, payment_id=test_deal.payment_id,
-                                             body="Stripeflow contract test")])
+        [note_id] = crm.add_notes(
+            [NoteInput(deal_id=deal_id, payment_id=test_deal.payment_id, body="Stripeflow contract test")]
+        )
         assert note_id
     finally:
         crm.close()

@@ -35,7 +35,11 @@ def test_mapped_fields_from_the_payment_then_the_deal_fields() -> None:
     d = deal(1)
     d = type(d)(**{**d.__dict__, "fields": {"custom": "x"}})
     assert mapped_fields(d, {"amount": "stripe_amount", "products": "product_list", "status": "s"}) == {
-        "stripe_amount": "249.00", "product_list": "Subskrypcja Pro", "s": "succeeded", "custom": "x"}
+        "stripe_amount": "249.00",
+        "product_list": "Subskrypcja Pro",
+        "s": "succeeded",
+        "custom": "x",
+    }
     assert plain(Decimal("1.50")) == "1.50"
 
 
@@ -50,22 +54,32 @@ def test_remembered_is_bounded() -> None:
 
 
 def hs429(policy: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(429, json={"status": "error", "policyName": policy, "errorType": "RATE_LIMIT"},
-                          headers=headers)
+    return httpx.Response(
+        429, json={"status": "error", "policyName": policy, "errorType": "RATE_LIMIT"}, headers=headers
+    )
 
 
 def test_hubspot_rate_limit_wait_reads_the_policy() -> None:
     assert hubspot.rate_limit_wait(hs429("TEN_SECONDLY_ROLLING")) == 10.0
-    assert hubspot.rate_limit_wait(hs429("TEN_SECONDLY_ROLLING",
-                                         {"X-HubSpot-RateLimit-Interval-Milliseconds": "2000"})) == 2.0
+    assert (
+        hubspot.rate_limit_wait(
+            hs429("TEN_SECONDLY_ROLLING", {"X-HubSpot-RateLimit-Interval-Milliseconds": "2000"})
+        )
+        == 2.0
+    )
     assert hubspot.rate_limit_wait(hs429("SECONDLY")) == 1.0
     assert hubspot.rate_limit_wait(hs429("DAILY")) == 3600.0
 
 
 def test_hubspot_207_raises_with_the_vendor_message() -> None:
     with pytest.raises(PermanentError, match="is not a valid dealstage"):
-        hubspot.batch_results({"results": [], "errors": [{"message": "x is not a valid dealstage",
-                                                          "category": "VALIDATION_ERROR"}]}, "deals")
+        hubspot.batch_results(
+            {
+                "results": [],
+                "errors": [{"message": "x is not a valid dealstage", "category": "VALIDATION_ERROR"}],
+            },
+            "deals",
+        )
     assert hubspot.batch_results({"results": [{"id": "1"}]}, "deals") == [{"id": "1"}]
 
 
@@ -96,8 +110,9 @@ def test_hubspot_contacts_without_email_are_searched_then_created() -> None:
 
 def test_hubspot_a_second_deal_with_the_same_payment_id_is_refused_by_the_fake() -> None:
     fake = FakeHubSpot().ready()
-    client = httpx.Client(transport=fake.transport(), base_url="http://h", headers={
-        "Authorization": "Bearer pat-fake"})
+    client = httpx.Client(
+        transport=fake.transport(), base_url="http://h", headers={"Authorization": "Bearer pat-fake"}
+    )
     body = {"properties": {"dealname": "a", "stripe_payment_id": "pi_1"}}
     assert client.post("/crm/v3/objects/deals", json=body).status_code == 201
     second = client.post("/crm/v3/objects/deals", json=body)
@@ -107,10 +122,14 @@ def test_hubspot_a_second_deal_with_the_same_payment_id_is_refused_by_the_fake()
 def test_hubspot_fake_sends_rate_limit_headers_and_the_429_body() -> None:
     clock = FakeClock()
     fake = FakeHubSpot(clock=clock, limit=2)
-    client = httpx.Client(transport=fake.transport(), base_url="http://h", headers={
-        "Authorization": "Bearer pat-fake"})
+    client = httpx.Client(
+        transport=fake.transport(), base_url="http://h", headers={"Authorization": "Bearer pat-fake"}
+    )
     first = client.get("/crm/v3/objects/deals")
-    assert first.headers["X-HubSpot-RateLimit-Max"] == "2" and first.headers["X-HubSpot-RateLimit-Remaining"] == "1"
+    assert (
+        first.headers["X-HubSpot-RateLimit-Max"] == "2"
+        and first.headers["X-HubSpot-RateLimit-Remaining"] == "1"
+    )
     client.get("/crm/v3/objects/deals")
     third = client.get("/crm/v3/objects/deals")
     assert third.status_code == 429 and third.json()["policyName"] == "TEN_SECONDLY_ROLLING"
@@ -134,8 +153,17 @@ def test_pipedrive_custom_keys_go_into_custom_fields() -> None:
 
 def test_pipedrive_error_envelope_is_read() -> None:
     api = pipedrive.PipedriveAPI("http://p", "t")
-    message, code = api.error_message(httpx.Response(400, json={
-        "success": False, "error": "Stage does not exist", "error_info": "see docs", "errorCode": 400}))
+    message, code = api.error_message(
+        httpx.Response(
+            400,
+            json={
+                "success": False,
+                "error": "Stage does not exist",
+                "error_info": "see docs",
+                "errorCode": 400,
+            },
+        )
+    )
     assert message == "Stage does not exist (see docs)" and code == "400"
 
 
@@ -143,8 +171,11 @@ def test_pipedrive_error_envelope_is_read() -> None:
 
 
 def test_php_query_round_trips_through_the_fakes_parser() -> None:
-    params = {"filter": {"EMAIL": "a+b@c.pl"}, "select": ["ID", "NAME"],
-              "fields": {"EMAIL": [{"VALUE": "x@y.pl", "VALUE_TYPE": "WORK"}], "OPENED": True}}
+    params = {
+        "filter": {"EMAIL": "a+b@c.pl"},
+        "select": ["ID", "NAME"],
+        "fields": {"EMAIL": [{"VALUE": "x@y.pl", "VALUE_TYPE": "WORK"}], "OPENED": True},
+    }
     text = bitrix24.php_query(params)
     assert "filter[EMAIL]=a%2Bb%40c.pl" in text and "select[1]=NAME" in text
     assert parse_php_query(text) == {**params, "fields": {**params["fields"], "OPENED": "Y"}}
@@ -163,7 +194,9 @@ def test_bitrix_empty_maps_arrive_as_lists() -> None:
 def test_bitrix_waits() -> None:
     over = httpx.Response(429, json={"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": 1_030}})
     assert bitrix24.rate_limit_wait(over, now=1_000, per_second=2) == 30
-    full = httpx.Response(503, json={"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"})
+    full = httpx.Response(
+        503, json={"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+    )
     assert bitrix24.rate_limit_wait(full, now=0, per_second=2) == 0.5
     api = bitrix24.Bitrix24API("http://b/rest/1/x/")
     assert isinstance(api.classify(full), RateLimitedError)
@@ -174,8 +207,13 @@ def test_bitrix_waits() -> None:
 def test_bitrix_operation_time_limit_is_waited_until_reset() -> None:
     clock = FakeClock()
     fake = FakeBitrix24(clock=clock, wall=clock).ready()
-    crm = bitrix24.Bitrix24CRM(webhook_url="http://b" + fake.url, transport=fake.transport(), sleep=clock.sleep,
-                               clock=clock, wall=clock)
+    crm = bitrix24.Bitrix24CRM(
+        webhook_url="http://b" + fake.url,
+        transport=fake.transport(),
+        sleep=clock.sleep,
+        clock=clock,
+        wall=clock,
+    )
     fake.inject(429)
     assert crm.upsert_contacts([contact(1)])
     assert clock.slept == [5.0]  # the fake's operating_reset_at is 5 s ahead
@@ -185,8 +223,9 @@ def test_bitrix_update_does_not_add_a_second_email() -> None:
     fake = FakeBitrix24().ready()
     crm = bitrix24.Bitrix24CRM(webhook_url="http://b" + fake.url, transport=fake.transport())
     [cid] = crm.upsert_contacts([contact(1)])
-    renamed = type(contact(1))(key="klient1@example.pl", email="klient1@example.pl", name="Anna Nowak",
-                               customer_id="cus_000001")
+    renamed = type(contact(1))(
+        key="klient1@example.pl", email="klient1@example.pl", name="Anna Nowak", customer_id="cus_000001"
+    )
     assert crm.upsert_contacts([renamed]) == [cid]
     assert len(fake.contacts[int(cid)]["EMAIL"]) == 1 and fake.contacts[int(cid)]["LAST_NAME"] == "Nowak"
 
@@ -201,9 +240,17 @@ def test_bitrix_batch_refuses_more_than_fifty_commands() -> None:
 
 
 def test_zoho_record_errors() -> None:
-    body = {"data": [{"status": "success", "details": {"id": "1"}},
-                     {"status": "error", "code": "MANDATORY_NOT_FOUND", "message": "required field not found",
-                      "details": {"api_name": "Last_Name"}}]}
+    body = {
+        "data": [
+            {"status": "success", "details": {"id": "1"}},
+            {
+                "status": "error",
+                "code": "MANDATORY_NOT_FOUND",
+                "message": "required field not found",
+                "details": {"api_name": "Last_Name"},
+            },
+        ]
+    }
     assert len(zoho.record_errors(body)) == 1
     with pytest.raises(PermanentError, match="Last_Name"):
         zoho.raise_record_errors(body, "contacts")
@@ -214,8 +261,14 @@ def test_zoho_unique_flag() -> None:
 
 
 def zoho_crm(fake: FakeZoho, **kw: object) -> zoho.ZohoCRM:
-    return zoho.ZohoCRM(client_id="1000.FAKECLIENT", client_secret="fake-secret", refresh_token="1000.fake-refresh",
-                        accounts_url="http://accounts.zoho.eu.test", transport=fake.transport(), **kw)  # type: ignore[arg-type]
+    return zoho.ZohoCRM(
+        client_id="1000.FAKECLIENT",
+        client_secret="fake-secret",
+        refresh_token="1000.fake-refresh",
+        accounts_url="http://accounts.zoho.eu.test",
+        transport=fake.transport(),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_zoho_refreshes_once_on_invalid_token_and_repeats_the_call() -> None:
@@ -224,8 +277,13 @@ def test_zoho_refreshes_once_on_invalid_token_and_repeats_the_call() -> None:
     crm.upsert_contacts([contact(1)])
     fake.expire_tokens()
     crm.upsert_contacts([contact(1)])
-    assert [r.path for r in fake.log] == ["/oauth/v2/token", "/crm/v7/Contacts/upsert", "/crm/v7/Contacts/upsert",
-                                          "/oauth/v2/token", "/crm/v7/Contacts/upsert"]
+    assert [r.path for r in fake.log] == [
+        "/oauth/v2/token",
+        "/crm/v7/Contacts/upsert",
+        "/crm/v7/Contacts/upsert",
+        "/oauth/v2/token",
+        "/crm/v7/Contacts/upsert",
+    ]
     assert fake.statuses()[2] == 401
 
 
@@ -244,8 +302,13 @@ def test_zoho_refresh_token_travels_in_the_body_not_the_url() -> None:
         seen.append(request)
         return fake.handle(request)
 
-    crm = zoho.ZohoCRM(client_id="1000.FAKECLIENT", client_secret="fake-secret", refresh_token="1000.fake-refresh",
-                       accounts_url="http://a", transport=httpx.MockTransport(spy))
+    crm = zoho.ZohoCRM(
+        client_id="1000.FAKECLIENT",
+        client_secret="fake-secret",
+        refresh_token="1000.fake-refresh",
+        accounts_url="http://a",
+        transport=httpx.MockTransport(spy),
+    )
     crm.upsert_contacts([contact(1)])
     assert "fake-refresh" not in str(seen[0].url) and b"fake-refresh" in seen[0].content
 

@@ -1,4 +1,4 @@
-"""`setup()` creates what each CRM needs, idempotently; `check()` says exactly what is wrong; the CLI prints."""
+"""`setup()` creates what each CRM needs, idempotently; `check()` says what is wrong; the CLI prints."""
 
 from __future__ import annotations
 
@@ -27,14 +27,16 @@ Make = Callable[..., tuple[FakeVendor, Any]]
 
 def hubspot(bad: bool = False, **kw: Any) -> tuple[FakeVendor, Any]:
     fake = FakeHubSpot()
-    return fake, lambda **more: HubSpotCRM(token="nope" if bad else "pat-fake", transport=fake.transport(),
-                                           **kw, **more)
+    return fake, lambda **more: HubSpotCRM(
+        token="nope" if bad else "pat-fake", transport=fake.transport(), **kw, **more
+    )
 
 
 def pipedrive(bad: bool = False, **kw: Any) -> tuple[FakeVendor, Any]:
     fake = FakePipedrive(burst=1000, search_burst=1000)
-    return fake, lambda **more: PipedriveCRM(api_token="nope" if bad else "pd-fake", transport=fake.transport(),
-                                             **kw, **more)
+    return fake, lambda **more: PipedriveCRM(
+        api_token="nope" if bad else "pd-fake", transport=fake.transport(), **kw, **more
+    )
 
 
 def bitrix24(bad: bool = False, **kw: Any) -> tuple[FakeVendor, Any]:
@@ -45,10 +47,15 @@ def bitrix24(bad: bool = False, **kw: Any) -> tuple[FakeVendor, Any]:
 
 def zoho(bad: bool = False, **kw: Any) -> tuple[FakeVendor, Any]:
     fake = FakeZoho()
-    return fake, lambda **more: ZohoCRM(client_id="1000.FAKECLIENT", client_secret="fake-secret",
-                                        refresh_token="nope" if bad else "1000.fake-refresh",
-                                        accounts_url="http://accounts.zoho.test", transport=fake.transport(),
-                                        **kw, **more)
+    return fake, lambda **more: ZohoCRM(
+        client_id="1000.FAKECLIENT",
+        client_secret="fake-secret",
+        refresh_token="nope" if bad else "1000.fake-refresh",
+        accounts_url="http://accounts.zoho.test",
+        transport=fake.transport(),
+        **kw,
+        **more,
+    )
 
 
 VENDORS = {"hubspot": hubspot, "pipedrive": pipedrive, "bitrix24": bitrix24, "zoho": zoho}
@@ -104,8 +111,14 @@ def test_hubspot_reports_a_non_unique_property_as_manual() -> None:
 
 def test_zoho_says_what_to_do_by_hand_when_the_api_refuses() -> None:
     fake, make = zoho()
-    fake.route("POST", r"/crm/v7/settings/fields", lambda call: __import__("httpx").Response(
-        403, json={"code": "NO_PERMISSION", "details": {}, "message": "permission denied", "status": "error"}))
+    fake.route(
+        "POST",
+        r"/crm/v7/settings/fields",
+        lambda call: __import__("httpx").Response(
+            403,
+            json={"code": "NO_PERMISSION", "details": {}, "message": "permission denied", "status": "error"},
+        ),
+    )
     fake.routes.insert(0, fake.routes.pop())
     report = make().setup()
     manual = [a for a in report.actions if a[1] == "manual"]

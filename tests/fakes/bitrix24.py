@@ -22,15 +22,47 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from tests.fakes.vendor import Call, Clock, Fault, FakeVendor, LeakyBucket, respond
+from tests.fakes.vendor import Call, Clock, FakeVendor, Fault, LeakyBucket, respond
 
 PAGE = 50
-BUILTIN_STAGES = ["NEW", "PREPARATION", "PREPAYMENT_INVOICE", "EXECUTING", "FINAL_INVOICE", "WON", "LOSE",
-                  "APOLOGY"]
-DEAL_FIELDS = ["ID", "TITLE", "CATEGORY_ID", "STAGE_ID", "CURRENCY_ID", "OPPORTUNITY", "IS_MANUAL_OPPORTUNITY",
-               "CONTACT_ID", "CONTACT_IDS", "ORIGINATOR_ID", "ORIGIN_ID", "COMMENTS", "DATE_CREATE", "DATE_MODIFY"]
-CONTACT_FIELDS = ["ID", "NAME", "LAST_NAME", "EMAIL", "PHONE", "ORIGINATOR_ID", "ORIGIN_ID", "SOURCE_ID",
-                  "DATE_CREATE", "DATE_MODIFY"]
+BUILTIN_STAGES = [
+    "NEW",
+    "PREPARATION",
+    "PREPAYMENT_INVOICE",
+    "EXECUTING",
+    "FINAL_INVOICE",
+    "WON",
+    "LOSE",
+    "APOLOGY",
+]
+DEAL_FIELDS = [
+    "ID",
+    "TITLE",
+    "CATEGORY_ID",
+    "STAGE_ID",
+    "CURRENCY_ID",
+    "OPPORTUNITY",
+    "IS_MANUAL_OPPORTUNITY",
+    "CONTACT_ID",
+    "CONTACT_IDS",
+    "ORIGINATOR_ID",
+    "ORIGIN_ID",
+    "COMMENTS",
+    "DATE_CREATE",
+    "DATE_MODIFY",
+]
+CONTACT_FIELDS = [
+    "ID",
+    "NAME",
+    "LAST_NAME",
+    "EMAIL",
+    "PHONE",
+    "ORIGINATOR_ID",
+    "ORIGIN_ID",
+    "SOURCE_ID",
+    "DATE_CREATE",
+    "DATE_MODIFY",
+]
 
 
 class MethodError(Exception):
@@ -69,8 +101,17 @@ def stamp() -> str:
 
 
 class FakeBitrix24(FakeVendor):
-    def __init__(self, code: str = "fakewebhookcode", user: int = 1, *, burst: int = 50, rate: float = 2.0,
-                 clock: Clock = time.monotonic, wall: Clock = time.time, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        code: str = "fakewebhookcode",
+        user: int = 1,
+        *,
+        burst: int = 50,
+        rate: float = 2.0,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+        latency: float = 0.0,
+    ) -> None:
         super().__init__(clock, latency)
         self.code, self.user = code, user
         self.wall = wall
@@ -107,9 +148,17 @@ class FakeBitrix24(FakeVendor):
 
     def time_block(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         now = self.wall()
-        return {"start": now, "finish": now, "duration": 0.001, "processing": 0.0005,
-                "date_start": stamp(), "date_finish": stamp(), "operating_reset_at": int(now) + 600,
-                "operating": 0, **(extra or {})}
+        return {
+            "start": now,
+            "finish": now,
+            "duration": 0.001,
+            "processing": 0.0005,
+            "date_start": stamp(),
+            "date_finish": stamp(),
+            "operating_reset_at": int(now) + 600,
+            "operating": 0,
+            **(extra or {}),
+        }
 
     def error(self, status: int, code: str, description: str) -> httpx.Response:
         return respond(status, {"error": code, "error_description": description})
@@ -129,10 +178,14 @@ class FakeBitrix24(FakeVendor):
         if status == 503:
             return Fault(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"})
         if status == 429:
-            return Fault(429, {"error": "OPERATION_TIME_LIMIT",
-                               "error_description": "Method is blocked due to operation time limit.",
-                               "time": self.time_block({"operating_reset_at": int(self.wall()) + 5,
-                                                        "operating": 480.5})})
+            return Fault(
+                429,
+                {
+                    "error": "OPERATION_TIME_LIMIT",
+                    "error_description": "Method is blocked due to operation time limit.",
+                    "time": self.time_block({"operating_reset_at": int(self.wall()) + 5, "operating": 480.5}),
+                },
+            )
         if status == 401:
             return Fault(401, {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"})
         return Fault(status, {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"})
@@ -164,8 +217,12 @@ class FakeBitrix24(FakeVendor):
         body = {"result": result, "time": self.time_block()}
         if isinstance(result, tuple):
             rows, total, nxt = result
-            body = {"result": rows, "total": total, **({"next": nxt} if nxt is not None else {}),
-                    "time": self.time_block()}
+            body = {
+                "result": rows,
+                "total": total,
+                **({"next": nxt} if nxt is not None else {}),
+                "time": self.time_block(),
+            }
         return respond(200, body)
 
     # -- batch ---------------------------------------------------------------------------------
@@ -183,7 +240,10 @@ class FakeBitrix24(FakeVendor):
             method, _, query = str(line).partition("?")
             query = re.sub(r"\$result\[(\w+)\]", lambda m: str(results.get(m.group(1), "")), query)
             if method.lower() == "batch":
-                errors[key] = {"error": "ERROR_BATCH_METHOD_NOT_ALLOWED", "error_description": "Method is not allowed"}
+                errors[key] = {
+                    "error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
+                    "error_description": "Method is not allowed",
+                }
                 continue
             handler = self.methods.get(method.lower())
             if handler is None:
@@ -202,9 +262,19 @@ class FakeBitrix24(FakeVendor):
             if halt and errors:
                 break
         php = lambda d: d or []  # noqa: E731 - PHP's json_encode turns an empty map into []
-        return respond(200, {"result": {"result": php(results), "result_error": php(errors),
-                                        "result_total": php(totals), "result_next": php(nexts),
-                                        "result_time": []}, "time": self.time_block()})
+        return respond(
+            200,
+            {
+                "result": {
+                    "result": php(results),
+                    "result_error": php(errors),
+                    "result_total": php(totals),
+                    "result_next": php(nexts),
+                    "result_time": [],
+                },
+                "time": self.time_block(),
+            },
+        )
 
     # -- records -------------------------------------------------------------------------------
 
@@ -256,8 +326,13 @@ class FakeBitrix24(FakeVendor):
         if table is self.deals and not fields.get("TITLE"):
             fields["TITLE"] = f"Deal #{self._next + 1}"
         rid = self.new_id()
-        table[rid] = {"ID": str(rid), "DATE_CREATE": stamp(), "DATE_MODIFY": stamp(),
-                      **({"STAGE_ID": "NEW", "CATEGORY_ID": "0"} if table is self.deals else {}), **fields}
+        table[rid] = {
+            "ID": str(rid),
+            "DATE_CREATE": stamp(),
+            "DATE_MODIFY": stamp(),
+            **({"STAGE_ID": "NEW", "CATEGORY_ID": "0"} if table is self.deals else {}),
+            **fields,
+        }
         return rid
 
     def update(self, table: dict[int, dict[str, Any]], p: dict[str, Any]) -> bool:
@@ -277,27 +352,42 @@ class FakeBitrix24(FakeVendor):
         return table[rid]
 
     def deal_fields(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {**{f: {"type": "string", "title": f} for f in DEAL_FIELDS},
-                **{name: {"type": uf["USER_TYPE_ID"], "title": name, "isDynamic": True}
-                   for name, uf in self.userfields.items()}}
+        return {
+            **{f: {"type": "string", "title": f} for f in DEAL_FIELDS},
+            **{
+                name: {"type": uf["USER_TYPE_ID"], "title": name, "isDynamic": True}
+                for name, uf in self.userfields.items()
+            },
+        }
 
     def findbycomm(self, p: dict[str, Any]) -> Any:
         values = [str(v).lower() for v in p.get("values") or []]
         if len(values) > 20:
             raise MethodError(400, "", "Too many values: at most 20")
-        ids = [int(r["ID"]) for r in self.contacts.values()
-               if any(str(e.get("VALUE", "")).lower() in values for e in r.get("EMAIL") or [])]
+        ids = [
+            int(r["ID"])
+            for r in self.contacts.values()
+            if any(str(e.get("VALUE", "")).lower() in values for e in r.get("EMAIL") or [])
+        ]
         return {"CONTACT": sorted(ids)} if ids else []
 
     def comment_add(self, p: dict[str, Any]) -> int:
         fields = {k.upper(): v for k, v in (p.get("fields") or {}).items()}
-        if str(fields.get("ENTITY_TYPE", "")).lower() != "deal" or int(fields.get("ENTITY_ID") or 0) not in self.deals:
+        if (
+            str(fields.get("ENTITY_TYPE", "")).lower() != "deal"
+            or int(fields.get("ENTITY_ID") or 0) not in self.deals
+        ):
             raise MethodError(400, "", "ENTITY_ID is not defined or invalid")
         if not fields.get("COMMENT"):
             raise MethodError(400, "", "COMMENT is not defined or invalid")
         cid = self.new_id()
-        self.comments[cid] = {"ID": str(cid), "ENTITY_ID": int(fields["ENTITY_ID"]), "ENTITY_TYPE": "deal",
-                              "COMMENT": fields["COMMENT"], "CREATED": stamp()}
+        self.comments[cid] = {
+            "ID": str(cid),
+            "ENTITY_ID": int(fields["ENTITY_ID"]),
+            "ENTITY_TYPE": "deal",
+            "COMMENT": fields["COMMENT"],
+            "CREATED": stamp(),
+        }
         return cid
 
     def comment_list(self, p: dict[str, Any]) -> tuple[list[Any], int, int | None]:
@@ -308,14 +398,20 @@ class FakeBitrix24(FakeVendor):
         name = "UF_CRM_" + str(fields.get("FIELD_NAME", "")).removeprefix("UF_CRM_")
         if name in self.userfields:
             raise MethodError(400, "", f"Field {name} already exists")
-        self.userfields[name] = {"ID": str(len(self.userfields) + 1), "FIELD_NAME": name,
-                                 "USER_TYPE_ID": fields.get("USER_TYPE_ID", "string"), "XML_ID": fields.get("XML_ID")}
+        self.userfields[name] = {
+            "ID": str(len(self.userfields) + 1),
+            "FIELD_NAME": name,
+            "USER_TYPE_ID": fields.get("USER_TYPE_ID", "string"),
+            "XML_ID": fields.get("XML_ID"),
+        }
         return int(self.userfields[name]["ID"])
 
     def status_list(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         entity = str((p.get("filter") or {}).get("ENTITY_ID", "DEAL_STAGE"))
-        return [{"ENTITY_ID": entity, "STATUS_ID": s, "NAME": s, "SORT": (i + 1) * 10}
-                for i, s in enumerate(self.stage_lists.get(entity, []))]
+        return [
+            {"ENTITY_ID": entity, "STATUS_ID": s, "NAME": s, "SORT": (i + 1) * 10}
+            for i, s in enumerate(self.stage_lists.get(entity, []))
+        ]
 
     def status_add(self, p: dict[str, Any]) -> int:
         fields = {k.upper(): v for k, v in (p.get("fields") or {}).items()}

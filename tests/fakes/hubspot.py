@@ -17,19 +17,38 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.vendor import Call, Clock, Fault, FakeVendor, RollingWindow, respond
+from tests.fakes.vendor import Call, Clock, FakeVendor, Fault, RollingWindow, respond
 
 OBJECT_TYPES = ("contacts", "deals", "notes")
 BUILTIN_PROPERTIES = {
     "contacts": {"email": True, "firstname": False, "lastname": False, "phone": False},
-    "deals": {"dealname": False, "amount": False, "dealstage": False, "pipeline": False, "closedate": False,
-              "deal_currency_code": False, "description": False},
+    "deals": {
+        "dealname": False,
+        "amount": False,
+        "dealstage": False,
+        "pipeline": False,
+        "closedate": False,
+        "deal_currency_code": False,
+        "description": False,
+    },
     "notes": {"hs_timestamp": False, "hs_note_body": False},
 }
-DEFAULT_PIPELINE = ["appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "decisionmakerboughtin",
-                    "contractsent", "closedwon", "closedlost"]
-ASSOCIATION_TYPES = {("deals", "contacts"): 3, ("contacts", "deals"): 4, ("notes", "deals"): 214,
-                     ("deals", "notes"): 213, ("notes", "contacts"): 202}
+DEFAULT_PIPELINE = [
+    "appointmentscheduled",
+    "qualifiedtobuy",
+    "presentationscheduled",
+    "decisionmakerboughtin",
+    "contractsent",
+    "closedwon",
+    "closedlost",
+]
+ASSOCIATION_TYPES = {
+    ("deals", "contacts"): 3,
+    ("contacts", "deals"): 4,
+    ("notes", "deals"): 214,
+    ("deals", "notes"): 213,
+    ("notes", "contacts"): 202,
+}
 
 
 def now_iso() -> str:
@@ -37,14 +56,30 @@ def now_iso() -> str:
 
 
 def error(status: int, message: str, category: str, **extra: Any) -> httpx.Response:
-    return respond(status, {"status": "error", "message": message, "correlationId": str(uuid.uuid4()),
-                            "category": category, **extra})
+    return respond(
+        status,
+        {
+            "status": "error",
+            "message": message,
+            "correlationId": str(uuid.uuid4()),
+            "category": category,
+            **extra,
+        },
+    )
 
 
 class FakeHubSpot(FakeVendor):
-    def __init__(self, token: str = "pat-fake", *, limit: int = 100, period: float = 10.0,
-                 search_per_second: int = 4, daily: int = 250_000, clock: Clock = time.monotonic,
-                 latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        token: str = "pat-fake",
+        *,
+        limit: int = 100,
+        period: float = 10.0,
+        search_per_second: int = 4,
+        daily: int = 250_000,
+        clock: Clock = time.monotonic,
+        latency: float = 0.0,
+    ) -> None:
         super().__init__(clock, latency)
         self.token = token
         self.window = RollingWindow(limit, period, clock)
@@ -53,12 +88,26 @@ class FakeHubSpot(FakeVendor):
         self.daily_used = 0
         self.objects: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in OBJECT_TYPES}
         self.properties: dict[str, dict[str, dict[str, Any]]] = {
-            t: {n: {"name": n, "label": n, "type": "string", "fieldType": "text", "hasUniqueValue": u,
-                    "groupName": "builtin"} for n, u in props.items()}
-            for t, props in BUILTIN_PROPERTIES.items()}
-        self.pipelines = {"default": {"id": "default", "label": "Sales Pipeline",
-                                      "stages": [{"id": s, "label": s, "displayOrder": i}
-                                                 for i, s in enumerate(DEFAULT_PIPELINE)]}}
+            t: {
+                n: {
+                    "name": n,
+                    "label": n,
+                    "type": "string",
+                    "fieldType": "text",
+                    "hasUniqueValue": u,
+                    "groupName": "builtin",
+                }
+                for n, u in props.items()
+            }
+            for t, props in BUILTIN_PROPERTIES.items()
+        }
+        self.pipelines = {
+            "default": {
+                "id": "default",
+                "label": "Sales Pipeline",
+                "stages": [{"id": s, "label": s, "displayOrder": i} for i, s in enumerate(DEFAULT_PIPELINE)],
+            }
+        }
         self.associations: set[tuple[str, str, str, str, int]] = set()
         self.index: dict[tuple[str, str], dict[str, str]] = {}  # (type, unique property) -> value -> id
         self._next_id = 1000
@@ -70,11 +119,19 @@ class FakeHubSpot(FakeVendor):
         self.route("POST", o + "/batch/create", self.batch_create)
         self.route("GET", o + r"/(?P<id>[^/]+)", self.get_one)
         self.route("PATCH", o + r"/(?P<id>[^/]+)", self.patch_one)
-        self.route("POST", r"/crm/v4/associations/(?P<from>\w+)/(?P<to>\w+)/batch/associate/default",
-                   self.associate_batch)
-        self.route("PUT", r"/crm/v4/objects/(?P<from>\w+)/(?P<id>\d+)/associations/default/(?P<to>\w+)/(?P<toid>\d+)",
-                   self.associate_one)
-        self.route("GET", r"/crm/v4/objects/(?P<from>\w+)/(?P<id>\d+)/associations/(?P<to>\w+)", self.read_assoc)
+        self.route(
+            "POST",
+            r"/crm/v4/associations/(?P<from>\w+)/(?P<to>\w+)/batch/associate/default",
+            self.associate_batch,
+        )
+        self.route(
+            "PUT",
+            r"/crm/v4/objects/(?P<from>\w+)/(?P<id>\d+)/associations/default/(?P<to>\w+)/(?P<toid>\d+)",
+            self.associate_one,
+        )
+        self.route(
+            "GET", r"/crm/v4/objects/(?P<from>\w+)/(?P<id>\d+)/associations/(?P<to>\w+)", self.read_assoc
+        )
         self.route("GET", r"/crm/v3/properties/(?P<type>\w+)", self.list_properties)
         self.route("POST", r"/crm/v3/properties/(?P<type>\w+)", self.create_property)
         self.route("GET", r"/crm/v3/properties/(?P<type>\w+)/(?P<name>\w+)", self.get_property)
@@ -85,27 +142,44 @@ class FakeHubSpot(FakeVendor):
 
     def authorize(self, call: Call) -> httpx.Response | None:
         if call.headers.get("authorization") != f"Bearer {self.token}":
-            return error(401, "Authentication credentials not found. This API supports OAuth 2.0 authentication "
-                              "and you can find more details at https://developers.hubspot.com/docs/methods/auth/"
-                              "oauth-overview", "INVALID_AUTHENTICATION")
+            return error(
+                401,
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication "
+                "and you can find more details at https://developers.hubspot.com/docs/methods/auth/"
+                "oauth-overview",
+                "INVALID_AUTHENTICATION",
+            )
         return None
 
     def limit_headers(self) -> dict[str, str]:
-        return {"X-HubSpot-RateLimit-Max": str(self.window.limit),
-                "X-HubSpot-RateLimit-Remaining": str(self.window.remaining()),
-                "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(self.window.period * 1000)),
-                "X-HubSpot-RateLimit-Secondly": str(int(self.window.limit / self.window.period)),
-                "X-HubSpot-RateLimit-Secondly-Remaining": str(int(self.window.remaining() / self.window.period)),
-                "X-HubSpot-RateLimit-Daily": str(self.daily),
-                "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, self.daily - self.daily_used))}
+        return {
+            "X-HubSpot-RateLimit-Max": str(self.window.limit),
+            "X-HubSpot-RateLimit-Remaining": str(self.window.remaining()),
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(self.window.period * 1000)),
+            "X-HubSpot-RateLimit-Secondly": str(int(self.window.limit / self.window.period)),
+            "X-HubSpot-RateLimit-Secondly-Remaining": str(int(self.window.remaining() / self.window.period)),
+            "X-HubSpot-RateLimit-Daily": str(self.daily),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, self.daily - self.daily_used)),
+        }
 
     def rate_limited(self, policy: str) -> httpx.Response:
-        message = {"TEN_SECONDLY_ROLLING": "You have reached your ten_secondly_rolling limit.",
-                   "SECONDLY": "You have reached your secondly limit.",
-                   "DAILY": "You have reached your daily limit."}[policy]
-        return respond(429, {"status": "error", "message": message, "errorType": "RATE_LIMIT",
-                             "correlationId": str(uuid.uuid4()), "policyName": policy,
-                             "requestId": str(uuid.uuid4())}, self.limit_headers())
+        message = {
+            "TEN_SECONDLY_ROLLING": "You have reached your ten_secondly_rolling limit.",
+            "SECONDLY": "You have reached your secondly limit.",
+            "DAILY": "You have reached your daily limit.",
+        }[policy]
+        return respond(
+            429,
+            {
+                "status": "error",
+                "message": message,
+                "errorType": "RATE_LIMIT",
+                "correlationId": str(uuid.uuid4()),
+                "policyName": policy,
+                "requestId": str(uuid.uuid4()),
+            },
+            self.limit_headers(),
+        )
 
     def admit(self, call: Call) -> httpx.Response | None:
         if self.daily_used >= self.daily:
@@ -122,10 +196,18 @@ class FakeHubSpot(FakeVendor):
             r = self.rate_limited("TEN_SECONDLY_ROLLING")
             return Fault(429, r.json(), dict(r.headers))
         if status == 401:
-            return Fault(401, self.authorize(Call("GET", "/", {}, httpx.Headers(), b"", {}, httpx.URL("/")))
-                         .json())  # type: ignore[union-attr]
-        return Fault(status, {"status": "error", "message": "internal error", "correlationId": str(uuid.uuid4()),
-                              "category": "INTERNAL_ERROR"})
+            return Fault(
+                401, self.authorize(Call("GET", "/", {}, httpx.Headers(), b"", {}, httpx.URL("/"))).json()
+            )  # type: ignore[union-attr]
+        return Fault(
+            status,
+            {
+                "status": "error",
+                "message": "internal error",
+                "correlationId": str(uuid.uuid4()),
+                "category": "INTERNAL_ERROR",
+            },
+        )
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         response = super().handle(request)
@@ -156,7 +238,9 @@ class FakeHubSpot(FakeVendor):
                 return obj
         return None
 
-    def validate(self, type_: str, props: dict[str, Any], own_id: str | None = None) -> tuple[str, str] | None:
+    def validate(
+        self, type_: str, props: dict[str, Any], own_id: str | None = None
+    ) -> tuple[str, str] | None:
         """(category, message) when these properties cannot be written, else None."""
         for name, value in props.items():
             if name not in self.properties[type_]:
@@ -166,7 +250,10 @@ class FakeHubSpot(FakeVendor):
             if self.properties[type_][name]["hasUniqueValue"] and value not in (None, ""):
                 other = self.by_property(type_, name, str(value))
                 if other is not None and other["id"] != own_id:
-                    return ("CONFLICT", f"{type_[:-1].capitalize()} already exists. Existing ID: {other['id']}")
+                    return (
+                        "CONFLICT",
+                        f"{type_[:-1].capitalize()} already exists. Existing ID: {other['id']}",
+                    )
         if type_ == "deals":
             if "amount" in props and props["amount"] not in (None, ""):
                 try:
@@ -183,13 +270,21 @@ class FakeHubSpot(FakeVendor):
             return ("VALIDATION_ERROR", "hs_timestamp is required")
         return None
 
-    def store(self, type_: str, props: dict[str, Any], existing: dict[str, Any] | None = None) -> dict[str, Any]:
+    def store(
+        self, type_: str, props: dict[str, Any], existing: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         stamp = now_iso()
-        clean = {k: (str(v).lower() if k == "email" else (None if v is None else str(v))) for k, v in props.items()}
+        clean = {
+            k: (str(v).lower() if k == "email" else (None if v is None else str(v))) for k, v in props.items()
+        }
         if existing is None:
             oid = self.new_id()
-            existing = {"id": oid, "properties": {"hs_object_id": oid, "createdate": stamp}, "createdAt": stamp,
-                        "archived": False}
+            existing = {
+                "id": oid,
+                "properties": {"hs_object_id": oid, "createdate": stamp},
+                "createdAt": stamp,
+                "archived": False,
+            }
             self.objects[type_][oid] = existing
         for name, value in clean.items():  # keep the unique-property index in step (bursts of 10,000)
             if self.indexed(type_, name):
@@ -221,7 +316,7 @@ class FakeHubSpot(FakeVendor):
         prop = call.params.get("idProperty")
         obj = self.by_property(type_, prop, key) if prop else self.objects[type_].get(key)
         if obj is None:
-            return error(404, f"Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
+            return error(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
         return respond(200, obj)
 
     def create_one(self, call: Call) -> httpx.Response:
@@ -267,8 +362,11 @@ class FakeHubSpot(FakeVendor):
                 return have in (None, "")
             raise ValueError(op)
 
-        found = [o for o in self.objects[type_].values()
-                 if not groups or any(all(matches(o, f) for f in g.get("filters", [])) for g in groups)]
+        found = [
+            o
+            for o in self.objects[type_].values()
+            if not groups or any(all(matches(o, f) for f in g.get("filters", [])) for g in groups)
+        ]
         found.sort(key=lambda o: int(o["id"]))
         limit = min(int(body.get("limit", 10)), 200)
         start = int(body.get("after") or 0)
@@ -296,23 +394,37 @@ class FakeHubSpot(FakeVendor):
             if upsert:
                 prop, key = item.get("idProperty"), item.get("id")
                 if prop not in self.properties[type_] or not self.properties[type_][prop]["hasUniqueValue"]:
-                    return error(400, f"{prop} is not a unique property and cannot be used as idProperty",
-                                 "VALIDATION_ERROR")
+                    return error(
+                        400,
+                        f"{prop} is not a unique property and cannot be used as idProperty",
+                        "VALIDATION_ERROR",
+                    )
                 existing = self.by_property(type_, prop, str(key))
                 props[prop] = key
-            problem = self.validate(type_, props, existing["id"] if existing else None) or \
-                self.check_associations(item.get("associations") or [])
+            problem = self.validate(
+                type_, props, existing["id"] if existing else None
+            ) or self.check_associations(item.get("associations") or [])
             if problem:
-                errors.append({"status": "error", "category": problem[0], "message": problem[1],
-                               "context": {"id": [str(item.get("id", ""))]}})
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": problem[0],
+                        "message": problem[1],
+                        "context": {"id": [str(item.get("id", ""))]},
+                    }
+                )
                 continue
             was_new = existing is None
             obj = self.store(type_, props, existing)
             for assoc in item.get("associations") or []:
                 self.add_inline_association(type_, obj["id"], assoc)
             results.append({**obj, "new": was_new} if upsert else obj)
-        body: dict[str, Any] = {"status": "COMPLETE", "results": list(reversed(results)), "startedAt": started,
-                                "completedAt": now_iso()}
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": list(reversed(results)),
+            "startedAt": started,
+            "completedAt": now_iso(),
+        }
         if errors:
             body.update(errors=errors, numErrors=len(errors))
             return respond(207, body)
@@ -329,16 +441,25 @@ class FakeHubSpot(FakeVendor):
     def check_associations(self, associations: list[dict[str, Any]]) -> tuple[str, str] | None:
         for assoc in associations:
             for t in assoc.get("types") or []:
-                to_type = {214: "deals", 202: "contacts", 3: "contacts", 4: "deals"}.get(int(t["associationTypeId"]))
+                to_type = {214: "deals", 202: "contacts", 3: "contacts", 4: "deals"}.get(
+                    int(t["associationTypeId"])
+                )
                 if to_type and str(assoc["to"]["id"]) not in self.objects[to_type]:
-                    return ("VALIDATION_ERROR", f"No {to_type[:-1]} with id {assoc['to']['id']} to associate with")
+                    return (
+                        "VALIDATION_ERROR",
+                        f"No {to_type[:-1]} with id {assoc['to']['id']} to associate with",
+                    )
         return None
 
     def add_inline_association(self, type_: str, oid: str, assoc: dict[str, Any]) -> None:
         for t in assoc.get("types") or []:
-            to_type = {214: "deals", 202: "contacts", 3: "contacts", 4: "deals"}.get(int(t["associationTypeId"]))
+            to_type = {214: "deals", 202: "contacts", 3: "contacts", 4: "deals"}.get(
+                int(t["associationTypeId"])
+            )
             if to_type:
-                self.associations.add((type_, oid, to_type, str(assoc["to"]["id"]), int(t["associationTypeId"])))
+                self.associations.add(
+                    (type_, oid, to_type, str(assoc["to"]["id"]), int(t["associationTypeId"]))
+                )
 
     def associate_batch(self, call: Call) -> httpx.Response:
         from_, to = call.match["from"], call.match["to"]
@@ -346,15 +467,32 @@ class FakeHubSpot(FakeVendor):
         for item in (call.json() or {}).get("inputs") or []:
             a, b = str(item["from"]["id"]), str(item["to"]["id"])
             if a not in self.objects.get(from_, {}) or b not in self.objects.get(to, {}):
-                errors.append({"status": "error", "category": "VALIDATION_ERROR",
-                               "message": f"No {from_} with id {a} or {to} with id {b}", "context": {}})
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": "VALIDATION_ERROR",
+                        "message": f"No {from_} with id {a} or {to} with id {b}",
+                        "context": {},
+                    }
+                )
                 continue
             self.associations.add((from_, a, to, b, ASSOCIATION_TYPES[(from_, to)]))
-            results.append({"from": {"id": a}, "to": {"id": b},
-                            "associationSpec": {"associationCategory": "HUBSPOT_DEFINED",
-                                                "associationTypeId": ASSOCIATION_TYPES[(from_, to)]}})
-        body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": now_iso(),
-                                "completedAt": now_iso()}
+            results.append(
+                {
+                    "from": {"id": a},
+                    "to": {"id": b},
+                    "associationSpec": {
+                        "associationCategory": "HUBSPOT_DEFINED",
+                        "associationTypeId": ASSOCIATION_TYPES[(from_, to)],
+                    },
+                }
+            )
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": now_iso(),
+            "completedAt": now_iso(),
+        }
         if errors:
             body.update(errors=errors, numErrors=len(errors))
             return respond(207, body)
@@ -362,15 +500,27 @@ class FakeHubSpot(FakeVendor):
 
     def associate_one(self, call: Call) -> httpx.Response:
         from_, to = call.match["from"], call.match["to"]
-        self.associations.add((from_, call.match["id"], to, call.match["toid"], ASSOCIATION_TYPES[(from_, to)]))
+        self.associations.add(
+            (from_, call.match["id"], to, call.match["toid"], ASSOCIATION_TYPES[(from_, to)])
+        )
         return respond(200, {"status": "COMPLETE", "results": []})
 
     def read_assoc(self, call: Call) -> httpx.Response:
         from_, oid, to = call.match["from"], call.match["id"], call.match["to"]
         hits = [(b, t) for (f, a, tt, b, t) in self.associations if f == from_ and a == oid and tt == to]
         hits += [(a, t) for (f, a, tt, b, t) in self.associations if tt == from_ and b == oid and f == to]
-        return respond(200, {"results": [{"toObjectId": int(b), "associationTypes": [
-            {"category": "HUBSPOT_DEFINED", "typeId": t, "label": None}]} for b, t in sorted(set(hits))]})
+        return respond(
+            200,
+            {
+                "results": [
+                    {
+                        "toObjectId": int(b),
+                        "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": t, "label": None}],
+                    }
+                    for b, t in sorted(set(hits))
+                ]
+            },
+        )
 
     # -- properties and pipelines --------------------------------------------------------------
 
@@ -406,13 +556,24 @@ class FakeHubSpot(FakeVendor):
         return self.by_property("deals", "stripe_payment_id", payment_id)
 
     def notes_of_deal(self, deal_id: str) -> list[str]:
-        return [self.objects["notes"][a]["properties"]["hs_note_body"] for (f, a, t, b, _) in self.associations
-                if f == "notes" and t == "deals" and b == deal_id]
+        return [
+            self.objects["notes"][a]["properties"]["hs_note_body"]
+            for (f, a, t, b, _) in self.associations
+            if f == "notes" and t == "deals" and b == deal_id
+        ]
 
     def ready(self) -> FakeHubSpot:
         """As `stripeflow crm setup hubspot` leaves it: the two custom properties exist."""
-        self.properties["deals"]["stripe_payment_id"] = {"name": "stripe_payment_id", "type": "string",
-                                                         "fieldType": "text", "hasUniqueValue": True}
-        self.properties["contacts"]["stripe_customer_id"] = {"name": "stripe_customer_id", "type": "string",
-                                                             "fieldType": "text", "hasUniqueValue": False}
+        self.properties["deals"]["stripe_payment_id"] = {
+            "name": "stripe_payment_id",
+            "type": "string",
+            "fieldType": "text",
+            "hasUniqueValue": True,
+        }
+        self.properties["contacts"]["stripe_customer_id"] = {
+            "name": "stripe_customer_id",
+            "type": "string",
+            "fieldType": "text",
+            "hasUniqueValue": False,
+        }
         return self

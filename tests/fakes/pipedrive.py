@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.vendor import Call, Clock, Fault, FakeVendor, RollingWindow, respond
+from tests.fakes.vendor import Call, Clock, FakeVendor, Fault, RollingWindow, respond
 
 # Token cost per call (apis.io figures, reference [S]): search 40, list 20, write 10, get 2.
 COSTS = {"search": 40, "list": 20, "write": 10, "get": 2}
@@ -33,8 +33,16 @@ def ok(data: Any, additional: dict[str, Any] | None = None, status: int = 200) -
 
 
 def fail(status: int, message: str, info: str = "") -> httpx.Response:
-    return respond(status, {"success": False, "error": message, "errorCode": status,
-                            "error_info": info or "Please check developers.pipedrive.com", "data": None})
+    return respond(
+        status,
+        {
+            "success": False,
+            "error": message,
+            "errorCode": status,
+            "error_info": info or "Please check developers.pipedrive.com",
+            "data": None,
+        },
+    )
 
 
 def now() -> str:
@@ -42,8 +50,16 @@ def now() -> str:
 
 
 class FakePipedrive(FakeVendor):
-    def __init__(self, token: str = "pd-fake", *, burst: int = 20, search_burst: int = 10,
-                 daily_tokens: int = 1_000_000, clock: Clock = time.monotonic, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        token: str = "pd-fake",
+        *,
+        burst: int = 20,
+        search_burst: int = 10,
+        daily_tokens: int = 1_000_000,
+        clock: Clock = time.monotonic,
+        latency: float = 0.0,
+    ) -> None:
         super().__init__(clock, latency)
         self.token = token
         self.window = RollingWindow(burst, 2.0, clock)
@@ -54,19 +70,25 @@ class FakePipedrive(FakeVendor):
         self.deals: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, dict[str, Any]] = {}
         self.fields: dict[str, list[dict[str, Any]]] = {
-            "dealFields": [{"id": 1, "key": "title", "name": "Title", "field_type": "varchar"},
-                           {"id": 2, "key": "value", "name": "Value", "field_type": "monetary"},
-                           {"id": 3, "key": "expected_close_date", "name": "Expected close date",
-                            "field_type": "date"}],
-            "personFields": [{"id": 1, "key": "name", "name": "Name", "field_type": "varchar"},
-                             {"id": 2, "key": "email", "name": "Email", "field_type": "varchar"}],
+            "dealFields": [
+                {"id": 1, "key": "title", "name": "Title", "field_type": "varchar"},
+                {"id": 2, "key": "value", "name": "Value", "field_type": "monetary"},
+                {"id": 3, "key": "expected_close_date", "name": "Expected close date", "field_type": "date"},
+            ],
+            "personFields": [
+                {"id": 1, "key": "name", "name": "Name", "field_type": "varchar"},
+                {"id": 2, "key": "email", "name": "Email", "field_type": "varchar"},
+            ],
         }
         self.pipelines: dict[int, dict[str, Any]] = {1: {"id": 1, "name": "Pipeline", "active": True}}
         self.stages: dict[int, dict[str, Any]] = {
             i + 1: {"id": i + 1, "name": n, "pipeline_id": 1, "order_nr": i}
-            for i, n in enumerate(["Qualified", "Contact Made", "Proposal Made", "Negotiations Started"])}
+            for i, n in enumerate(["Qualified", "Contact Made", "Proposal Made", "Negotiations Started"])
+        }
         self._next = 100
-        self.route("GET", r"/v1/users/me", lambda c: ok({"id": 1, "email": "owner@example.com", "name": "Owner"}))
+        self.route(
+            "GET", r"/v1/users/me", lambda c: ok({"id": 1, "email": "owner@example.com", "name": "Owner"})
+        )
         self.route("GET", r"/api/v2/persons/search", lambda c: self.search(c, self.persons, "person"))
         self.route("GET", r"/api/v2/deals/search", lambda c: self.search(c, self.deals, "deal"))
         self.route("POST", r"/api/v2/persons", self.create_person)
@@ -100,13 +122,19 @@ class FakePipedrive(FakeVendor):
         return COSTS["get"] if call.path.rstrip("/").split("/")[-1].isdigit() else COSTS["list"]
 
     def limit_headers(self, window: RollingWindow) -> dict[str, str]:
-        return {"x-ratelimit-limit": str(window.limit), "x-ratelimit-remaining": str(window.remaining()),
-                "x-ratelimit-reset": str(math.ceil(window.reset_in())),
-                "x-daily-requests-left": str(max(0, self.daily_tokens - self.tokens_used))}
+        return {
+            "x-ratelimit-limit": str(window.limit),
+            "x-ratelimit-remaining": str(window.remaining()),
+            "x-ratelimit-reset": str(math.ceil(window.reset_in())),
+            "x-daily-requests-left": str(max(0, self.daily_tokens - self.tokens_used)),
+        }
 
     def over_limit(self, window: RollingWindow) -> httpx.Response:
-        r = fail(429, "Request over limit", "Rate limit exceeded: see developers.pipedrive.com/docs/api/v1/"
-                                            "#/rate-limiting")
+        r = fail(
+            429,
+            "Request over limit",
+            "Rate limit exceeded: see developers.pipedrive.com/docs/api/v1/#/rate-limiting",
+        )
         r.headers.update(self.limit_headers(window))
         return r
 
@@ -126,13 +154,22 @@ class FakePipedrive(FakeVendor):
 
     def fault_body(self, status: int) -> Fault:
         if status == 429:
-            return Fault(429, {"success": False, "error": "Request over limit", "errorCode": 429, "data": None},
-                         {"x-ratelimit-limit": str(self.window.limit), "x-ratelimit-remaining": "0",
-                          "x-ratelimit-reset": "2"})
+            return Fault(
+                429,
+                {"success": False, "error": "Request over limit", "errorCode": 429, "data": None},
+                {
+                    "x-ratelimit-limit": str(self.window.limit),
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-reset": "2",
+                },
+            )
         if status == 401:
-            return Fault(401, {"success": False, "error": "unauthorized access", "errorCode": 401, "data": None})
-        return Fault(status, {"success": False, "error": "Internal server error", "errorCode": status,
-                              "data": None})
+            return Fault(
+                401, {"success": False, "error": "unauthorized access", "errorCode": 401, "data": None}
+            )
+        return Fault(
+            status, {"success": False, "error": "Internal server error", "errorCode": status, "data": None}
+        )
 
     def not_found(self, call: Call) -> httpx.Response:
         return fail(404, f"Unknown method {call.method} {call.path}")
@@ -158,8 +195,11 @@ class FakePipedrive(FakeVendor):
         term = call.params.get("term", "")
         if len(term) < 2:
             return fail(400, "term must be at least 2 characters long")
-        fields = set(call.params.get("fields", "email,name,custom_fields" if kind == "person" else
-                                     "title,custom_fields").split(","))
+        fields = set(
+            call.params.get(
+                "fields", "email,name,custom_fields" if kind == "person" else "title,custom_fields"
+            ).split(",")
+        )
         exact = call.params.get("exact_match") == "true"
 
         def hit(value: Any) -> bool:
@@ -185,16 +225,30 @@ class FakePipedrive(FakeVendor):
         items = []
         for rec in page:
             if kind == "person":
-                item = {"id": rec["id"], "type": "person", "name": rec["name"],
-                        "emails": [e["value"] for e in rec.get("emails") or []], "phones": [],
-                        "owner": {"id": 1}, "organization": None,
-                        "custom_fields": [v for v in rec["custom_fields"].values() if v is not None], "notes": []}
+                item = {
+                    "id": rec["id"],
+                    "type": "person",
+                    "name": rec["name"],
+                    "emails": [e["value"] for e in rec.get("emails") or []],
+                    "phones": [],
+                    "owner": {"id": 1},
+                    "organization": None,
+                    "custom_fields": [v for v in rec["custom_fields"].values() if v is not None],
+                    "notes": [],
+                }
             else:
-                item = {"id": rec["id"], "type": "deal", "title": rec["title"], "value": rec["value"],
-                        "currency": rec["currency"], "status": rec["status"], "owner": {"id": 1},
-                        "stage": {"id": rec["stage_id"], "name": self.stages[rec["stage_id"]]["name"]},
-                        "person": {"id": rec["person_id"]} if rec.get("person_id") else None,
-                        "custom_fields": [v for v in rec["custom_fields"].values() if v is not None]}
+                item = {
+                    "id": rec["id"],
+                    "type": "deal",
+                    "title": rec["title"],
+                    "value": rec["value"],
+                    "currency": rec["currency"],
+                    "status": rec["status"],
+                    "owner": {"id": 1},
+                    "stage": {"id": rec["stage_id"], "name": self.stages[rec["stage_id"]]["name"]},
+                    "person": {"id": rec["person_id"]} if rec.get("person_id") else None,
+                    "custom_fields": [v for v in rec["custom_fields"].values() if v is not None],
+                }
             items.append({"result_score": 1.0, "item": item})
         nxt = str(start + limit) if start + limit < len(found) else None
         return ok({"items": items}, {"next_cursor": nxt})
@@ -210,9 +264,15 @@ class FakePipedrive(FakeVendor):
         if bad:
             return fail(400, f"Unknown custom field key {sorted(bad)[0]}")
         pid = self.new_id()
-        self.persons[pid] = {"id": pid, "name": body["name"], "emails": body.get("emails") or [],
-                             "owner_id": 1, "add_time": now(), "update_time": now(),
-                             "custom_fields": dict(body.get("custom_fields") or {})}
+        self.persons[pid] = {
+            "id": pid,
+            "name": body["name"],
+            "emails": body.get("emails") or [],
+            "owner_id": 1,
+            "add_time": now(),
+            "update_time": now(),
+            "custom_fields": dict(body.get("custom_fields") or {}),
+        }
         return ok(self.persons[pid])
 
     def patch_person(self, call: Call) -> httpx.Response:
@@ -231,14 +291,21 @@ class FakePipedrive(FakeVendor):
             return fail(400, f"Stage with id {body['stage_id']} does not exist")
         if "pipeline_id" in body and int(body["pipeline_id"]) not in self.pipelines:
             return fail(400, f"Pipeline with id {body['pipeline_id']} does not exist")
-        if "stage_id" in body and "pipeline_id" in body and \
-                self.stages[int(body["stage_id"])]["pipeline_id"] != int(body["pipeline_id"]):
+        if (
+            "stage_id" in body
+            and "pipeline_id" in body
+            and self.stages[int(body["stage_id"])]["pipeline_id"] != int(body["pipeline_id"])
+        ):
             return fail(400, "Stage does not belong to the given pipeline")
         if body.get("status", "open") not in ("open", "won", "lost"):
             return fail(400, "status must be one of open, won, lost")
         if "value" in body and not isinstance(body["value"], int | float):
             return fail(400, "value must be a number")
-        if "person_id" in body and body["person_id"] is not None and int(body["person_id"]) not in self.persons:
+        if (
+            "person_id" in body
+            and body["person_id"] is not None
+            and int(body["person_id"]) not in self.persons
+        ):
             return fail(400, f"Person with id {body['person_id']} does not exist")
         bad = set(body.get("custom_fields") or {}) - self.known_keys("dealFields")
         if bad:
@@ -253,13 +320,23 @@ class FakePipedrive(FakeVendor):
         if problem:
             return problem
         did = self.new_id()
-        stage_id = int(body.get("stage_id") or min(s for s in self.stages if self.stages[s]["pipeline_id"] ==
-                                                   int(body.get("pipeline_id", 1))))
-        self.deals[did] = {"id": did, "title": body["title"], "value": body.get("value", 0),
-                           "currency": body.get("currency", "EUR"), "person_id": body.get("person_id"),
-                           "pipeline_id": self.stages[stage_id]["pipeline_id"], "stage_id": stage_id,
-                           "status": body.get("status", "open"), "add_time": now(), "update_time": now(),
-                           "custom_fields": dict(body.get("custom_fields") or {})}
+        stage_id = int(
+            body.get("stage_id")
+            or min(s for s in self.stages if self.stages[s]["pipeline_id"] == int(body.get("pipeline_id", 1)))
+        )
+        self.deals[did] = {
+            "id": did,
+            "title": body["title"],
+            "value": body.get("value", 0),
+            "currency": body.get("currency", "EUR"),
+            "person_id": body.get("person_id"),
+            "pipeline_id": self.stages[stage_id]["pipeline_id"],
+            "stage_id": stage_id,
+            "status": body.get("status", "open"),
+            "add_time": now(),
+            "update_time": now(),
+            "custom_fields": dict(body.get("custom_fields") or {}),
+        }
         self.deals[did].update({k: v for k, v in body.items() if k not in self.deals[did]})
         return ok(self.deals[did])
 
@@ -286,9 +363,14 @@ class FakePipedrive(FakeVendor):
         if body.get("deal_id") and int(body["deal_id"]) not in self.deals:
             return fail(400, f"Deal with id {body['deal_id']} does not exist")
         nid = self.new_id()
-        self.notes[nid] = {"id": nid, "content": body["content"], "deal_id": body.get("deal_id"),
-                           "person_id": body.get("person_id"), "add_time": now(),
-                           "pinned_to_deal_flag": bool(body.get("pinned_to_deal_flag"))}
+        self.notes[nid] = {
+            "id": nid,
+            "content": body["content"],
+            "deal_id": body.get("deal_id"),
+            "person_id": body.get("person_id"),
+            "add_time": now(),
+            "pinned_to_deal_flag": bool(body.get("pinned_to_deal_flag")),
+        }
         return ok(self.notes[nid], status=201)
 
     # -- fields, pipelines, stages (v1, start/limit pages) ---------------------------------------
@@ -297,16 +379,28 @@ class FakePipedrive(FakeVendor):
         items = self.fields[call.match["kind"]]
         start, limit = int(call.params.get("start", 0)), min(int(call.params.get("limit", 100)), 500)
         more = start + limit < len(items)
-        return ok(items[start : start + limit], {"pagination": {
-            "start": start, "limit": limit, "more_items_in_collection": more,
-            **({"next_start": start + limit} if more else {})}})
+        return ok(
+            items[start : start + limit],
+            {
+                "pagination": {
+                    "start": start,
+                    "limit": limit,
+                    "more_items_in_collection": more,
+                    **({"next_start": start + limit} if more else {}),
+                }
+            },
+        )
 
     def create_field(self, call: Call) -> httpx.Response:
         body = call.json() or {}
         items = self.fields[call.match["kind"]]
         key = hashlib.sha1(f"{call.match['kind']}:{body.get('name')}:{len(items)}".encode()).hexdigest()
-        field = {"id": len(items) + 1, "key": key, "name": body.get("name"),
-                 "field_type": body.get("field_type", "varchar")}
+        field = {
+            "id": len(items) + 1,
+            "key": key,
+            "name": body.get("name"),
+            "field_type": body.get("field_type", "varchar"),
+        }
         items.append(field)
         return ok(field, status=201)
 
@@ -324,8 +418,12 @@ class FakePipedrive(FakeVendor):
         if int(body.get("pipeline_id", 0)) not in self.pipelines:
             return fail(400, "Pipeline does not exist")
         sid = max(self.stages) + 1
-        self.stages[sid] = {"id": sid, "name": body.get("name"), "pipeline_id": int(body["pipeline_id"]),
-                            "order_nr": sid}
+        self.stages[sid] = {
+            "id": sid,
+            "name": body.get("name"),
+            "pipeline_id": int(body["pipeline_id"]),
+            "order_nr": sid,
+        }
         return ok(self.stages[sid], status=201)
 
     # -- what tests read -----------------------------------------------------------------------

@@ -121,7 +121,9 @@ class FakeVendor:
 
     # -- faults ------------------------------------------------------------------------------
 
-    def inject(self, status: int, count: int = 1, body: Any = None, headers: dict[str, str] | None = None) -> None:
+    def inject(
+        self, status: int, count: int = 1, body: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         """The next `count` requests answer `status` with the vendor's own body (or `body`)."""
         for _ in range(count):
             fault = self.fault_body(status)
@@ -141,8 +143,9 @@ class FakeVendor:
 
     def _dispatch(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        call = Call(request.method, path, dict(request.url.params), request.headers, request.read(), {},
-                    request.url)
+        call = Call(
+            request.method, path, dict(request.url.params), request.headers, request.read(), {}, request.url
+        )
         if self.faults:
             fault = self.faults.popleft()
             return respond(fault.status, fault.body, fault.headers)

@@ -23,18 +23,40 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from tests.fakes.vendor import Call, Clock, Fault, FakeVendor, RollingWindow, respond
+from tests.fakes.vendor import Call, Clock, FakeVendor, Fault, RollingWindow, respond
 
 MODULES = ("Contacts", "Deals", "Notes")
-STAGES = ["Qualification", "Needs Analysis", "Value Proposition", "Id. Decision Makers", "Perception Analysis",
-          "Proposal/Price Quote", "Negotiation/Review", "Closed Won", "Closed Lost", "Closed Lost to Competition"]
+STAGES = [
+    "Qualification",
+    "Needs Analysis",
+    "Value Proposition",
+    "Id. Decision Makers",
+    "Perception Analysis",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+    "Closed Lost to Competition",
+]
 BUILTIN_FIELDS = {
     "Contacts": {"Email": True, "First_Name": False, "Last_Name": False, "Phone": False},
-    "Deals": {"Deal_Name": True, "Stage": False, "Amount": False, "Closing_Date": False, "Contact_Name": False,
-              "Pipeline": False, "Currency": False, "Description": False},
+    "Deals": {
+        "Deal_Name": True,
+        "Stage": False,
+        "Amount": False,
+        "Closing_Date": False,
+        "Contact_Name": False,
+        "Pipeline": False,
+        "Currency": False,
+        "Description": False,
+    },
     "Notes": {"Note_Title": False, "Note_Content": False, "Parent_Id": False},
 }
-MANDATORY = {"Contacts": ["Last_Name"], "Deals": ["Deal_Name", "Stage"], "Notes": ["Note_Content", "Parent_Id"]}
+MANDATORY = {
+    "Contacts": ["Last_Name"],
+    "Deals": ["Deal_Name", "Stage"],
+    "Notes": ["Note_Content", "Parent_Id"],
+}
 
 
 def zerror(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> httpx.Response:
@@ -50,9 +72,17 @@ def now() -> str:
 
 
 class FakeZoho(FakeVendor):
-    def __init__(self, client_id: str = "1000.FAKECLIENT", client_secret: str = "fake-secret",
-                 refresh_token: str = "1000.fake-refresh", *, concurrency: int = 5, credits: int = 1_000_000,
-                 clock: Clock = time.monotonic, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        client_id: str = "1000.FAKECLIENT",
+        client_secret: str = "fake-secret",
+        refresh_token: str = "1000.fake-refresh",
+        *,
+        concurrency: int = 5,
+        credits: int = 1_000_000,
+        clock: Clock = time.monotonic,
+        latency: float = 0.0,
+    ) -> None:
         super().__init__(clock, latency)
         self.client_id, self.client_secret, self.refresh_token = client_id, client_secret, refresh_token
         self.concurrency = concurrency
@@ -62,12 +92,21 @@ class FakeZoho(FakeVendor):
         self.refreshes = RollingWindow(10, 600.0, clock)
         self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODULES}
         self.fields: dict[str, dict[str, dict[str, Any]]] = {
-            module: {name: {"api_name": name, "field_label": name.replace("_", " "), "data_type": "text",
-                            "custom_field": False, "system_duplicate_check": unique}
-                     for name, unique in names.items()}
-            for module, names in BUILTIN_FIELDS.items()}
-        self.fields["Deals"]["Stage"].update(data_type="picklist", pick_list_values=[
-            {"display_value": s, "actual_value": s} for s in STAGES])
+            module: {
+                name: {
+                    "api_name": name,
+                    "field_label": name.replace("_", " "),
+                    "data_type": "text",
+                    "custom_field": False,
+                    "system_duplicate_check": unique,
+                }
+                for name, unique in names.items()
+            }
+            for module, names in BUILTIN_FIELDS.items()
+        }
+        self.fields["Deals"]["Stage"].update(
+            data_type="picklist", pick_list_values=[{"display_value": s, "actual_value": s} for s in STAGES]
+        )
         self._next = 5843104000000412000
         self.route("POST", r"/oauth/v2/token", self.token)
         m = r"/crm/v7/(?P<module>Contacts|Deals|Notes)"
@@ -85,9 +124,15 @@ class FakeZoho(FakeVendor):
     def token(self, call: Call) -> httpx.Response:
         params = {**call.params, **dict(parse_qsl(call.body.decode()))}
         if not self.refreshes.admit():
-            return respond(400, {"error_description": "You have made too many requests continuously. Please try "
-                                                      "again after some time.", "error": "Access Denied",
-                                 "status": "failure"})
+            return respond(
+                400,
+                {
+                    "error_description": "You have made too many requests continuously. Please try "
+                    "again after some time.",
+                    "error": "Access Denied",
+                    "status": "failure",
+                },
+            )
         if params.get("grant_type") != "refresh_token":
             return respond(200, {"error": "unsupported_grant_type"})
         if params.get("client_id") != self.client_id or params.get("client_secret") != self.client_secret:
@@ -97,8 +142,16 @@ class FakeZoho(FakeVendor):
         access = f"1000.{uuid.uuid4().hex}.{uuid.uuid4().hex[:8]}"
         self.tokens.add(access)
         base = f"{call.url.scheme}://{call.url.netloc.decode()}"
-        return respond(200, {"access_token": access, "scope": "ZohoCRM.modules.ALL ZohoCRM.settings.ALL",
-                             "api_domain": base, "token_type": "Bearer", "expires_in": 3600})
+        return respond(
+            200,
+            {
+                "access_token": access,
+                "scope": "ZohoCRM.modules.ALL ZohoCRM.settings.ALL",
+                "api_domain": base,
+                "token_type": "Bearer",
+                "expires_in": 3600,
+            },
+        )
 
     def authorize(self, call: Call) -> httpx.Response | None:
         if call.path.startswith("/oauth/"):
@@ -120,7 +173,9 @@ class FakeZoho(FakeVendor):
         if call.path.startswith("/oauth/"):
             return None
         if self.in_flight > self.concurrency:
-            return zerror(429, "TOO_MANY_REQUESTS", "The number of concurrent requests has exceeded the limit")
+            return zerror(
+                429, "TOO_MANY_REQUESTS", "The number of concurrent requests has exceeded the limit"
+            )
         cost = self.cost(call)
         if self.credits_used + cost > self.credits:
             return zerror(429, "TOO_MANY_REQUESTS", "API credits exhausted for the last 24 hours")
@@ -129,13 +184,24 @@ class FakeZoho(FakeVendor):
 
     def fault_body(self, status: int) -> Fault:
         if status == 429:
-            return Fault(429, {"code": "TOO_MANY_REQUESTS", "details": {}, "message": "too many requests",
-                               "status": "error"})
+            return Fault(
+                429,
+                {
+                    "code": "TOO_MANY_REQUESTS",
+                    "details": {},
+                    "message": "too many requests",
+                    "status": "error",
+                },
+            )
         if status == 401:
-            return Fault(401, {"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token",
-                               "status": "error"})
-        return Fault(status, {"code": "INTERNAL_ERROR", "details": {}, "message": "Internal Server Error",
-                              "status": "error"})
+            return Fault(
+                401,
+                {"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token", "status": "error"},
+            )
+        return Fault(
+            status,
+            {"code": "INTERNAL_ERROR", "details": {}, "message": "Internal Server Error", "status": "error"},
+        )
 
     def not_found(self, call: Call) -> httpx.Response:
         return zerror(404, "INVALID_URL_PATTERN", "Please check if the URL trying to access is a correct one")
@@ -156,33 +222,57 @@ class FakeZoho(FakeVendor):
 
     def check_fields(self, module: str) -> set[str]:
         """What duplicate_check_fields may name: the unique fields plus the system ones (Email, Deal_Name)."""
-        return self.unique_fields(module) | {n for n, f in self.fields[module].items() if f.get("system_duplicate_check")}
+        return self.unique_fields(module) | {
+            n for n, f in self.fields[module].items() if f.get("system_duplicate_check")
+        }
 
     def details(self, rec: dict[str, Any]) -> dict[str, Any]:
         who = {"name": "Fake Admin", "id": "5843104000000000001"}
-        return {"Modified_Time": rec["Modified_Time"], "Modified_By": who, "Created_Time": rec["Created_Time"],
-                "id": rec["id"], "Created_By": who}
+        return {
+            "Modified_Time": rec["Modified_Time"],
+            "Modified_By": who,
+            "Created_Time": rec["Created_Time"],
+            "id": rec["id"],
+            "Created_By": who,
+        }
 
     def check_record(self, module: str, record: dict[str, Any], own_id: str | None) -> dict[str, Any] | None:
         for name in MANDATORY[module]:
             if own_id is None and record.get(name) in (None, ""):
-                return record_error("MANDATORY_NOT_FOUND", "required field not found", api_name=name,
-                                    json_path=f"$.data[0].{name}")
+                return record_error(
+                    "MANDATORY_NOT_FOUND",
+                    "required field not found",
+                    api_name=name,
+                    json_path=f"$.data[0].{name}",
+                )
         for name, value in record.items():
             if name not in self.fields[module] and name != "id":
                 return record_error("INVALID_DATA", "the field is not available", api_name=name)
-            if name == "Stage" and value not in STAGES and value not in [
-                    v["actual_value"] for v in self.fields["Deals"]["Stage"]["pick_list_values"]]:
-                return record_error("INVALID_DATA", "invalid data", api_name=name, expected_data_type="picklist")
+            if (
+                name == "Stage"
+                and value not in STAGES
+                and value
+                not in [v["actual_value"] for v in self.fields["Deals"]["Stage"]["pick_list_values"]]
+            ):
+                return record_error(
+                    "INVALID_DATA", "invalid data", api_name=name, expected_data_type="picklist"
+                )
             if name == "Amount" and not isinstance(value, int | float):
-                return record_error("INVALID_DATA", "invalid data", api_name=name, expected_data_type="double")
+                return record_error(
+                    "INVALID_DATA", "invalid data", api_name=name, expected_data_type="double"
+                )
             if name == "Contact_Name" and value and str(value.get("id")) not in self.records["Contacts"]:
                 return record_error("INVALID_DATA", "the id given seems to be invalid", api_name=name)
             if name in self.unique_fields(module) and value not in (None, ""):
                 other = self.find(module, name, value)
                 if other is not None and other["id"] != own_id:
-                    return record_error("DUPLICATE_DATA", "duplicate data", api_name=name,
-                                        id=other["id"], duplicate_record={"id": other["id"]})
+                    return record_error(
+                        "DUPLICATE_DATA",
+                        "duplicate data",
+                        api_name=name,
+                        id=other["id"],
+                        duplicate_record={"id": other["id"]},
+                    )
         return None
 
     def find(self, module: str, name: str, value: Any) -> dict[str, Any] | None:
@@ -215,8 +305,12 @@ class FakeZoho(FakeVendor):
         keys = body.get("duplicate_check_fields") or sorted(self.check_fields(module))
         for key in keys:
             if key not in self.check_fields(module):
-                return zerror(400, "INVALID_DATA", "duplicate check field is not unique",
-                              {"api_name": key, "json_path": "$.duplicate_check_fields"})
+                return zerror(
+                    400,
+                    "INVALID_DATA",
+                    "duplicate check field is not unique",
+                    {"api_name": key, "json_path": "$.duplicate_check_fields"},
+                )
         results = []
         for record in data:
             existing, hit = None, None
@@ -231,9 +325,16 @@ class FakeZoho(FakeVendor):
                 results.append(problem)
                 continue
             rec = self.store(module, record, existing)
-            results.append({"code": "SUCCESS", "duplicate_field": hit, "action": "update" if existing else "insert",
-                            "details": self.details(rec),
-                            "message": "record updated" if existing else "record added", "status": "success"})
+            results.append(
+                {
+                    "code": "SUCCESS",
+                    "duplicate_field": hit,
+                    "action": "update" if existing else "insert",
+                    "details": self.details(rec),
+                    "message": "record updated" if existing else "record added",
+                    "status": "success",
+                }
+            )
         return self.answer(results, 200)
 
     def insert(self, call: Call) -> httpx.Response:
@@ -245,25 +346,38 @@ class FakeZoho(FakeVendor):
         for record in data:
             if module == "Notes":
                 parent = record.get("Parent_Id") or {}
-                if (parent.get("module") or {}).get("api_name") != "Deals" or \
-                        str(parent.get("id")) not in self.records["Deals"]:
-                    results.append(record_error("INVALID_DATA", "the related id given seems to be invalid",
-                                                api_name="Parent_Id"))
+                if (parent.get("module") or {}).get("api_name") != "Deals" or str(
+                    parent.get("id")
+                ) not in self.records["Deals"]:
+                    results.append(
+                        record_error(
+                            "INVALID_DATA", "the related id given seems to be invalid", api_name="Parent_Id"
+                        )
+                    )
                     continue
             problem = self.check_record(module, record, None)
             if problem:
                 results.append(problem)
                 continue
             rec = self.store(module, record, None)
-            results.append({"code": "SUCCESS", "details": self.details(rec), "message": "record added",
-                            "status": "success"})
+            results.append(
+                {
+                    "code": "SUCCESS",
+                    "details": self.details(rec),
+                    "message": "record added",
+                    "status": "success",
+                }
+            )
         return self.answer(results, 201)
 
     def search(self, call: Call) -> httpx.Response:
         module = call.match["module"]
         if "email" in call.params:
-            hits = [r for r in self.records[module].values()
-                    if call.params["email"].lower() in str(r.get("Email", "")).lower()]
+            hits = [
+                r
+                for r in self.records[module].values()
+                if call.params["email"].lower() in str(r.get("Email", "")).lower()
+            ]
         elif "criteria" in call.params:
             m = re.fullmatch(r"\((\w+):(equals|starts_with):(.+)\)", call.params["criteria"])
             if not m:
@@ -271,12 +385,18 @@ class FakeZoho(FakeVendor):
             name, _, value = m.groups()
             hits = [r for r in self.records[module].values() if value.lower() in str(r.get(name, "")).lower()]
         else:
-            return zerror(400, "REQUIRED_PARAM_MISSING", "One of the expected parameter is missing",
-                          {"param": "criteria"})
+            return zerror(
+                400,
+                "REQUIRED_PARAM_MISSING",
+                "One of the expected parameter is missing",
+                {"param": "criteria"},
+            )
         if not hits:
             return httpx.Response(204)
-        return respond(200, {"data": hits, "info": {"per_page": 200, "count": len(hits), "page": 1,
-                                                    "more_records": False}})
+        return respond(
+            200,
+            {"data": hits, "info": {"per_page": 200, "count": len(hits), "page": 1, "more_records": False}},
+        )
 
     def list(self, call: Call) -> httpx.Response:
         module = call.match["module"]
@@ -285,8 +405,18 @@ class FakeZoho(FakeVendor):
         chunk = rows[(page - 1) * per_page : page * per_page]
         if not chunk:
             return httpx.Response(204)
-        return respond(200, {"data": chunk, "info": {"per_page": per_page, "count": len(chunk), "page": page,
-                                                     "more_records": page * per_page < len(rows)}})
+        return respond(
+            200,
+            {
+                "data": chunk,
+                "info": {
+                    "per_page": per_page,
+                    "count": len(chunk),
+                    "page": page,
+                    "more_records": page * per_page < len(rows),
+                },
+            },
+        )
 
     def get(self, call: Call) -> httpx.Response:
         rec = self.records[call.match["module"]].get(call.match["id"])
@@ -298,32 +428,48 @@ class FakeZoho(FakeVendor):
         notes = [n for n in self.records["Notes"].values() if str(n["Parent_Id"]["id"]) == call.match["id"]]
         if not notes:
             return httpx.Response(204)
-        return respond(200, {"data": notes, "info": {"per_page": 200, "count": len(notes), "page": 1,
-                                                     "more_records": False}})
+        return respond(
+            200,
+            {"data": notes, "info": {"per_page": 200, "count": len(notes), "page": 1, "more_records": False}},
+        )
 
     # -- field settings ------------------------------------------------------------------------
 
     def get_fields(self, call: Call) -> httpx.Response:
         module = call.params.get("module")
         if module not in self.fields:
-            return zerror(400, "INVALID_MODULE", "the module name given seems to be invalid", {"param": "module"})
+            return zerror(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {"param": "module"}
+            )
         return respond(200, {"fields": list(self.fields[module].values())})
 
     def create_fields(self, call: Call) -> httpx.Response:
         module = call.params.get("module")
         if module not in self.fields:
-            return zerror(400, "INVALID_MODULE", "the module name given seems to be invalid", {"param": "module"})
+            return zerror(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {"param": "module"}
+            )
         out = []
         for f in (call.json() or {}).get("fields") or []:
             api_name = re.sub(r"\W+", "_", str(f.get("field_label", "")).strip())
             if api_name in self.fields[module]:
                 out.append(record_error("DUPLICATE_DATA", "field label already exists", api_name=api_name))
                 continue
-            self.fields[module][api_name] = {"api_name": api_name, "field_label": f.get("field_label"),
-                                             "data_type": f.get("data_type", "text"), "custom_field": True,
-                                             **({"unique": f["unique"]} if f.get("unique") else {})}
-            out.append({"code": "SUCCESS", "details": {"id": self.new_id()}, "message": "field created",
-                        "status": "success"})
+            self.fields[module][api_name] = {
+                "api_name": api_name,
+                "field_label": f.get("field_label"),
+                "data_type": f.get("data_type", "text"),
+                "custom_field": True,
+                **({"unique": f["unique"]} if f.get("unique") else {}),
+            }
+            out.append(
+                {
+                    "code": "SUCCESS",
+                    "details": {"id": self.new_id()},
+                    "message": "field created",
+                    "status": "success",
+                }
+            )
         return respond(201, {"fields": out})
 
     # -- what tests read -----------------------------------------------------------------------
@@ -334,7 +480,11 @@ class FakeZoho(FakeVendor):
     def ready(self) -> FakeZoho:
         """As `stripeflow crm setup zoho` leaves it: the two unique custom fields exist."""
         for module, name in (("Deals", "Stripe_Payment_Id"), ("Contacts", "Stripe_Customer_Id")):
-            self.fields[module][name] = {"api_name": name, "field_label": name.replace("_", " "),
-                                         "data_type": "text", "custom_field": True,
-                                         "unique": {"casesensitive": False}}
+            self.fields[module][name] = {
+                "api_name": name,
+                "field_label": name.replace("_", " "),
+                "data_type": "text",
+                "custom_field": True,
+                "unique": {"casesensitive": False},
+            }
         return self

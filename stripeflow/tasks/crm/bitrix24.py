@@ -48,8 +48,16 @@ DEFAULT_STAGES = {  # the built-in stages of the default deal pipeline (category
     "refunded": "APOLOGY",
     "overdue": "FINAL_INVOICE",
 }
-BUILTIN_STAGES = ("NEW", "PREPARATION", "PREPAYMENT_INVOICE", "EXECUTING", "FINAL_INVOICE", "WON", "LOSE",
-                  "APOLOGY")
+BUILTIN_STAGES = (
+    "NEW",
+    "PREPARATION",
+    "PREPAYMENT_INVOICE",
+    "EXECUTING",
+    "FINAL_INVOICE",
+    "WON",
+    "LOSE",
+    "APOLOGY",
+)
 OPTIONS: dict[str, type | tuple[type, ...]] = {"category_id": int, "payment_id_field": str, "language": str}
 NO_EVENT = {"REGISTER_SONET_EVENT": "N"}  # do not flood the activity stream with our writes
 
@@ -58,7 +66,10 @@ NO_EVENT = {"REGISTER_SONET_EVENT": "N"}  # do not flood the activity stream wit
 
 
 def php_query(params: Mapping[str, Any], prefix: str = "") -> str:
-    """PHP's http_build_query, which `batch` commands need: {"filter": {"EMAIL": "a@b"}} -> filter[EMAIL]=a%40b."""
+    """PHP's http_build_query, which `batch` commands need.
+
+    {"filter": {"EMAIL": "a@b"}} -> filter[EMAIL]=a%40b
+    """
     parts: list[str] = []
     for key, value in params.items():
         name = f"{prefix}[{key}]" if prefix else str(key)
@@ -111,9 +122,17 @@ def rate_limit_wait(response: httpx.Response, now: float, per_second: float) -> 
 class Bitrix24API(VendorAPI):
     vendor = VENDOR
 
-    def __init__(self, webhook_url: str, *, burst: int = 50, per_second: float = 2.0,
-                 clock: Clock = time.monotonic, sleep: Sleep = time.sleep, wall: Clock = time.time,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        webhook_url: str,
+        *,
+        burst: int = 50,
+        per_second: float = 2.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        wall: Clock = time.time,
+        **kw: Any,
+    ) -> None:
         self.per_second = per_second
         self.wall = wall
         self._bucket = TokenBucketLimiter(burst, per_second, clock=clock, sleep=sleep)
@@ -125,15 +144,22 @@ class Bitrix24API(VendorAPI):
     def classify(self, response: httpx.Response) -> VendorError | None:
         error = super().classify(response)
         if error is not None and error.code in ("QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"):
-            return RateLimitedError(error.message, vendor=VENDOR, status=error.status, code=error.code,
-                                    wait=rate_limit_wait(response, self.wall(), self.per_second))
+            return RateLimitedError(
+                error.message,
+                vendor=VENDOR,
+                status=error.status,
+                code=error.code,
+                wait=rate_limit_wait(response, self.wall(), self.per_second),
+            )
         return error
 
     def call(self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True) -> Any:
         body = self.request_json("POST", f"{method}.json", json=dict(params or {}), idempotent=idempotent)
         return body.get("result") if isinstance(body, dict) else None
 
-    def batch(self, commands: Mapping[str, str], *, idempotent: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    def batch(
+        self, commands: Mapping[str, str], *, idempotent: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """One `batch` call: (results by key, errors by key)."""
         if len(commands) > MAX_COMMANDS:
             raise ValueError(f"batch takes at most {MAX_COMMANDS} commands, got {len(commands)}")
@@ -145,8 +171,11 @@ def _raise_errors(errors: Mapping[str, Any], what: str) -> None:
     if errors:
         key, first = next(iter(errors.items()))
         detail = first.get("error_description") or first.get("error") if isinstance(first, Mapping) else first
-        raise PermanentError(f"{what}: {len(errors)} command(s) failed, {key}: {detail}", vendor=VENDOR,
-                             code=str(first.get("error") or "") or None if isinstance(first, Mapping) else None)
+        raise PermanentError(
+            f"{what}: {len(errors)} command(s) failed, {key}: {detail}",
+            vendor=VENDOR,
+            code=str(first.get("error") or "") or None if isinstance(first, Mapping) else None,
+        )
 
 
 # --- the adapter ----------------------------------------------------------------------------
@@ -177,31 +206,55 @@ class Bitrix24CRM:
     ) -> None:
         self.name = name
         self.category_id = category_id
-        self.stages = {k: stage_in_category(v, category_id) for k, v in {**DEFAULT_STAGES, **(stages or {})}.items()}
+        self.stages = {
+            k: stage_in_category(v, category_id) for k, v in {**DEFAULT_STAGES, **(stages or {})}.items()
+        }
         self.fields = dict(fields or {})
         self.key_field = payment_id_field
         self.language = language
-        self.api = Bitrix24API(webhook_url, burst=burst, per_second=per_second, clock=clock, sleep=sleep,
-                               wall=wall, transport=transport, limiter=limiter)
+        self.api = Bitrix24API(
+            webhook_url,
+            burst=burst,
+            per_second=per_second,
+            clock=clock,
+            sleep=sleep,
+            wall=wall,
+            transport=transport,
+            limiter=limiter,
+        )
         self.portal = urlsplit(webhook_url).netloc  # printable; the path holds the secret
         self._notes: Remembered[NoteInput] = Remembered()
 
     @classmethod
-    def from_target(cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None,
-                    **kw: Any) -> Bitrix24CRM:
+    def from_target(
+        cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
+    ) -> Bitrix24CRM:
         from stripeflow.blocks.crm import Bitrix24Credentials, load_crm_block
 
         options = check_options(target, OPTIONS)
         key = str(options.get("payment_id_field", PAYMENT_UF))
         if key != "ORIGIN_ID" and not key.startswith("UF_CRM_"):
-            raise ConfigError(f"{where(target)}: options.payment_id_field: {key!r} must be ORIGIN_ID or UF_CRM_...")
-        check_field_names(target, r"UF_CRM_[A-Z0-9_]+|[A-Z][A-Z_]*", "a Bitrix24 deal field (UF_CRM_... or "
-                                                                     "an upper-case standard field)")
+            raise ConfigError(
+                f"{where(target)}: options.payment_id_field: {key!r} must be ORIGIN_ID or UF_CRM_..."
+            )
+        check_field_names(
+            target,
+            r"UF_CRM_[A-Z0-9_]+|[A-Z][A-Z_]*",
+            "a Bitrix24 deal field (UF_CRM_... or an upper-case standard field)",
+        )
         stages = resolve_stages(target, DEFAULT_STAGES)
         block = load_crm_block(VENDOR, target.block, os.environ if env is None else env)
         assert isinstance(block, Bitrix24Credentials)
-        return cls(webhook_url=block.webhook_url.get_secret_value(), stages=stages, fields=target.fields,
-                   burst=block.burst, per_second=block.per_second, name=target.block or VENDOR, **options, **kw)
+        return cls(
+            webhook_url=block.webhook_url.get_secret_value(),
+            stages=stages,
+            fields=target.fields,
+            burst=block.burst,
+            per_second=block.per_second,
+            name=target.block or VENDOR,
+            **options,
+            **kw,
+        )
 
     # -- contacts ------------------------------------------------------------------------------
 
@@ -214,9 +267,13 @@ class Bitrix24CRM:
             elif c.customer_id:
                 where = {"ORIGIN_ID": c.customer_id}
             else:
-                raise PermanentError("a contact has neither an e-mail nor a Stripe customer id", vendor=VENDOR)
-            lookups[f"c{k}"] = command("crm.contact.list", {"filter": where, "select": ["ID", "NAME", "LAST_NAME"],
-                                                            "order": {"ID": "ASC"}})
+                raise PermanentError(
+                    "a contact has neither an e-mail nor a Stripe customer id", vendor=VENDOR
+                )
+            lookups[f"c{k}"] = command(
+                "crm.contact.list",
+                {"filter": where, "select": ["ID", "NAME", "LAST_NAME"], "order": {"ID": "ASC"}},
+            )
         found, errors = self.api.batch(lookups)
         _raise_errors(errors, "contact lookup")
         ids: dict[int, str] = {}
@@ -228,8 +285,10 @@ class Bitrix24CRM:
                 ids[k] = str(hits[0]["ID"])
                 if c.name and (hits[0].get("NAME") or "", hits[0].get("LAST_NAME") or "") != (first, last):
                     # no EMAIL here: sending it again would add a second e-mail to the contact
-                    writes[f"c{k}"] = command("crm.contact.update", {
-                        "id": ids[k], "fields": {"NAME": first, "LAST_NAME": last}, "params": NO_EVENT})
+                    writes[f"c{k}"] = command(
+                        "crm.contact.update",
+                        {"id": ids[k], "fields": {"NAME": first, "LAST_NAME": last}, "params": NO_EVENT},
+                    )
             else:
                 new: dict[str, Any] = {"NAME": first, "LAST_NAME": last, "SOURCE_ID": "WEB"}
                 if c.email:
@@ -249,8 +308,12 @@ class Bitrix24CRM:
 
     def _deal_fields(self, d: DealInput) -> dict[str, Any]:
         fields: dict[str, Any] = {
-            "TITLE": d.title, "CATEGORY_ID": self.category_id, "STAGE_ID": self.stages.get(d.stage, d.stage),
-            "CURRENCY_ID": d.currency.upper(), "OPPORTUNITY": str(d.amount), "IS_MANUAL_OPPORTUNITY": "Y",
+            "TITLE": d.title,
+            "CATEGORY_ID": self.category_id,
+            "STAGE_ID": self.stages.get(d.stage, d.stage),
+            "CURRENCY_ID": d.currency.upper(),
+            "OPPORTUNITY": str(d.amount),
+            "IS_MANUAL_OPPORTUNITY": "Y",
             self.key_field: d.payment_id,
         }
         if self.key_field == "ORIGIN_ID":
@@ -262,9 +325,15 @@ class Bitrix24CRM:
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
         chosen, positions = unique_by(deals, key=lambda d: d.payment_id)
-        found, errors = self.api.batch({f"d{k}": command("crm.deal.list", {
-            "filter": {self.key_field: d.payment_id}, "select": ["ID"], "order": {"ID": "ASC"}})
-            for k, d in enumerate(chosen)})
+        found, errors = self.api.batch(
+            {
+                f"d{k}": command(
+                    "crm.deal.list",
+                    {"filter": {self.key_field: d.payment_id}, "select": ["ID"], "order": {"ID": "ASC"}},
+                )
+                for k, d in enumerate(chosen)
+            }
+        )
         _raise_errors(errors, "deal lookup")
         ids: dict[int, str] = {}
         writes: dict[str, str] = {}
@@ -272,10 +341,13 @@ class Bitrix24CRM:
             hits = found.get(f"d{k}") or []
             if hits:
                 ids[k] = str(hits[0]["ID"])
-                writes[f"d{k}"] = command("crm.deal.update", {"id": ids[k], "fields": self._deal_fields(d),
-                                                              "params": NO_EVENT})
+                writes[f"d{k}"] = command(
+                    "crm.deal.update", {"id": ids[k], "fields": self._deal_fields(d), "params": NO_EVENT}
+                )
             else:
-                writes[f"d{k}"] = command("crm.deal.add", {"fields": self._deal_fields(d), "params": NO_EVENT})
+                writes[f"d{k}"] = command(
+                    "crm.deal.add", {"fields": self._deal_fields(d), "params": NO_EVENT}
+                )
         done, errors = self.api.batch(writes)
         _raise_errors(errors, "deal write")
         for key, value in done.items():
@@ -287,9 +359,14 @@ class Bitrix24CRM:
 
     def add_notes(self, notes: Sequence[NoteInput]) -> list[str]:
         ids: list[str | None] = [self._notes.pop(n) for n in notes]
-        todo = {f"n{i}": command("crm.timeline.comment.add", {"fields": {
-            "ENTITY_ID": n.deal_id, "ENTITY_TYPE": "deal", "COMMENT": n.body}})
-            for i, n in enumerate(notes) if ids[i] is None}
+        todo = {
+            f"n{i}": command(
+                "crm.timeline.comment.add",
+                {"fields": {"ENTITY_ID": n.deal_id, "ENTITY_TYPE": "deal", "COMMENT": n.body}},
+            )
+            for i, n in enumerate(notes)
+            if ids[i] is None
+        }
         if todo:
             with self._notes.kept_on_error(notes, ids):  # halves call_in_batches resends skip made ones
                 done, errors = self.api.batch(todo, idempotent=False)
@@ -320,10 +397,19 @@ class Bitrix24CRM:
             if self.key_field in fields:
                 report.add(f"deal field {self.key_field}", "exists")
             else:
-                self.api.call("crm.deal.userfield.add", {"fields": {
-                    "FIELD_NAME": self.key_field.removeprefix("UF_CRM_"), "USER_TYPE_ID": "string",
-                    "XML_ID": self.key_field, "EDIT_FORM_LABEL": "Stripe payment id",
-                    "LIST_COLUMN_LABEL": "Stripe payment id", "SHOW_FILTER": "E"}})
+                self.api.call(
+                    "crm.deal.userfield.add",
+                    {
+                        "fields": {
+                            "FIELD_NAME": self.key_field.removeprefix("UF_CRM_"),
+                            "USER_TYPE_ID": "string",
+                            "XML_ID": self.key_field,
+                            "EDIT_FORM_LABEL": "Stripe payment id",
+                            "LIST_COLUMN_LABEL": "Stripe payment id",
+                            "SHOW_FILTER": "E",
+                        }
+                    },
+                )
                 report.add(f"deal field {self.key_field}", "created")
         existing = self._existing_stages()
         labels = STAGE_NAMES.get(self.language, STAGE_NAMES["pl"])
@@ -331,14 +417,26 @@ class Bitrix24CRM:
             if stage in existing:
                 report.add(f"stage {logical} -> {stage}", "exists")
             else:
-                self.api.call("crm.status.add", {"fields": {"ENTITY_ID": self._status_entity(), "STATUS_ID": stage,
-                                                            "NAME": labels[logical], "SORT": 1000 + sort * 10}})
+                self.api.call(
+                    "crm.status.add",
+                    {
+                        "fields": {
+                            "ENTITY_ID": self._status_entity(),
+                            "STATUS_ID": stage,
+                            "NAME": labels[logical],
+                            "SORT": 1000 + sort * 10,
+                        }
+                    },
+                )
                 existing.add(stage)
                 report.add(f"stage {logical} -> {stage}", "created", labels[logical])
-        report.mapping = {**{f"stage.{k}": v for k, v in self.stages.items()},
-                          **{f"field.{k}": v for k, v in self.fields.items()},
-                          "deal key": self.key_field, "contact key": "EMAIL, then ORIGIN_ID",
-                          "pipeline": f"category {self.category_id}"}
+        report.mapping = {
+            **{f"stage.{k}": v for k, v in self.stages.items()},
+            **{f"field.{k}": v for k, v in self.fields.items()},
+            "deal key": self.key_field,
+            "contact key": "EMAIL, then ORIGIN_ID",
+            "pipeline": f"category {self.category_id}",
+        }
         return report
 
     def check(self) -> CheckReport:
@@ -348,19 +446,25 @@ class Bitrix24CRM:
             fields = self.api.call("crm.deal.fields") or {}
             report.ok.append(f"webhook accepted by {self.portal}")
         except AuthError as exc:
-            report.problems.append(f"webhook refused by {self.portal} ({exc.message}): create an inbound webhook "
-                                   "with the crm scope and put its URL in the block or BITRIX24_WEBHOOK_URL")
+            report.problems.append(
+                f"webhook refused by {self.portal} ({exc.message}): create an inbound webhook "
+                "with the crm scope and put its URL in the block or BITRIX24_WEBHOOK_URL"
+            )
             return report
         except VendorError as exc:
             report.problems.append(f"cannot reach Bitrix24 at {self.portal}: {exc}")
             return report
         if self.key_field != "ORIGIN_ID" and self.key_field not in fields:
-            report.problems.append(f"deal field {self.key_field} is missing: run `stripeflow crm setup bitrix24`")
+            report.problems.append(
+                f"deal field {self.key_field} is missing: run `stripeflow crm setup bitrix24`"
+            )
         existing = self._existing_stages()
         for logical, stage in self.stages.items():
             if stage not in existing:
-                report.problems.append(f"stages.{logical}: stage {stage!r} does not exist in category "
-                                       f"{self.category_id}: run `stripeflow crm setup bitrix24`")
+                report.problems.append(
+                    f"stages.{logical}: stage {stage!r} does not exist in category "
+                    f"{self.category_id}: run `stripeflow crm setup bitrix24`"
+                )
         for payment_field, field in self.fields.items():
             if field not in fields:
                 report.problems.append(f"fields.{payment_field}: deal field {field!r} does not exist")

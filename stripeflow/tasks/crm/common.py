@@ -25,10 +25,22 @@ K = TypeVar("K", bound=Hashable)
 
 # Labels a CRM shows for the logical stages when setup has to create them (DESIGN.md, "Deals and stages").
 STAGE_NAMES = {
-    "pl": {"new": "Nowe płatności", "paid": "Zrealizowane", "invoiced": "Zafakturowane",
-           "failed": "Nieudane", "refunded": "Zwrócone", "overdue": "Zaległe"},
-    "en": {"new": "New payments", "paid": "Paid", "invoiced": "Invoiced",
-           "failed": "Failed", "refunded": "Refunded", "overdue": "Overdue"},
+    "pl": {
+        "new": "Nowe płatności",
+        "paid": "Zrealizowane",
+        "invoiced": "Zafakturowane",
+        "failed": "Nieudane",
+        "refunded": "Zwrócone",
+        "overdue": "Zaległe",
+    },
+    "en": {
+        "new": "New payments",
+        "paid": "Paid",
+        "invoiced": "Invoiced",
+        "failed": "Failed",
+        "refunded": "Refunded",
+        "overdue": "Overdue",
+    },
 }
 
 
@@ -50,7 +62,9 @@ def check_options(target: CRMTarget, known: Mapping[str, type | tuple[type, ...]
     """Refuse an unknown or mistyped vendor option, naming the key."""
     for key, value in target.options.items():
         if key not in known:
-            raise ConfigError(f"{where(target)}: options.{key}: unknown option; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{where(target)}: options.{key}: unknown option; known: {', '.join(sorted(known))}"
+            )
         if not isinstance(value, known[key]):
             raise ConfigError(f"{where(target)}: options.{key}: {value!r} has the wrong type")
     return dict(target.options)
@@ -77,8 +91,9 @@ def plain(value: Any) -> Any:
     return value
 
 
-def mapped_fields(deal: DealInput, mapping: Mapping[str, str],
-                  convert: Callable[[Any], Any] = plain) -> dict[str, Any]:
+def mapped_fields(
+    deal: DealInput, mapping: Mapping[str, str], convert: Callable[[Any], Any] = plain
+) -> dict[str, Any]:
     """CRM field -> value from `target.fields` over the deal's Payment, then `deal.fields` verbatim."""
     out = {crm: convert(getattr(deal.payment, pay)) for pay, crm in mapping.items()}
     out.update(deal.fields)

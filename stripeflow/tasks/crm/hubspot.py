@@ -15,13 +15,21 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from stripeflow.core.config import CRMTarget
 from stripeflow.core.errors import AuthError, PermanentError, VendorError
-from stripeflow.core.http import Clock, CursorPaginator, Limiter, Sleep, SlidingWindowLimiter, VendorAPI
+from stripeflow.core.http import (
+    Clock,
+    CursorPaginator,
+    Limiter,
+    Paginator,
+    Sleep,
+    SlidingWindowLimiter,
+    VendorAPI,
+)
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
     CheckReport,
@@ -81,8 +89,12 @@ def batch_results(body: Any, what: str) -> list[dict[str, Any]]:
     errors = body.get("errors") or []
     if errors:
         messages = "; ".join(str(e.get("message", e)) for e in errors[:3])
-        raise PermanentError(f"{what}: {len(errors)} item(s) refused: {messages}", vendor=VENDOR, status=207,
-                             code=str(errors[0].get("category") or "") or None)
+        raise PermanentError(
+            f"{what}: {len(errors)} item(s) refused: {messages}",
+            vendor=VENDOR,
+            status=207,
+            code=str(errors[0].get("category") or "") or None,
+        )
     return list(body.get("results") or [])
 
 
@@ -107,8 +119,17 @@ def clip_note(body: str) -> str:
 class HubSpotAPI(VendorAPI):
     vendor = VENDOR
 
-    def __init__(self, base_url: str, token: str, *, requests_per_10s: int = 100, searches_per_second: int = 4,
-                 clock: Clock = time.monotonic, sleep: Sleep = time.sleep, **kw: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        requests_per_10s: int = 100,
+        searches_per_second: int = 4,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        **kw: Any,
+    ) -> None:
         self._token = token
         self._window = SlidingWindowLimiter(requests_per_10s, 10.0, clock=clock, sleep=sleep)
         self.search_limiter = SlidingWindowLimiter(searches_per_second, 1.0, clock=clock, sleep=sleep)
@@ -172,14 +193,22 @@ class HubSpotCRM:
         self.fields = dict(fields or {})
         self.pipeline = pipeline
         self.send_currency = send_currency
-        self.api = HubSpotAPI(base_url, token, requests_per_10s=requests_per_10s,
-                              searches_per_second=searches_per_second, clock=clock, sleep=sleep,
-                              transport=transport, limiter=limiter)
+        self.api = HubSpotAPI(
+            base_url,
+            token,
+            requests_per_10s=requests_per_10s,
+            searches_per_second=searches_per_second,
+            clock=clock,
+            sleep=sleep,
+            transport=transport,
+            limiter=limiter,
+        )
         self._notes: Remembered[NoteInput] = Remembered()
 
     @classmethod
-    def from_target(cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None,
-                    **kw: Any) -> HubSpotCRM:
+    def from_target(
+        cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
+    ) -> HubSpotCRM:
         from stripeflow.blocks.crm import HubSpotCredentials, load_crm_block
 
         options = check_options(target, OPTIONS)
@@ -187,10 +216,17 @@ class HubSpotCRM:
         stages = resolve_stages(target, DEFAULT_STAGES)
         block = load_crm_block(VENDOR, target.block, os.environ if env is None else env)
         assert isinstance(block, HubSpotCredentials)
-        return cls(token=block.token.get_secret_value(), base_url=block.base_url, stages=stages,
-                   fields=target.fields, requests_per_10s=block.requests_per_10s,
-                   searches_per_second=block.searches_per_second, name=target.block or VENDOR,
-                   **options, **kw)
+        return cls(
+            token=block.token.get_secret_value(),
+            base_url=block.base_url,
+            stages=stages,
+            fields=target.fields,
+            requests_per_10s=block.requests_per_10s,
+            searches_per_second=block.searches_per_second,
+            name=target.block or VENDOR,
+            **options,
+            **kw,
+        )
 
     # -- contacts ------------------------------------------------------------------------------
 
@@ -211,20 +247,38 @@ class HubSpotCRM:
             raise PermanentError("a contact has neither an e-mail nor a Stripe customer id", vendor=VENDOR)
         if with_email:
             chosen, _ = unique_by([contacts[i] for i in with_email], key=lambda c: c.email.lower())
-            body = self.api.request_json("POST", "/crm/v3/objects/contacts/batch/upsert", json={"inputs": [
-                {"idProperty": "email", "id": c.email.lower(), "properties": self._contact_properties(c)}
-                for c in chosen]})
-            got = {str(r["properties"]["email"]).lower(): str(r["id"])
-                   for r in batch_results(body, "contacts upsert")}
+            body = self.api.request_json(
+                "POST",
+                "/crm/v3/objects/contacts/batch/upsert",
+                json={
+                    "inputs": [
+                        {
+                            "idProperty": "email",
+                            "id": c.email.lower(),
+                            "properties": self._contact_properties(c),
+                        }
+                        for c in chosen
+                    ]
+                },
+            )
+            got = {
+                str(r["properties"]["email"]).lower(): str(r["id"])
+                for r in batch_results(body, "contacts upsert")
+            }
             for i in with_email:
                 ids[i] = got.get(str(contacts[i].email).lower())
         if by_customer:
             found = self._contacts_by_customer([str(contacts[i].customer_id) for i in by_customer])
-            missing, _ = unique_by([contacts[i] for i in by_customer if contacts[i].customer_id not in found],
-                                   key=lambda c: c.customer_id)
+            missing, _ = unique_by(
+                [contacts[i] for i in by_customer if contacts[i].customer_id not in found],
+                key=lambda c: c.customer_id,
+            )
             if missing:
-                body = self.api.request_json("POST", "/crm/v3/objects/contacts/batch/create", json={
-                    "inputs": [{"properties": self._contact_properties(c)} for c in missing]})
+                body = self.api.request_json(
+                    "POST",
+                    "/crm/v3/objects/contacts/batch/create",
+                    json={"inputs": [{"properties": self._contact_properties(c)} for c in missing]},
+                )
                 for r in batch_results(body, "contacts create"):
                     found[str(r["properties"][CUSTOMER_ID])] = str(r["id"])
             for i in by_customer:
@@ -234,11 +288,19 @@ class HubSpotCRM:
     def _contacts_by_customer(self, customer_ids: Sequence[str]) -> dict[str, str]:
         """customer id -> the oldest contact carrying it, from one search (IN takes up to 100 values)."""
         found: dict[str, str] = {}
-        request = {"filterGroups": [{"filters": [
-            {"propertyName": CUSTOMER_ID, "operator": "IN", "values": sorted(set(customer_ids))}]}],
-            "properties": [CUSTOMER_ID], "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
-            "limit": 200}
-        pages = CursorPaginator("results", "paging.next.after", "after", in_body=True)
+        request = {
+            "filterGroups": [
+                {
+                    "filters": [
+                        {"propertyName": CUSTOMER_ID, "operator": "IN", "values": sorted(set(customer_ids))}
+                    ]
+                }
+            ],
+            "properties": [CUSTOMER_ID],
+            "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
+            "limit": 200,
+        }
+        pages = cast(Paginator, CursorPaginator("results", "paging.next.after", "after", in_body=True))
         for r in self.api.paginate("POST", "/crm/v3/objects/contacts/search", pages, json=request):
             found.setdefault(str(r["properties"][CUSTOMER_ID]), str(r["id"]))
         return found
@@ -256,21 +318,36 @@ class HubSpotCRM:
         }
         if self.send_currency:
             props["deal_currency_code"] = d.currency.upper()
-        props.update({k: v if isinstance(v, str) else str(v) for k, v in mapped_fields(d, self.fields).items()})
+        props.update(
+            {k: v if isinstance(v, str) else str(v) for k, v in mapped_fields(d, self.fields).items()}
+        )
         return props
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
         chosen, _ = unique_by(deals, key=lambda d: d.payment_id)
-        body = self.api.request_json("POST", "/crm/v3/objects/deals/batch/upsert", json={"inputs": [
-            {"idProperty": PAYMENT_ID, "id": d.payment_id, "properties": self._deal_properties(d)}
-            for d in chosen]})
+        body = self.api.request_json(
+            "POST",
+            "/crm/v3/objects/deals/batch/upsert",
+            json={
+                "inputs": [
+                    {"idProperty": PAYMENT_ID, "id": d.payment_id, "properties": self._deal_properties(d)}
+                    for d in chosen
+                ]
+            },
+        )
         got = {str(r["properties"][PAYMENT_ID]): str(r["id"]) for r in batch_results(body, "deals upsert")}
         ids = _all_found([got.get(d.payment_id) for d in deals], "deal")
         pairs = {(got[d.payment_id], d.contact_id) for d in chosen if d.contact_id}
         if pairs:  # associating an associated pair again is a no-op, so this is safe to repeat
-            body = self.api.request_json("POST", "/crm/v4/associations/deals/contacts/batch/associate/default",
-                                         json={"inputs": [{"from": {"id": deal}, "to": {"id": contact}}
-                                                          for deal, contact in sorted(pairs)]})
+            body = self.api.request_json(
+                "POST",
+                "/crm/v4/associations/deals/contacts/batch/associate/default",
+                json={
+                    "inputs": [
+                        {"from": {"id": deal}, "to": {"id": contact}} for deal, contact in sorted(pairs)
+                    ]
+                },
+            )
             batch_results(body or {}, "deal-contact association")
         return ids
 
@@ -283,13 +360,24 @@ class HubSpotCRM:
             return _all_found(ids, "note")
         base = int(time.time() * 1000)
         # a distinct hs_timestamp per note (base + position) matches HubSpot's unordered results back
-        inputs = [{"properties": {"hs_timestamp": iso_ms(base + k), "hs_note_body": clip_note(notes[i].body)},
-                   "associations": [{"to": {"id": notes[i].deal_id}, "types": [
-                       {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": NOTE_TO_DEAL}]}]}
-                  for k, i in enumerate(todo)]
+        inputs = [
+            {
+                "properties": {"hs_timestamp": iso_ms(base + k), "hs_note_body": clip_note(notes[i].body)},
+                "associations": [
+                    {
+                        "to": {"id": notes[i].deal_id},
+                        "types": [
+                            {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": NOTE_TO_DEAL}
+                        ],
+                    }
+                ],
+            }
+            for k, i in enumerate(todo)
+        ]
         with self._notes.kept_on_error(notes, ids):
-            body = self.api.request_json("POST", "/crm/v3/objects/notes/batch/create", json={"inputs": inputs},
-                                         idempotent=False)
+            body = self.api.request_json(
+                "POST", "/crm/v3/objects/notes/batch/create", json={"inputs": inputs}, idempotent=False
+            )
             for r in body.get("results") or []:
                 k = epoch_ms(r["properties"]["hs_timestamp"]) - base
                 if 0 <= k < len(todo):
@@ -321,23 +409,39 @@ class HubSpotCRM:
             thing = f"{object_type} property {prop}" + (" (unique)" if unique else "")
             existing = self._property(object_type, prop)
             if existing is None:
-                self.api.request_json("POST", f"/crm/v3/properties/{object_type}", json={
-                    "name": prop, "label": label, "type": "string", "fieldType": "text",
-                    "groupName": group, "hasUniqueValue": unique})
+                self.api.request_json(
+                    "POST",
+                    f"/crm/v3/properties/{object_type}",
+                    json={
+                        "name": prop,
+                        "label": label,
+                        "type": "string",
+                        "fieldType": "text",
+                        "groupName": group,
+                        "hasUniqueValue": unique,
+                    },
+                )
                 report.add(thing, "created")
             elif unique and not existing.get("hasUniqueValue"):
-                report.add(thing, "manual", "exists but is not unique; HubSpot cannot make an existing property "
-                                            "unique: delete it in Settings > Properties and run setup again")
+                report.add(
+                    thing,
+                    "manual",
+                    "exists but is not unique; HubSpot cannot make an existing property "
+                    "unique: delete it in Settings > Properties and run setup again",
+                )
             else:
                 report.add(thing, "exists")
         stage_ids = self._stage_ids()
         for logical, stage in self.stages.items():
             note = "" if stage in stage_ids else f"no such stage in pipeline {self.pipeline!r}"
             report.add(f"stage {logical} -> {stage}", "exists" if not note else "manual", note)
-        report.mapping = {**{f"stage.{k}": v for k, v in self.stages.items()},
-                          **{f"field.{k}": v for k, v in self.fields.items()},
-                          "deal key": f"deals.{PAYMENT_ID}", "contact key": f"contacts.email, then {CUSTOMER_ID}",
-                          "pipeline": self.pipeline}
+        report.mapping = {
+            **{f"stage.{k}": v for k, v in self.stages.items()},
+            **{f"field.{k}": v for k, v in self.fields.items()},
+            "deal key": f"deals.{PAYMENT_ID}",
+            "contact key": f"contacts.email, then {CUSTOMER_ID}",
+            "pipeline": self.pipeline,
+        }
         return report
 
     def _stage_ids(self) -> set[str]:
@@ -351,21 +455,29 @@ class HubSpotCRM:
             self.api.request_json("GET", "/crm/v3/objects/deals", params={"limit": 1})
             report.ok.append("token accepted")
         except AuthError as exc:
-            report.problems.append(f"token refused ({exc.message}); create a private app with crm.objects.* "
-                                   "scopes and put its token in the block or HUBSPOT_TOKEN")
+            report.problems.append(
+                f"token refused ({exc.message}); create a private app with crm.objects.* "
+                "scopes and put its token in the block or HUBSPOT_TOKEN"
+            )
             return report
         except VendorError as exc:
             report.problems.append(f"cannot reach HubSpot at {self.api.base_url}: {exc}")
             return report
         deal_prop = self._property("deals", PAYMENT_ID)
         if deal_prop is None:
-            report.problems.append(f"deal property {PAYMENT_ID} is missing: run `stripeflow crm setup hubspot`")
+            report.problems.append(
+                f"deal property {PAYMENT_ID} is missing: run `stripeflow crm setup hubspot`"
+            )
         elif not deal_prop.get("hasUniqueValue"):
-            report.problems.append(f"deal property {PAYMENT_ID} is not unique, so deals cannot be upserted on it")
+            report.problems.append(
+                f"deal property {PAYMENT_ID} is not unique, so deals cannot be upserted on it"
+            )
         else:
             report.ok.append(f"deal property {PAYMENT_ID} is unique")
         if self._property("contacts", CUSTOMER_ID) is None:
-            report.problems.append(f"contact property {CUSTOMER_ID} is missing: run `stripeflow crm setup hubspot`")
+            report.problems.append(
+                f"contact property {CUSTOMER_ID} is missing: run `stripeflow crm setup hubspot`"
+            )
         else:
             report.ok.append(f"contact property {CUSTOMER_ID} exists")
         try:
@@ -375,12 +487,16 @@ class HubSpotCRM:
         else:
             for logical, stage in self.stages.items():
                 if stage not in stage_ids:
-                    report.problems.append(f"stages.{logical}: {stage!r} is not a stage of pipeline "
-                                           f"{self.pipeline!r}; known: {', '.join(sorted(stage_ids))}")
+                    report.problems.append(
+                        f"stages.{logical}: {stage!r} is not a stage of pipeline "
+                        f"{self.pipeline!r}; known: {', '.join(sorted(stage_ids))}"
+                    )
         known = {str(p["name"]) for p in self.api.request_json("GET", "/crm/v3/properties/deals")["results"]}
         for payment_field, prop in self.fields.items():
             if prop not in known:
-                report.problems.append(f"fields.{payment_field}: deal property {prop!r} does not exist in HubSpot")
+                report.problems.append(
+                    f"fields.{payment_field}: deal property {prop!r} does not exist in HubSpot"
+                )
         return report
 
 

@@ -17,13 +17,21 @@ import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 
 from stripeflow.core.config import CRMTarget
 from stripeflow.core.errors import AuthError, PermanentError, VendorError
-from stripeflow.core.http import Clock, Limiter, OffsetPaginator, Sleep, SlidingWindowLimiter, VendorAPI
+from stripeflow.core.http import (
+    Clock,
+    Limiter,
+    OffsetPaginator,
+    Paginator,
+    Sleep,
+    SlidingWindowLimiter,
+    VendorAPI,
+)
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
     STAGE_NAMES,
@@ -40,8 +48,12 @@ from stripeflow.tasks.crm.common import (
 VENDOR = "pipedrive"
 DEAL_FIELD = "Stripe payment id"
 PERSON_FIELD = "Stripe customer id"
-OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "language": str, "deal_field_key": str,
-                                               "person_field_key": str}
+OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "pipeline": str,
+    "language": str,
+    "deal_field_key": str,
+    "person_field_key": str,
+}
 STATUS = {"paid": "won", "invoiced": "won", "failed": "lost", "refunded": "lost"}  # else open
 CUSTOM_KEY = re.compile(r"[0-9a-f]{40}")
 T = TypeVar("T", bound=Hashable)
@@ -53,7 +65,10 @@ def is_custom_key(name: str) -> bool:
 
 
 def rate_limit_wait(response: httpx.Response) -> float | None:
-    """Seconds to wait on a Pipedrive 429: Retry-After, else `x-ratelimit-reset`; a spent daily budget waits long."""
+    """Seconds to wait on a Pipedrive 429: Retry-After, else `x-ratelimit-reset`.
+
+    A spent daily token budget waits an hour, which escapes to the task's own retries.
+    """
     if response.headers.get("x-daily-requests-left") == "0":
         return 3600.0
     for header in ("retry-after", "x-ratelimit-reset"):
@@ -69,8 +84,17 @@ def rate_limit_wait(response: httpx.Response) -> float | None:
 class PipedriveAPI(VendorAPI):
     vendor = VENDOR
 
-    def __init__(self, base_url: str, token: str, *, requests_per_2s: int = 20, searches_per_2s: int = 10,
-                 clock: Clock = time.monotonic, sleep: Sleep = time.sleep, **kw: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        requests_per_2s: int = 20,
+        searches_per_2s: int = 10,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        **kw: Any,
+    ) -> None:
         self._token = token
         self._window = SlidingWindowLimiter(requests_per_2s, 2.0, clock=clock, sleep=sleep)
         self.search_limiter = SlidingWindowLimiter(searches_per_2s, 2.0, clock=clock, sleep=sleep)
@@ -149,9 +173,16 @@ class PipedriveCRM:
         self.stages = {**STAGE_NAMES.get(language, STAGE_NAMES["pl"]), **(stages or {})}
         self.fields = dict(fields or {})
         self.pipeline = pipeline
-        self.api = PipedriveAPI(base_url, api_token, requests_per_2s=requests_per_2s,
-                                searches_per_2s=searches_per_2s, clock=clock, sleep=sleep, transport=transport,
-                                limiter=limiter)
+        self.api = PipedriveAPI(
+            base_url,
+            api_token,
+            requests_per_2s=requests_per_2s,
+            searches_per_2s=searches_per_2s,
+            clock=clock,
+            sleep=sleep,
+            transport=transport,
+            limiter=limiter,
+        )
         self._given = Schema(deal_field_key, person_field_key)
         self._schema: Schema | None = None
         self._persons: dict[str, int] = {}  # contact key -> person id
@@ -159,24 +190,38 @@ class PipedriveCRM:
         self._notes: Remembered[NoteInput] = Remembered()
 
     @classmethod
-    def from_target(cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None,
-                    **kw: Any) -> PipedriveCRM:
+    def from_target(
+        cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
+    ) -> PipedriveCRM:
         from stripeflow.blocks.crm import PipedriveCredentials, load_crm_block
 
         options = check_options(target, OPTIONS)
-        check_field_names(target, r"[0-9a-f]{40}|[a-z][a-z_]*", "a Pipedrive field key (40-hex, or a standard "
-                                                                "deal field such as expected_close_date)")
-        stages = resolve_stages(target, STAGE_NAMES.get(str(options.get("language", "pl")), STAGE_NAMES["pl"]))
+        check_field_names(
+            target,
+            r"[0-9a-f]{40}|[a-z][a-z_]*",
+            "a Pipedrive field key (40-hex, or a standard deal field such as expected_close_date)",
+        )
+        stages = resolve_stages(
+            target, STAGE_NAMES.get(str(options.get("language", "pl")), STAGE_NAMES["pl"])
+        )
         block = load_crm_block(VENDOR, target.block, os.environ if env is None else env)
         assert isinstance(block, PipedriveCredentials)
-        return cls(api_token=block.api_token.get_secret_value(), base_url=block.base_url, stages=stages,
-                   fields=target.fields, requests_per_2s=block.requests_per_2s,
-                   searches_per_2s=block.searches_per_2s, name=target.block or VENDOR, **options, **kw)
+        return cls(
+            api_token=block.api_token.get_secret_value(),
+            base_url=block.base_url,
+            stages=stages,
+            fields=target.fields,
+            requests_per_2s=block.requests_per_2s,
+            searches_per_2s=block.searches_per_2s,
+            name=target.block or VENDOR,
+            **options,
+            **kw,
+        )
 
     # -- account schema --------------------------------------------------------------------------
 
     def _field_key(self, kind: str, name: str) -> str | None:
-        pages = OffsetPaginator("data", "additional_data.pagination.next_start", "start")
+        pages = cast(Paginator, OffsetPaginator("data", "additional_data.pagination.next_start", "start"))
         for f in self.api.paginate("GET", f"/v1/{kind}", pages, params={"limit": 500}):
             if str(f.get("name", "")).strip().lower() == name.lower():
                 return str(f["key"])
@@ -191,19 +236,26 @@ class PipedriveCRM:
         return None
 
     def _stage_ids(self, pipeline_id: int) -> dict[str, int]:
-        return {str(s["name"]): int(s["id"])
-                for s in self.api.data("GET", "/v1/stages", params={"pipeline_id": pipeline_id}) or []}
+        return {
+            str(s["name"]): int(s["id"])
+            for s in self.api.data("GET", "/v1/stages", params={"pipeline_id": pipeline_id}) or []
+        }
 
     def schema(self) -> Schema:
         if self._schema is None:
-            s = Schema(self._given.deal_key or self._field_key("dealFields", DEAL_FIELD),
-                       self._given.person_key or self._field_key("personFields", PERSON_FIELD),
-                       self._pipeline_id())
+            s = Schema(
+                self._given.deal_key or self._field_key("dealFields", DEAL_FIELD),
+                self._given.person_key or self._field_key("personFields", PERSON_FIELD),
+                self._pipeline_id(),
+            )
             if s.pipeline_id is not None:
                 s.stage_ids = self._stage_ids(s.pipeline_id)
             if s.deal_key is None or s.pipeline_id is None:
-                raise PermanentError(f"deal field {DEAL_FIELD!r} or pipeline {self.pipeline!r} is missing: run "
-                                     "`stripeflow crm setup pipedrive`", vendor=VENDOR)
+                raise PermanentError(
+                    f"deal field {DEAL_FIELD!r} or pipeline {self.pipeline!r} is missing: run "
+                    "`stripeflow crm setup pipedrive`",
+                    vendor=VENDOR,
+                )
             self._schema = s
         return self._schema
 
@@ -213,15 +265,20 @@ class PipedriveCRM:
             return int(stage)
         found = self.schema().stage_ids.get(stage)
         if found is None:
-            raise PermanentError(f"stage {stage!r} is not in pipeline {self.pipeline!r}: run "
-                                 "`stripeflow crm setup pipedrive`", vendor=VENDOR)
+            raise PermanentError(
+                f"stage {stage!r} is not in pipeline {self.pipeline!r}: run `stripeflow crm setup pipedrive`",
+                vendor=VENDOR,
+            )
         return found
 
     # -- contacts ------------------------------------------------------------------------------
 
     def _search(self, kind: str, term: str, fields: str) -> dict[str, Any] | None:
-        data = self.api.data("GET", f"/api/v2/{kind}/search", params={
-            "term": term, "fields": fields, "exact_match": "true", "limit": 1})
+        data = self.api.data(
+            "GET",
+            f"/api/v2/{kind}/search",
+            params={"term": term, "fields": fields, "exact_match": "true", "limit": 1},
+        )
         items = (data or {}).get("items") or []
         return items[0]["item"] if items else None
 
@@ -258,9 +315,14 @@ class PipedriveCRM:
 
     def _deal_body(self, d: DealInput) -> dict[str, Any]:
         schema = self.schema()
-        body: dict[str, Any] = {"title": d.title, "value": float(d.amount), "currency": d.currency.upper(),
-                                "pipeline_id": schema.pipeline_id, "stage_id": self.stage_id(d.stage),
-                                "status": STATUS.get(d.stage, "open")}
+        body: dict[str, Any] = {
+            "title": d.title,
+            "value": float(d.amount),
+            "currency": d.currency.upper(),
+            "pipeline_id": schema.pipeline_id,
+            "stage_id": self.stage_id(d.stage),
+            "status": STATUS.get(d.stage, "open"),
+        }
         if d.contact_id:
             body["person_id"] = int(d.contact_id)
         custom: dict[str, Any] = {str(schema.deal_key): d.payment_id}
@@ -290,8 +352,15 @@ class PipedriveCRM:
     # -- notes ---------------------------------------------------------------------------------
 
     def add_notes(self, notes: Sequence[NoteInput]) -> list[str]:
-        return _each_once(notes, self._notes, lambda n: str(self.api.data(
-            "POST", "/v1/notes", json={"content": n.body, "deal_id": int(n.deal_id)}, idempotent=False)["id"]))
+        return _each_once(
+            notes,
+            self._notes,
+            lambda n: str(
+                self.api.data(
+                    "POST", "/v1/notes", json={"content": n.body, "deal_id": int(n.deal_id)}, idempotent=False
+                )["id"]
+            ),
+        )
 
     def close(self) -> None:
         self.api.close()
@@ -301,11 +370,15 @@ class PipedriveCRM:
     def setup(self) -> SetupReport:
         """Create the two custom fields, the pipeline and its missing stages; idempotent."""
         report = SetupReport(VENDOR)
-        for kind, name, given in (("dealFields", DEAL_FIELD, self._given.deal_key),
-                                  ("personFields", PERSON_FIELD, self._given.person_key)):
+        for kind, name, given in (
+            ("dealFields", DEAL_FIELD, self._given.deal_key),
+            ("personFields", PERSON_FIELD, self._given.person_key),
+        ):
             key = given or self._field_key(kind, name)
             if key is None:
-                key = str(self.api.data("POST", f"/v1/{kind}", json={"name": name, "field_type": "varchar"})["key"])
+                key = str(
+                    self.api.data("POST", f"/v1/{kind}", json={"name": name, "field_type": "varchar"})["key"]
+                )
                 report.add(f"{kind} {name!r}", "created", key)
             else:
                 report.add(f"{kind} {name!r}", "exists", key)
@@ -323,8 +396,11 @@ class PipedriveCRM:
             elif stage in existing:
                 report.add(f"stage {logical} {stage!r}", "exists", str(existing[stage]))
             else:
-                existing[stage] = int(self.api.data("POST", "/v1/stages", json={
-                    "name": stage, "pipeline_id": pipeline_id})["id"])
+                existing[stage] = int(
+                    self.api.data("POST", "/v1/stages", json={"name": stage, "pipeline_id": pipeline_id})[
+                        "id"
+                    ]
+                )
                 report.add(f"stage {logical} {stage!r}", "created", str(existing[stage]))
             report.mapping[f"stage.{logical}"] = f"{stage} ({stage if stage.isdigit() else existing[stage]})"
         report.mapping.update({f"field.{k}": v for k, v in self.fields.items()})
@@ -338,8 +414,10 @@ class PipedriveCRM:
             me = self.api.data("GET", "/v1/users/me") or {}
             report.ok.append(f"token accepted (user {me.get('email') or me.get('id')})")
         except AuthError as exc:
-            report.problems.append(f"API token refused ({exc.message}); copy it from Settings > Personal "
-                                   "preferences > API into the block or PIPEDRIVE_API_TOKEN")
+            report.problems.append(
+                f"API token refused ({exc.message}); copy it from Settings > Personal "
+                "preferences > API into the block or PIPEDRIVE_API_TOKEN"
+            )
             return report
         except VendorError as exc:
             report.problems.append(f"cannot reach Pipedrive at {self.api.base_url}: {exc}")
@@ -356,10 +434,18 @@ class PipedriveCRM:
             existing = self._stage_ids(pipeline_id)
             for logical, stage in self.stages.items():
                 if not stage.isdigit() and stage not in existing:
-                    report.problems.append(f"stages.{logical}: no stage {stage!r} in pipeline {self.pipeline!r}")
-        deal_keys = {str(f["key"]) for f in self.api.paginate(
-            "GET", "/v1/dealFields", OffsetPaginator("data", "additional_data.pagination.next_start", "start"),
-            params={"limit": 500})}
+                    report.problems.append(
+                        f"stages.{logical}: no stage {stage!r} in pipeline {self.pipeline!r}"
+                    )
+        deal_keys = {
+            str(f["key"])
+            for f in self.api.paginate(
+                "GET",
+                "/v1/dealFields",
+                cast(Paginator, OffsetPaginator("data", "additional_data.pagination.next_start", "start")),
+                params={"limit": 500},
+            )
+        }
         for payment_field, key in self.fields.items():
             if key not in deal_keys:
                 report.problems.append(f"fields.{payment_field}: no deal field with key {key!r}")

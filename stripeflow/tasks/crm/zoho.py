@@ -51,8 +51,10 @@ DEFAULT_STAGES = {  # the Stage picklist of a new Zoho CRM org
     "overdue": "Negotiation/Review",
 }
 OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "send_currency": bool}
-MANUAL_FIELD = ("in Zoho CRM: Setup > Customization > Modules and Fields > {module} > Layout: add a Single Line "
-                "field labelled '{label}' (API name {api}), tick 'Do not allow duplicate values', save")
+MANUAL_FIELD = (
+    "in Zoho CRM: Setup > Customization > Modules and Fields > {module} > Layout: add a Single Line "
+    "field labelled '{label}' (API name {api}), tick 'Do not allow duplicate values', save"
+)
 
 
 # --- quirks, each with its own test ---------------------------------------------------------
@@ -69,15 +71,17 @@ def raise_record_errors(body: Any, what: str) -> list[dict[str, Any]]:
     errors = record_errors(body)
     if errors:
         first = errors[0]
-        raise PermanentError(f"{what}: {len(errors)} record(s) refused: {first.get('message')} "
-                             f"({first.get('details') or {}})", vendor=VENDOR, code=first.get("code"))
+        raise PermanentError(
+            f"{what}: {len(errors)} record(s) refused: {first.get('message')} ({first.get('details') or {}})",
+            vendor=VENDOR,
+            code=first.get("code"),
+        )
     return list(body.get("data") or [])
 
 
 def is_unique(field: Mapping[str, Any]) -> bool:
     """Whether a field's metadata says 'Do not allow duplicate values'."""
-    unique = field.get("unique")
-    return bool(unique) and unique != {} or bool(field.get("unique_field"))
+    return bool(field.get("unique")) or bool(field.get("unique_field"))
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -99,10 +103,25 @@ class ZohoAccountsAPI(VendorAPI):
 class ZohoAPI(VendorAPI):
     vendor = VENDOR
 
-    def __init__(self, *, accounts_url: str, client_id: str, client_secret: str, refresh_token: str,
-                 api_domain: str | None = None, concurrency: int = 5, sleep: Sleep = time.sleep,
-                 clock: Clock = time.monotonic, transport: httpx.BaseTransport | None = None, **kw: Any) -> None:
-        self._secrets = {"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh_token}
+    def __init__(
+        self,
+        *,
+        accounts_url: str,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        api_domain: str | None = None,
+        concurrency: int = 5,
+        sleep: Sleep = time.sleep,
+        clock: Clock = time.monotonic,
+        transport: httpx.BaseTransport | None = None,
+        **kw: Any,
+    ) -> None:
+        self._secrets = {
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "refresh_token": refresh_token,
+        }
         self._api_domain = api_domain
         self._token: str | None = None
         self._expires = 0.0
@@ -118,8 +137,9 @@ class ZohoAPI(VendorAPI):
     def refresh(self) -> None:
         """A new access token from the accounts server; its `api_domain` becomes the base URL."""
         with self._refresh_lock:
-            body = self.accounts.request_json("POST", "/oauth/v2/token",
-                                              data={**self._secrets, "grant_type": "refresh_token"})
+            body = self.accounts.request_json(
+                "POST", "/oauth/v2/token", data={**self._secrets, "grant_type": "refresh_token"}
+            )
             if not isinstance(body, dict) or "access_token" not in body:
                 code = str(body.get("error") if isinstance(body, dict) else body)
                 raise AuthError(f"token refresh refused: {code}", vendor=VENDOR, status=200, code=code)
@@ -189,30 +209,55 @@ class ZohoCRM:
         self.fields = dict(fields or {})
         self.pipeline = pipeline
         self.send_currency = send_currency
-        self.api = ZohoAPI(accounts_url=accounts_url, client_id=client_id, client_secret=client_secret,
-                           refresh_token=refresh_token, api_domain=api_domain, concurrency=concurrency,
-                           sleep=sleep, clock=clock, transport=transport, limiter=limiter)
+        self.api = ZohoAPI(
+            accounts_url=accounts_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            api_domain=api_domain,
+            concurrency=concurrency,
+            sleep=sleep,
+            clock=clock,
+            transport=transport,
+            limiter=limiter,
+        )
         self._notes: Remembered[NoteInput] = Remembered()
 
     @classmethod
-    def from_target(cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None,
-                    **kw: Any) -> ZohoCRM:
+    def from_target(
+        cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
+    ) -> ZohoCRM:
         from stripeflow.blocks.crm import ZohoCredentials, load_crm_block
 
         options = check_options(target, OPTIONS)
-        check_field_names(target, r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*", "a Zoho API name (letters, digits, "
-                                                                           "single underscores)")
+        check_field_names(
+            target,
+            r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*",
+            "a Zoho API name (letters, digits, single underscores)",
+        )
         stages = resolve_stages(target, DEFAULT_STAGES)
         block = load_crm_block(VENDOR, target.block, os.environ if env is None else env)
         assert isinstance(block, ZohoCredentials)
-        return cls(client_id=block.client_id.get_secret_value(), client_secret=block.client_secret.get_secret_value(),
-                   refresh_token=block.refresh_token.get_secret_value(), accounts_url=block.accounts_url,
-                   api_domain=block.api_domain, concurrency=block.concurrency, stages=stages, fields=target.fields,
-                   name=target.block or VENDOR, **options, **kw)
+        return cls(
+            client_id=block.client_id.get_secret_value(),
+            client_secret=block.client_secret.get_secret_value(),
+            refresh_token=block.refresh_token.get_secret_value(),
+            accounts_url=block.accounts_url,
+            api_domain=block.api_domain,
+            concurrency=block.concurrency,
+            stages=stages,
+            fields=target.fields,
+            name=target.block or VENDOR,
+            **options,
+            **kw,
+        )
 
     def _upsert(self, module: str, records: list[dict[str, Any]], keys: list[str], what: str) -> list[str]:
-        body = self.api.request_json("POST", f"{API}/{module}/upsert", json={
-            "data": records, "duplicate_check_fields": keys, "trigger": []})
+        body = self.api.request_json(
+            "POST",
+            f"{API}/{module}/upsert",
+            json={"data": records, "duplicate_check_fields": keys, "trigger": []},
+        )
         return [str(r["details"]["id"]) for r in raise_record_errors(body, what)]
 
     # -- contacts ------------------------------------------------------------------------------
@@ -222,7 +267,9 @@ class ZohoCRM:
         records = []
         for c in chosen:
             if not (c.email or c.customer_id):
-                raise PermanentError("a contact has neither an e-mail nor a Stripe customer id", vendor=VENDOR)
+                raise PermanentError(
+                    "a contact has neither an e-mail nor a Stripe customer id", vendor=VENDOR
+                )
             first, last = split_name(c.name, c.email)
             record: dict[str, Any] = {"Last_Name": last}  # Last_Name is mandatory in Contacts
             if first:
@@ -266,9 +313,21 @@ class ZohoCRM:
         todo = [i for i, got in enumerate(ids) if got is None]
         if todo:
             with self._notes.kept_on_error(notes, ids):  # halves call_in_batches resends skip made ones
-                body = self.api.request_json("POST", f"{API}/Notes", idempotent=False, json={"data": [
-                    {"Note_Title": f"Stripe {notes[i].payment_id}", "Note_Content": notes[i].body,
-                     "Parent_Id": {"module": {"api_name": "Deals"}, "id": notes[i].deal_id}} for i in todo]})
+                body = self.api.request_json(
+                    "POST",
+                    f"{API}/Notes",
+                    idempotent=False,
+                    json={
+                        "data": [
+                            {
+                                "Note_Title": f"Stripe {notes[i].payment_id}",
+                                "Note_Content": notes[i].body,
+                                "Parent_Id": {"module": {"api_name": "Deals"}, "id": notes[i].deal_id},
+                            }
+                            for i in todo
+                        ]
+                    },
+                )
                 for i, r in zip(todo, body.get("data") or [], strict=False):
                     if r.get("status") == "success":
                         ids[i] = str(r["details"]["id"])
@@ -287,28 +346,49 @@ class ZohoCRM:
     def setup(self) -> SetupReport:
         """Create the two unique fields through the fields settings API, or say what to do by hand."""
         report = SetupReport(VENDOR)
-        for module, api_name, label in (("Deals", PAYMENT_FIELD, "Stripe Payment Id"),
-                                        ("Contacts", CUSTOMER_FIELD, "Stripe Customer Id")):
+        for module, api_name, label in (
+            ("Deals", PAYMENT_FIELD, "Stripe Payment Id"),
+            ("Contacts", CUSTOMER_FIELD, "Stripe Customer Id"),
+        ):
             thing = f"{module}.{api_name} (unique)"
             manual = MANUAL_FIELD.format(module=module, label=label, api=api_name)
             existing = self._fields(module).get(api_name)
             if existing is None:
                 try:  # field-creation API (v6+): the unique flag's shape is Zoho's documented `unique` key
-                    self.api.request_json("POST", f"{API}/settings/fields", params={"module": module}, json={
-                        "fields": [{"field_label": label, "data_type": "text", "length": 255,
-                                    "unique": {"casesensitive": False}}]})
+                    self.api.request_json(
+                        "POST",
+                        f"{API}/settings/fields",
+                        params={"module": module},
+                        json={
+                            "fields": [
+                                {
+                                    "field_label": label,
+                                    "data_type": "text",
+                                    "length": 255,
+                                    "unique": {"casesensitive": False},
+                                }
+                            ]
+                        },
+                    )
                 except PermanentError as exc:
                     report.add(thing, "manual", f"the API refused ({exc.message}); {manual}")
                     continue
                 created = self._fields(module).get(api_name)
                 if created is None or not is_unique(created):
-                    report.add(thing, "manual", f"created as {created and created.get('api_name')}, not as needed; "
-                                                f"{manual}")
+                    report.add(
+                        thing,
+                        "manual",
+                        f"created as {created and created.get('api_name')}, not as needed; {manual}",
+                    )
                 else:
                     report.add(thing, "created")
             elif not is_unique(existing):
-                report.add(thing, "manual", "exists but allows duplicates: edit it in Setup > Modules and Fields "
-                                            "and tick 'Do not allow duplicate values'")
+                report.add(
+                    thing,
+                    "manual",
+                    "exists but allows duplicates: edit it in Setup > Modules and Fields "
+                    "and tick 'Do not allow duplicate values'",
+                )
             else:
                 report.add(thing, "exists")
         stage_values = self._stage_values()
@@ -316,16 +396,24 @@ class ZohoCRM:
             if stage in stage_values:
                 report.add(f"stage {logical} -> {stage!r}", "exists")
             else:
-                report.add(f"stage {logical} -> {stage!r}", "manual", "add it to the Deals Stage picklist "
-                                                                      "(Setup > Modules and Fields > Deals)")
-        report.mapping = {**{f"stage.{k}": v for k, v in self.stages.items()},
-                          **{f"field.{k}": v for k, v in self.fields.items()},
-                          "deal key": f"Deals.{PAYMENT_FIELD}", "contact key": f"Contacts.Email, then {CUSTOMER_FIELD}"}
+                report.add(
+                    f"stage {logical} -> {stage!r}",
+                    "manual",
+                    "add it to the Deals Stage picklist (Setup > Modules and Fields > Deals)",
+                )
+        report.mapping = {
+            **{f"stage.{k}": v for k, v in self.stages.items()},
+            **{f"field.{k}": v for k, v in self.fields.items()},
+            "deal key": f"Deals.{PAYMENT_FIELD}",
+            "contact key": f"Contacts.Email, then {CUSTOMER_FIELD}",
+        }
         return report
 
     def _stage_values(self) -> set[str]:
         stage = self._fields("Deals").get("Stage") or {}
-        return {str(v.get("actual_value") or v.get("display_value")) for v in stage.get("pick_list_values", [])}
+        return {
+            str(v.get("actual_value") or v.get("display_value")) for v in stage.get("pick_list_values", [])
+        }
 
     def check(self) -> CheckReport:
         """Try the refresh token and the API, the unique fields, the stages and the mapped fields."""
@@ -334,14 +422,18 @@ class ZohoCRM:
             deal_fields = self._fields("Deals")
             report.ok.append(f"token refreshed, API at {self.api.base_url}")
         except AuthError as exc:
-            report.problems.append(f"Zoho refused the credentials ({exc.message}): check the client id and secret, "
-                                   "generate a new refresh token, and use the accounts URL of your data centre")
+            report.problems.append(
+                f"Zoho refused the credentials ({exc.message}): check the client id and secret, "
+                "generate a new refresh token, and use the accounts URL of your data centre"
+            )
             return report
         except VendorError as exc:
             report.problems.append(f"cannot reach Zoho: {exc}")
             return report
-        for module, api_name, fields in (("Deals", PAYMENT_FIELD, deal_fields),
-                                         ("Contacts", CUSTOMER_FIELD, self._fields("Contacts"))):
+        for module, api_name, fields in (
+            ("Deals", PAYMENT_FIELD, deal_fields),
+            ("Contacts", CUSTOMER_FIELD, self._fields("Contacts")),
+        ):
             f = fields.get(api_name)
             if f is None:
                 report.problems.append(f"{module}.{api_name} is missing: run `stripeflow crm setup zoho`")

@@ -1,7 +1,8 @@
 """Send each message at most once, keyed in the ledger, and sort every failure by its cause.
 
-Per message:  claim its effect key (an insert that only one run wins; status `unknown`, so a
-crash mid-send leaves it unknown, never resent) -> send -> settle the effect:
+Messages go in small chunks: claim the chunk's effect keys (one insert that only one run wins
+per key; status `unknown`, so a crash mid-chunk leaves at most a chunk unknown, never resent)
+-> send each -> settle the chunk in one transaction:
 
     sent                      done      the receipt (Message-ID, Slack ts, Telegram message id)
     OutcomeUnknownError       unknown   maybe sent: not resent automatically; reconciliation settles it
@@ -15,12 +16,16 @@ run: the rest of its messages take the same outcome without another call.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from stripeflow.core.batching import chunks
 from stripeflow.core.errors import (
     AuthError,
     ConfigError,
@@ -29,9 +34,10 @@ from stripeflow.core.errors import (
     RetriableError,
     VendorError,
 )
-from stripeflow.core.ledger import EffectRow, Ledger
+from stripeflow.core.ledger import DeadLetterRow, EffectRow, Ledger, utcnow
 
-CLAIM = "sending"
+CHUNK = 25  # messages per claim/settle transaction: fewer commits, at most this many left unknown by a crash
+Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 @dataclass(frozen=True)
@@ -61,23 +67,50 @@ class NotifyReport:
         return {"sent": len(self.sent), "already_done": len(self.already_done),
                 "unknown": len(self.unknown), "dead": len(self.dead), "pending": len(self.pending)}
 
-    def merge(self, other: NotifyReport) -> NotifyReport:
-        for name in ("sent", "already_done", "unknown", "dead", "pending"):
-            getattr(self, name).extend(getattr(other, name))
-        self.last_retriable = other.last_retriable or self.last_retriable
-        return self
+
+@dataclass(frozen=True)
+class _Outcome:
+    item: Outgoing
+    status: str  # done | unknown | failed | release
+    result: str
+    claimed: bool = True
 
 
-# The ledger offers insert-once; moving a claimed effect on is done here, in one place.
-def settle_effect(ledger: Ledger, key: str, status: str, result: str | None) -> None:
+# The ledger offers insert-once per effect; claiming and settling many at once is done here.
+def claim(ledger: Ledger, items: Sequence[Outgoing]) -> tuple[set[str], str]:
+    """Insert `unknown` effects for these keys; returns the keys this call won, and its token."""
+    token = f"sending:{uuid.uuid4().hex[:12]}"
+    insert = pg_insert if ledger.engine.dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    rows = [dict(key=i.key, payment_id=i.payment_id, target=i.target, action=i.action, status="unknown",
+                 result=token, created_at=now) for i in items]
     with ledger.session() as s:
-        s.execute(update(EffectRow).where(EffectRow.key == key).values(status=status, result=result))
+        s.execute(insert(EffectRow.__table__).on_conflict_do_nothing(index_elements=["key"]), rows)
+        won = set(s.scalars(select(EffectRow.key).where(EffectRow.key.in_([i.key for i in items]),
+                                                        EffectRow.result == token)))
+    return won, token
 
 
-def release_claim(ledger: Ledger, key: str) -> None:
+def settle(ledger: Ledger, outcomes: Sequence[_Outcome], token: str) -> None:
+    """One transaction: each claim becomes done / unknown / failed (with a dead letter) or is released."""
+    if not outcomes:
+        return
+    now = utcnow()
     with ledger.session() as s:
-        s.execute(delete(EffectRow).where(EffectRow.key == key, EffectRow.status == "unknown",
-                                          EffectRow.result == CLAIM))
+        for o in outcomes:
+            if o.status == "release":
+                s.execute(delete(EffectRow).where(EffectRow.key == o.item.key, EffectRow.result == token))
+                continue
+            if o.claimed:
+                s.execute(update(EffectRow).where(EffectRow.key == o.item.key, EffectRow.result == token)
+                          .values(status=o.status, result=o.result[:1000]))
+            else:
+                s.add(EffectRow(key=o.item.key, payment_id=o.item.payment_id, target=o.item.target,
+                                action=o.item.action, status=o.status, result=o.result[:1000],
+                                created_at=now))
+            if o.status == "failed":
+                s.add(DeadLetterRow(payment_id=o.item.payment_id, target=o.item.target, action=o.item.action,
+                                    reason=f"{o.item.key}: {o.result}", created_at=now))
 
 
 def describe(exc: Exception) -> str:
@@ -86,59 +119,53 @@ def describe(exc: Exception) -> str:
 
 
 def deliver(items: Sequence[Outgoing], ledger: Ledger, *, final_attempt: bool,
-            logger: logging.Logger | logging.LoggerAdapter[Any]) -> NotifyReport:
+            logger: Logger) -> NotifyReport:
     report = NotifyReport()
     done = ledger.effects_done(item.key for item in items)
+    report.already_done.extend(i.key for i in items if i.key in done)
     broken: dict[str, Exception] = {}
-    for item in items:
-        if item.key in done:
-            report.already_done.append(item.key)
-            continue
-        if item.channel in broken:
-            _fail(item, broken[item.channel], ledger, report, final_attempt, logger, claimed=False)
-            continue
-        if not ledger.record_effect(item.key, item.payment_id, item.target, item.action,
-                                    result=CLAIM, status="unknown"):
-            report.already_done.append(item.key)  # another run took it first
-            continue
-        try:
-            receipt = item.send()
-        except (VendorError, ConfigError) as exc:
-            if isinstance(exc, AuthError | ConfigError | RetriableError):
-                broken[item.channel] = exc
-            _fail(item, exc, ledger, report, final_attempt, logger, claimed=True)
-        else:
-            settle_effect(ledger, item.key, "done", receipt[:500])
-            report.sent.append(item.key)
-            logger.info("sent %s for payment %s via %s", item.action, item.payment_id, item.target)
+    for chunk in chunks([i for i in items if i.key not in done], CHUNK):
+        won, token = claim(ledger, chunk)
+        outcomes: list[_Outcome] = []
+        for item in chunk:
+            if item.key not in won:
+                report.already_done.append(item.key)  # another run took it first
+            elif item.channel in broken:  # no call: the channel already failed this way
+                outcomes.append(_failure(item, broken[item.channel], report, final_attempt, logger))
+            else:
+                outcomes.append(_send(item, broken, report, final_attempt, logger))
+        settle(ledger, outcomes, token)
     return report
 
 
-def _fail(item: Outgoing, exc: Exception, ledger: Ledger, report: NotifyReport, final_attempt: bool,
-          logger: logging.Logger | logging.LoggerAdapter[Any], *, claimed: bool) -> None:
+def _send(item: Outgoing, broken: dict[str, Exception], report: NotifyReport, final_attempt: bool,
+          logger: Logger) -> _Outcome:
+    try:
+        receipt = item.send()
+    except (VendorError, ConfigError) as exc:
+        if isinstance(exc, AuthError | ConfigError | RetriableError):
+            broken[item.channel] = exc
+        return _failure(item, exc, report, final_attempt, logger)
+    report.sent.append(item.key)
+    logger.info("sent %s for payment %s via %s", item.action, item.payment_id, item.target)
+    return _Outcome(item, "done", receipt)
+
+
+def _failure(item: Outgoing, exc: Exception, report: NotifyReport, final_attempt: bool,
+             logger: Logger) -> _Outcome:
     reason = describe(exc)
     if isinstance(exc, OutcomeUnknownError):
-        settle_effect(ledger, item.key, "unknown", reason)
         report.unknown.append(item.key)
         logger.warning("%s for payment %s: outcome unknown, not resent (%s)", item.action,
                        item.payment_id, type(exc).__name__)
-        return
+        return _Outcome(item, "unknown", reason)
     if isinstance(exc, RetriableError) and not final_attempt:
-        if claimed:
-            release_claim(ledger, item.key)
         report.pending.append(item.key)
         report.last_retriable = exc
-        return
-    if isinstance(exc, PermanentError | ConfigError | RetriableError):
-        if claimed:
-            settle_effect(ledger, item.key, "failed", reason)
-        else:
-            ledger.record_effect(item.key, item.payment_id, item.target, item.action,
-                                 result=reason, status="failed")
-        ledger.dead_letter(target=item.target, action=item.action, payment_id=item.payment_id,
-                           reason=f"{item.key}: {reason}")
-        report.dead.append(item.key)
-        code = getattr(exc, "code", None) or getattr(exc, "status", None) or type(exc).__name__
-        logger.warning("%s for payment %s dead-lettered (%s)", item.action, item.payment_id, code)
-        return
-    raise exc  # pragma: no cover - deliver only passes the categories above
+        return _Outcome(item, "release", reason)
+    if not isinstance(exc, PermanentError | ConfigError | RetriableError):
+        raise exc  # pragma: no cover - only the categories above reach here
+    report.dead.append(item.key)
+    code = getattr(exc, "code", None) or getattr(exc, "status", None) or type(exc).__name__
+    logger.warning("%s for payment %s dead-lettered (%s)", item.action, item.payment_id, code)
+    return _Outcome(item, "failed", reason)

@@ -319,3 +319,14 @@ def test_zoho_contacts_match_by_email_then_customer_id() -> None:
     [by_customer] = crm.upsert_contacts([contact(1, email=False)])
     [by_email] = crm.upsert_contacts([contact(1)])  # same customer id, now with an e-mail: the same contact
     assert by_customer == by_email and len(fake.records["Contacts"]) == 1
+
+
+def test_mapped_fields_keep_the_vendor_type_when_the_caller_also_mapped_them() -> None:
+    fake = FakeZoho().ready()
+    fake.fields["Deals"]["Stripe_Amount"] = {"api_name": "Stripe_Amount", "data_type": "double"}
+    crm = zoho_crm(fake, fields={"amount": "Stripe_Amount"})
+    d = deal(1)
+    d = type(d)(**{**d.__dict__, "fields": {"Stripe_Amount": "249.00", "Description": "extra"}})
+    crm.upsert_deals([d])
+    stored = fake.deal_by_payment("pi_000001")
+    assert stored is not None and stored["Stripe_Amount"] == 249.0 and stored["Description"] == "extra"

@@ -1,8 +1,9 @@
 """What the vendor CRM adapters share: stage and field mapping, option checks, setup/check reports.
 
 Field mapping (one place, one rule): each adapter computes the mapped CRM fields itself from
-`DealInput.payment` and `CRMTarget.fields` (Payment field -> CRM field), so flows stay vendor-free;
-`DealInput.fields`, when a caller fills it, is laid on top verbatim (CRM field -> value).
+`DealInput.payment` and `CRMTarget.fields` (Payment field -> CRM field), typed the way its vendor
+wants them (HubSpot strings, Zoho numbers); `DealInput.fields`, when a caller fills it, adds
+its other keys verbatim, while for a key the mapping also produces the adapter's typed value wins.
 """
 
 from __future__ import annotations
@@ -94,9 +95,9 @@ def plain(value: Any) -> Any:
 def mapped_fields(
     deal: DealInput, mapping: Mapping[str, str], convert: Callable[[Any], Any] = plain
 ) -> dict[str, Any]:
-    """CRM field -> value from `target.fields` over the deal's Payment, then `deal.fields` verbatim."""
-    out = {crm: convert(getattr(deal.payment, pay)) for pay, crm in mapping.items()}
-    out.update(deal.fields)
+    """CRM field -> value: `deal.fields` verbatim, then `target.fields` over the deal's Payment, typed."""
+    out = dict(deal.fields)
+    out.update({crm: convert(getattr(deal.payment, pay)) for pay, crm in mapping.items()})
     return out
 
 

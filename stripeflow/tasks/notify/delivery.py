@@ -85,7 +85,7 @@ def claim(ledger: Ledger, items: Sequence[Outgoing]) -> tuple[set[str], str]:
     rows = [dict(key=i.key, payment_id=i.payment_id, target=i.target, action=i.action, status="unknown",
                  result=token, created_at=now) for i in items]
     with ledger.session() as s:
-        s.execute(insert(EffectRow.__table__).on_conflict_do_nothing(index_elements=["key"]), rows)
+        s.execute(insert(EffectRow).on_conflict_do_nothing(index_elements=["key"]), rows)
         won = set(s.scalars(select(EffectRow.key).where(EffectRow.key.in_([i.key for i in items]),
                                                         EffectRow.result == token)))
     return won, token

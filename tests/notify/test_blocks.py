@@ -1,0 +1,29 @@
+"""The notify blocks: secrets as SecretStr, every field described, a `.load("NAME")` example."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from stripeflow.blocks.notify import HandoffCredentials, NotifyCredentials
+from stripeflow.core.config import load_settings
+from stripeflow.tasks.notify.channels import load_secrets
+
+
+@pytest.mark.parametrize("block", [NotifyCredentials, HandoffCredentials])
+def test_block_is_documented(block: type) -> None:
+    assert '.load("' in (block.__doc__ or "")
+    for name, info in block.model_fields.items():
+        assert info.description, f"{block.__name__}.{name} has no description"
+    secrets = [n for n, f in block.model_fields.items() if "SecretStr" in str(f.annotation)]
+    assert secrets
+
+
+def test_secrets_come_from_the_environment_and_never_show() -> None:
+    settings = load_settings(env={"SMTP_PASSWORD": "app-pass", "SLACK_BOT_TOKEN": "xoxb-1",
+                                  "TELEGRAM_BOT_TOKEN": "1:abc", "STRIPEFLOW_HANDOFF_SECRET": "s3"})
+    assert isinstance(settings.notify.slack_token, SecretStr)
+    assert "xoxb-1" not in repr(settings) and "app-pass" not in settings.model_dump_json()
+    secrets = load_secrets(settings)
+    found = (secrets.smtp_password, secrets.slack_token, secrets.telegram_token)
+    assert found == ("app-pass", "xoxb-1", "1:abc")

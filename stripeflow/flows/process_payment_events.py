@@ -12,6 +12,7 @@ from stripeflow.tasks.ledger import (
     load_events,
     record_payments,
 )
+from stripeflow.tasks.notify import hand_off_changes, notify_changes
 from stripeflow.tasks.prefect_runs import name_run_after
 from stripeflow.tasks.stripe.tasks import normalise_events
 
@@ -36,6 +37,8 @@ def process_payment_events(event_ids: list[str] | None = None) -> dict[str, int]
     changes = record_payments(rt.ledger, normalised.payments)
     for crm, target in zip(rt.crms, rt.settings.crm, strict=True):
         sync_crm(crm, target, changes, rt.ledger, rt.settings)
+    notify_changes(changes, rt.settings, rt.ledger)
+    hand_off_changes(changes, rt.settings, rt.ledger)
     finish_events(rt.ledger, normalised)
     return {"events": len(events), "payments": len(normalised.payments), "changed": len(changes),
             "skipped": len(normalised.skipped), "dead": len(normalised.dead)}

@@ -29,6 +29,7 @@ from typing import Protocol
 from stripeflow.core.config import SMTPSettings
 from stripeflow.core.errors import (
     AuthError,
+    ConfigError,
     OutcomeUnknownError,
     PermanentError,
     RetriableError,
@@ -129,7 +130,8 @@ SMTPFactory = Callable[[SMTPSettings], smtplib.SMTP]
 
 def connect_smtp(cfg: SMTPSettings) -> smtplib.SMTP:
     """A connected (SSL or STARTTLS) SMTP session; login is separate so its errors are distinct."""
-    assert cfg.host is not None
+    if not cfg.host:
+        raise ConfigError("notify.smtp.host (SMTP_HOST) is not set")
     context = ssl.create_default_context()
     if cfg.security == "ssl":
         return smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=context)

@@ -78,7 +78,8 @@ class DispatcherSettings(Section):
 
 
 TEAM_KINDS = ("payment", "refund", "failure", "dispute")
-CUSTOMER_KINDS = ("payment_confirmation", "refund_confirmation", "payment_failed")
+CustomerKind = Literal["payment_confirmation", "refund_confirmation", "payment_failed"]
+CUSTOMER_KINDS: tuple[CustomerKind, ...] = ("payment_confirmation", "refund_confirmation", "payment_failed")
 CHANNEL_TYPES = ("email", "slack", "slack-webhook", "telegram")
 
 
@@ -86,26 +87,26 @@ class SMTPSettings(Section):
     host: str | None = Field(None, description="env SMTP_HOST; none: e-mail goes to the local outbox")
     port: int = Field(587, description="env SMTP_PORT: 587 STARTTLS, 465 SSL")
     security: Literal["starttls", "ssl", "none"] = Field("starttls", description="env SMTP_SECURITY")
-    username: str | None = Field(None, description="env SMTP_USERNAME (Gmail: the address, with an app password)")
+    username: str | None = Field(None, description="env SMTP_USERNAME (Gmail: the address + an app password)")
     password: SecretStr | None = Field(None, description="env SMTP_PASSWORD")
     timeout: float = Field(30.0, description="seconds to wait for the SMTP server")
 
 
 class NotifySettings(Section):
-    customer_messages: list[Literal["payment_confirmation", "refund_confirmation", "payment_failed"]] = Field(
+    customer_messages: list[CustomerKind] = Field(
         default_factory=lambda: list(CUSTOMER_KINDS), description="e-mails sent to customers; [] for none")
     routes: dict[str, list[str]] = Field(default_factory=dict, description=(
         'team message kind (payment, refund, failure, dispute) -> channels: "slack:#payments", '
         '"slack-webhook", "telegram:<chat_id>", "email:team@example.com"'))
     sender: str = Field("Stripeflow <no-reply@localhost>", description="From: of every e-mail")
     reply_to: str | None = Field(None, description="Reply-To: of customer e-mails")
-    unsubscribe_mailto: str | None = Field(None, description="List-Unsubscribe mailto address (customer mail)")
+    unsubscribe_mailto: str | None = Field(None, description="List-Unsubscribe mailto (customer mail)")
     unsubscribe_url: str | None = Field(None, description="List-Unsubscribe URL (customer mail)")
     company: str | None = Field(None, description="the name signing customer e-mails")
     timezone: str = Field("Europe/Warsaw", description="time zone of dates in messages")
     templates_dir: Path | None = Field(None, description="templates here override the built-in ones by name")
     outbox: Path | None = Field(None, description="where e-mail goes without SMTP; default <home>/outbox")
-    deal_urls: dict[str, str] = Field(default_factory=dict, description="CRM target type -> deal link with {deal_id}")
+    deal_urls: dict[str, str] = Field(default_factory=dict, description="CRM name -> deal link with {deal_id}")
     smtp: SMTPSettings = Field(default_factory=SMTPSettings)
     slack_token: SecretStr | None = Field(None, description="xoxb-... (env SLACK_BOT_TOKEN)")
     slack_webhook_url: SecretStr | None = Field(None, description="incoming webhook (env SLACK_WEBHOOK_URL)")

@@ -106,7 +106,7 @@ class NotifySettings(Section):
     timezone: str = Field("Europe/Warsaw", description="time zone of dates in messages")
     templates_dir: Path | None = Field(None, description="templates here override the built-in ones by name")
     outbox: Path | None = Field(None, description="where e-mail goes without SMTP; default <home>/outbox")
-    deal_urls: dict[str, str] = Field(default_factory=dict, description="CRM name -> deal link with {deal_id}")
+    deal_urls: dict[str, str] = Field(default_factory=dict, description="CRM name -> deal URL, {deal_id}")
     smtp: SMTPSettings = Field(default_factory=SMTPSettings)
     slack_token: SecretStr | None = Field(None, description="xoxb-... (env SLACK_BOT_TOKEN)")
     slack_webhook_url: SecretStr | None = Field(None, description="incoming webhook (env SLACK_WEBHOOK_URL)")

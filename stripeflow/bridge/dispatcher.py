@@ -14,6 +14,7 @@ lease they are claimed again. Effects in the ledger keep every side effect singl
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import threading
@@ -33,8 +34,13 @@ from stripeflow.flows.process_payment_events import process_payment_events
 log = logging.getLogger("stripeflow.dispatcher")
 DEPLOYMENT = "process-payment-events/process-payment-events"
 
-# What "Prefect is unreachable" looks like from the client: connection errors and 5xx.
-UNREACHABLE = (httpx.HTTPError, PrefectHTTPStatusError, OSError)
+# What "Prefect is unreachable" looks like from the client: connection errors, 5xx, and the
+# RuntimeError("Failed to reach API ...") its version check raises when the server is gone.
+UNREACHABLE = (httpx.HTTPError, PrefectHTTPStatusError, OSError, RuntimeError)
+
+
+class PrefectUnreachable(Exception):
+    """Prefect's API did not answer; the claimed events went back to the inbox."""
 
 
 class Dispatcher:
@@ -76,11 +82,13 @@ class Dispatcher:
         try:
             flow_run = self.create_run(event_ids)
         except UNREACHABLE as exc:
+            if isinstance(exc, RuntimeError) and "Failed to reach API" not in str(exc):
+                raise
             self.rt.ledger.release_events(event_ids)
             self.failures += 1
             log.warning("Prefect unreachable (%s); %d events wait in the inbox", type(exc).__name__,
                         len(event_ids))
-            raise
+            raise PrefectUnreachable(str(exc)) from exc
         self.failures = 0
         self.rt.ledger.set_flow_run(event_ids, str(flow_run.id))
         state = run_flow_sync(process_payment_events, flow_run=flow_run,
@@ -96,14 +104,20 @@ class Dispatcher:
         while not self.stop_event.is_set():
             try:
                 took = self.run_once()
-            except UNREACHABLE:
+            except PrefectUnreachable:
                 self.stop_event.wait(min(self.max_backoff, poll * 2 ** min(self.failures, 8)))
+                continue
+            except Exception:  # the loop is a process boundary: log, keep dispatching
+                log.exception("dispatch round failed; its events are claimed again after the lease")
+                self.stop_event.wait(poll)
                 continue
             if not took:
                 self.stop_event.wait(poll)
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run_forever, name="dispatcher", daemon=True)
+        # the thread keeps the caller's context, where Prefect's settings (the API URL) live
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(self.run_forever,), name="dispatcher", daemon=True)
         thread.start()
         return thread
 

@@ -52,6 +52,7 @@ class Dispatcher:
         self._deployment_id: UUID | None = None
         self.failures = 0
         self.runs = 0
+        self._thread: threading.Thread | None = None
 
     def _find_deployment(self, client: Any) -> UUID | None:
         if self._deployment_id is None:
@@ -119,7 +120,16 @@ class Dispatcher:
         context = contextvars.copy_context()
         thread = threading.Thread(target=context.run, args=(self.run_forever,), name="dispatcher", daemon=True)
         thread.start()
+        self._thread = thread
         return thread
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
+        """Stop after the current round, and send what Prefect's background workers still hold."""
         self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        EventsWorker.drain_all(timeout=5)
+        APILogWorker.drain_all(timeout=5)

@@ -99,6 +99,9 @@ class PaymentRow(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     data: Mapped[str] = mapped_column(Text)
+    # the state every sink has seen: a run compares against it, so a rerun after a crash
+    # still sees the change that the crashed run did not finish passing on
+    processed_data: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -155,7 +158,7 @@ class IncomingEvent:
 
 @dataclass(frozen=True)
 class PaymentChange:
-    """The outcome of recording a payment: its merged state and what it was before."""
+    """A payment's merged state, and the state the sinks last finished with (None: never)."""
 
     payment: Payment
     previous: Payment | None
@@ -311,8 +314,9 @@ class Ledger:
         """Merge a newly seen fact into the payment's state; the ordering guard lives here."""
         with self.session() as s:
             row = s.get(PaymentRow, incoming.payment_id, with_for_update=True)
-            previous = Payment.model_validate_json(row.data) if row else None
-            merged = previous.merged_with(incoming) if previous else incoming
+            current = Payment.model_validate_json(row.data) if row else None
+            processed = Payment.model_validate_json(row.processed_data) if row and row.processed_data else None
+            merged = current.merged_with(incoming) if current else incoming
             values = dict(
                 provider=merged.provider, status=merged.status.value, currency=merged.currency,
                 amount_minor=money.to_minor(merged.amount, merged.currency),
@@ -325,7 +329,14 @@ class Ledger:
             else:
                 for key, value in values.items():
                     setattr(row, key, value)
-        return PaymentChange(payment=merged, previous=previous)
+        return PaymentChange(payment=merged, previous=processed)
+
+    def mark_processed(self, payments: Sequence[Payment]) -> None:
+        """Every sink has passed these states on; the next run's changes are counted from here."""
+        with self.session() as s:
+            for p in payments:
+                s.execute(update(PaymentRow).where(PaymentRow.payment_id == p.payment_id)
+                          .values(processed_data=p.model_dump_json()))
 
     # -- links and effects ---------------------------------------------------------------------
 

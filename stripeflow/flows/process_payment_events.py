@@ -10,6 +10,7 @@ from stripeflow.tasks.ledger import (
     claim_pending_events,
     finish_events,
     load_events,
+    mark_processed,
     record_payments,
 )
 from stripeflow.tasks.notify import hand_off_changes, notify_changes
@@ -39,6 +40,7 @@ def process_payment_events(event_ids: list[str] | None = None) -> dict[str, int]
         sync_crm(crm, target, changes, rt.ledger, rt.settings)
     notify_changes(changes, rt.settings, rt.ledger)
     hand_off_changes(changes, rt.settings, rt.ledger)
+    mark_processed(rt.ledger, changes)
     finish_events(rt.ledger, normalised)
     return {"events": len(events), "payments": len(normalised.payments), "changed": len(changes),
             "skipped": len(normalised.skipped), "dead": len(normalised.dead)}

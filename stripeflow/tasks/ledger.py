@@ -40,10 +40,11 @@ def load_events(ledger: Ledger, event_ids: Sequence[str]) -> list[dict]:
 
 @task(cache_policy=NONE)
 def record_payments(ledger: Ledger, payments: Sequence[Payment]) -> list[PaymentChange]:
-    """Merge each payment into the ledger; one change per payment, with its state before the run.
+    """Merge each payment into the ledger; one change per payment the run touched.
 
-    Every payment the run touched is returned, changed or not: a rerun after a crash must
-    still reach the sinks, which skip what they have already done by their own effect keys.
+    A change compares the merged state with the state the sinks last finished with, so a rerun
+    after a crash still sees (and passes on) what the crashed run did not finish. Sinks skip
+    what they already did by their own effect keys.
     """
     first_seen: dict[str, Payment | None] = {}
     latest: dict[str, Payment] = {}
@@ -52,6 +53,12 @@ def record_payments(ledger: Ledger, payments: Sequence[Payment]) -> list[Payment
         first_seen.setdefault(payment.payment_id, change.previous)
         latest[payment.payment_id] = change.payment
     return [PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items()]
+
+
+@task(cache_policy=NONE)
+def mark_processed(ledger: Ledger, changes: Sequence[PaymentChange]) -> None:
+    """The last step: every sink has these states now."""
+    ledger.mark_processed([c.payment for c in changes])
 
 
 @task(cache_policy=NONE)

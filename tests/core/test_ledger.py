@@ -94,3 +94,42 @@ def test_dead_letters_keep_the_reason(any_ledger: Ledger) -> None:
     assert letter.reason == "VALIDATION_ERROR: amount"
     any_ledger.resolve_dead_letters([letter.id])
     assert any_ledger.dead_letters() == []
+
+
+def test_a_change_is_counted_from_what_the_sinks_last_finished(any_ledger: Ledger) -> None:
+    t = datetime(2026, 11, 1, tzinfo=UTC)
+    success = Payment(payment_id="pi_1", amount=Decimal("10.00"), currency="PLN", occurred_at=t,
+                      status=PaymentStatus.succeeded)
+    first = any_ledger.record_payment(success)
+    assert first.previous is None
+    again = any_ledger.record_payment(success)  # a rerun after a crash before the sinks finished
+    assert again.previous is None and again.changed
+    any_ledger.mark_processed([again.payment])
+    assert not any_ledger.record_payment(success).changed
+
+
+def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A ledger made by the first version gains the new column; its payments count as processed."""
+    from alembic import command
+    from alembic.config import Config
+
+    ledger = Ledger(f"sqlite:///{tmp_path}/old.db")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(ledger_module_path()).parent / "migrations"))
+    with ledger.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO payments (payment_id, provider, status, currency, amount_minor, refunded_minor, "
+            "occurred_at, livemode, data, updated_at) VALUES ('pi_old', 'stripe', 'succeeded', 'PLN', 100, 0, "
+            "'2026-01-01 00:00:00', 0, '{}', '2026-01-01 00:00:00')")
+    ledger.migrate()
+    with ledger.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT processed_data FROM payments").scalar() == "{}"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+
+
+def ledger_module_path() -> str:
+    import stripeflow.core.ledger as module
+
+    return str(module.__file__)

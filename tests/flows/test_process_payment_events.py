@@ -173,6 +173,9 @@ def test_a_run_that_dies_half_way_is_finished_by_the_next_without_doubles(
     (deal,) = crm.list_deals()
     assert deal.stage == "paid" and len(crm.notes_for(pi["id"])) == 1
     assert runtime.ledger.inbox_counts() == {"done": 1}
+    # the customer's confirmation, which the dead run never reached, went out once
+    mails = [m for m in (runtime.settings.home / "outbox").glob("*.eml") if pi["id"] in m.read_text()]
+    assert len(mails) == 1
 
 
 def test_runs_belong_to_the_flow_and_are_named_after_the_payment(runtime: Runtime, dispatcher: Dispatcher,

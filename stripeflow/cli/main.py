@@ -35,11 +35,12 @@ def bridge(
     """Run the webhook bridge (POST /webhooks/stripe, GET /healthz) under uvicorn."""
     import uvicorn
 
+    from stripeflow.blocks.stripe import with_stripe_block
     from stripeflow.bridge.app import create_app
     from stripeflow.core.config import load_settings
     from stripeflow.core.ledger import Ledger
 
-    settings = load_settings()
+    settings = with_stripe_block(load_settings())
     ledger = Ledger(settings.ledger_url)
     ledger.migrate()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -45,7 +45,9 @@ _lock = threading.Lock()
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
-    settings = settings or load_settings()
+    from stripeflow.blocks.stripe import with_stripe_block
+
+    settings = with_stripe_block(settings or load_settings())
     ledger = Ledger(settings.ledger_url)
     ledger.migrate()
     return Runtime(settings=settings, ledger=ledger)

@@ -14,19 +14,22 @@ from tests.crm.harness import HARNESSES, Harness, contact, deal
 from tests.fakes.server import serve_app
 
 
-@pytest.fixture(params=HARNESSES, ids=lambda h: h.name)
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
-    return request.param(tmp_path)  # type: ignore[no-any-return]
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every CRM for every test; the tests marked `http` only for CRMs reached over HTTP."""
+    if "harness_class" in metafunc.fixturenames:
+        http = metafunc.definition.get_closest_marker("http") is not None
+        classes = [h for h in HARNESSES if h.http or not http]
+        metafunc.parametrize("harness_class", classes, ids=[h.name for h in classes])
+
+
+@pytest.fixture
+def harness(harness_class: type[Harness], tmp_path: Path) -> Harness:
+    return harness_class(tmp_path)
 
 
 @pytest.fixture
 def crm(harness: Harness) -> CRM:
     return harness.build()
-
-
-def http_only(harness: Harness) -> None:
-    if not harness.http:
-        pytest.skip("no HTTP behind this CRM")
 
 
 def test_the_adapter_is_a_crm(crm: CRM) -> None:
@@ -77,8 +80,8 @@ def test_notes_are_attached_to_the_deal(harness: Harness, crm: CRM) -> None:
     assert sorted(harness.notes_on(deal_id)) == ["Zapłacono 249,00 zł", "Zwrot 49,00 zł"]
 
 
+@pytest.mark.http
 def test_rate_limit_storm_is_waited_out_and_nothing_is_lost(harness: Harness, crm: CRM) -> None:
-    http_only(harness)
     [contact_id] = crm.upsert_contacts([contact(1)])  # warm up: tokens, field lookups
     harness.fake.inject(harness.storm_status, count=5)
     ids = crm.upsert_deals([deal(n, contact_id=contact_id) for n in range(1, 4)])
@@ -88,8 +91,8 @@ def test_rate_limit_storm_is_waited_out_and_nothing_is_lost(harness: Harness, cr
     assert len(harness.clock.slept) >= 5  # each refusal was waited out, on the fake clock
 
 
+@pytest.mark.http
 def test_unauthorised_is_not_retried(harness: Harness) -> None:
-    http_only(harness)
     bad = harness.build(bad_credentials=True)
     with pytest.raises(AuthError) as caught:
         bad.upsert_contacts([contact(1)])
@@ -97,8 +100,8 @@ def test_unauthorised_is_not_retried(harness: Harness) -> None:
     assert "wrong" not in str(caught.value)  # the credential we sent is not echoed into the error
 
 
+@pytest.mark.http
 def test_calls_per_batch_are_capped(harness: Harness, crm: CRM) -> None:
-    http_only(harness)
     items = [deal(n) for n in range(250)]
     before = len(harness.fake.log)
     ids = call_in_batches(items, crm.batch_size, crm.upsert_deals, lambda item, exc: pytest.fail(str(exc)))
@@ -106,8 +109,8 @@ def test_calls_per_batch_are_capped(harness: Harness, crm: CRM) -> None:
     assert len(harness.fake.log) - before <= harness.deal_calls_cap(250)
 
 
+@pytest.mark.http
 def test_client_side_limiter_never_exceeds_the_fakes_limit(harness: Harness) -> None:
-    http_only(harness)
     crm = harness.build(limited=True)
     if harness.name == "zoho":  # a concurrency limit: only parallel callers can break it
         threads = [threading.Thread(target=crm.upsert_contacts, args=([contact(n)],)) for n in range(8)]
@@ -122,8 +125,8 @@ def test_client_side_limiter_never_exceeds_the_fakes_limit(harness: Harness) -> 
     assert 429 not in harness.fake.statuses() and 503 not in harness.fake.statuses()
 
 
+@pytest.mark.http
 def test_a_refused_item_is_isolated_and_the_rest_land(harness: Harness, crm: CRM) -> None:
-    http_only(harness)
     items = [deal(n) for n in range(1, 6)]
     items[2] = deal(3, stage="no-such-stage")
     failed: list[tuple[str, PermanentError]] = []
@@ -135,8 +138,8 @@ def test_a_refused_item_is_isolated_and_the_rest_land(harness: Harness, crm: CRM
     assert harness.count_deals() == 4
 
 
+@pytest.mark.http
 def test_a_refused_note_does_not_duplicate_the_others(harness: Harness, crm: CRM) -> None:
-    http_only(harness)
     [deal_id] = crm.upsert_deals([deal(1)])
     notes = [NoteInput(deal_id=deal_id, payment_id="pi_000001", body=f"note {n}") for n in range(4)]
     notes[1] = NoteInput(deal_id="999999999", payment_id="pi_000001", body="orphan")
@@ -147,8 +150,8 @@ def test_a_refused_note_does_not_duplicate_the_others(harness: Harness, crm: CRM
     assert sorted(harness.notes_on(deal_id)) == ["note 0", "note 2", "note 3"]  # each exactly once
 
 
+@pytest.mark.http
 def test_over_real_sockets(harness: Harness) -> None:
-    http_only(harness)
     harness.build()  # makes the fake
     with serve_app(harness.fake.app) as base_url:
         crm = harness.build(base_url=base_url)

@@ -37,16 +37,26 @@ def _fakes() -> Any:
 def scenario(world: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
     """(label, event, why) in delivery order."""
     anna = world.customer("anna.nowak@example.pl", "Anna Nowak")
-    pi, ch = world.payment_intent(24900, "pln", anna, product="Subskrypcja Pro")
+    pi, _ = world.payment_intent(24900, "pln", anna, product="Subskrypcja Pro")
     yield "karta, 249,00 zł", world.event("payment_intent.succeeded", pi), "card payment"
     yield "to samo zdarzenie ponownie", None, "duplicate delivery of the event above"  # type: ignore[misc]
 
     jan = world.customer("jan.kowalski@example.pl", "Jan Kowalski")
     pi_blik, _ = world.payment_intent(124900, "pln", jan, product="Pakiet Automatyzacji CRM", method="blik")
-    session = world.checkout_session(124900, "pln", "jan.kowalski@example.pl", "Jan Kowalski",
-                                     products=["Pakiet Automatyzacji CRM"], pi=pi_blik["id"])
+    session = world.checkout_session(
+        124900,
+        "pln",
+        "jan.kowalski@example.pl",
+        "Jan Kowalski",
+        products=["Pakiet Automatyzacji CRM"],
+        pi=pi_blik["id"],
+    )
     yield "BLIK przez Checkout, 1 249,00 zł", world.event("checkout.session.completed", session), "Checkout"
-    yield "BLIK: payment_intent", world.event("payment_intent.succeeded", pi_blik), "same payment, second event"
+    yield (
+        "BLIK: payment_intent",
+        world.event("payment_intent.succeeded", pi_blik),
+        "same payment, second event",
+    )
 
     sophie = world.customer("sophie.martin@example.fr", "Sophie Martin")
     pi_ap, _ = world.payment_intent(8900, "eur", sophie, product="Konsultacja online", wallet="apple_pay")
@@ -68,16 +78,27 @@ def scenario(world: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
     yield "płatność, której dotyczy zwrot", succeeded, "arrives late; the deal stays refunded"
 
     marek = world.customer("marek.zielinski@example.pl", "Marek Zieliński")
-    pi_fail, _ = world.payment_intent(9900, "pln", marek, product="Subskrypcja Start",
-                                      status="requires_payment_method")
+    pi_fail, _ = world.payment_intent(
+        9900, "pln", marek, product="Subskrypcja Start", status="requires_payment_method"
+    )
     yield "karta odrzucona, 99,00 zł", world.event("payment_intent.payment_failed", pi_fail), "failure"
     yield "customer.created", world.event("customer.created", marek), "a type we do not handle: skipped"
 
 
-PRODUCTS = [("Subskrypcja Pro", 24900, "pln"), ("Konsultacja 1h", 35000, "pln"), ("Audyt CRM", 199900, "pln"),
-            ("Starter plan", 2900, "eur"), ("Webinar", 3000, "jpy")]
-PEOPLE = [("Katarzyna Wójcik", "k.wojcik"), ("Tomasz Kamiński", "t.kaminski"), ("Agnieszka Lewandowska",
-          "a.lewandowska"), ("Michał Dąbrowski", "m.dabrowski"), ("Ewa Szymańska", "e.szymanska")]
+PRODUCTS = [
+    ("Subskrypcja Pro", 24900, "pln"),
+    ("Konsultacja 1h", 35000, "pln"),
+    ("Audyt CRM", 199900, "pln"),
+    ("Starter plan", 2900, "eur"),
+    ("Webinar", 3000, "jpy"),
+]
+PEOPLE = [
+    ("Katarzyna Wójcik", "k.wojcik"),
+    ("Tomasz Kamiński", "t.kaminski"),
+    ("Agnieszka Lewandowska", "a.lewandowska"),
+    ("Michał Dąbrowski", "m.dabrowski"),
+    ("Ewa Szymańska", "e.szymanska"),
+]
 
 
 def random_payment(world: Any) -> tuple[str, dict[str, Any], str]:
@@ -96,9 +117,12 @@ def run_demo(bridge_url: str, secret: str, stripe_port: int, loop_every: float =
 
     fake = stripe_api.FakeStripe()
     ServerThread(fake.app, port=stripe_port).start()
-    console.print(f"[green]Stripe API fake[/] on http://127.0.0.1:{stripe_port}; sending demo events to {bridge_url}")
+    console.print(
+        f"[green]Stripe API fake[/] on http://127.0.0.1:{stripe_port}; sending demo events to {bridge_url}"
+    )
     last: dict[str, Any] | None = None
     with httpx.Client(timeout=10) as client:
+
         def send(label: str, event: dict[str, Any] | None, why: str) -> None:
             nonlocal last
             event = event or last
@@ -106,15 +130,23 @@ def run_demo(bridge_url: str, secret: str, stripe_port: int, loop_every: float =
             body = json.dumps(event)
             for attempt in range(30):  # the bridge may still be starting: wait for it, like Stripe retries
                 try:
-                    response = client.post(bridge_url, content=body, headers={
-                        "Stripe-Signature": stripe_events.sign(body, secret), "Content-Type": "application/json"})
+                    response = client.post(
+                        bridge_url,
+                        content=body,
+                        headers={
+                            "Stripe-Signature": stripe_events.sign(body, secret),
+                            "Content-Type": "application/json",
+                        },
+                    )
                     break
                 except httpx.HTTPError:
                     time.sleep(min(5, 0.5 * (attempt + 1)))
             else:
                 raise SystemExit("the bridge does not answer")
-            console.print(f"→ {event['type']:<32} {label:<34} {response.status_code} "
-                          f"{'(duplicate)' if response.json().get('duplicate') else ''}  [dim]{why}[/]")
+            console.print(
+                f"→ {event['type']:<32} {label:<34} {response.status_code} "
+                f"{'(duplicate)' if response.json().get('duplicate') else ''}  [dim]{why}[/]"
+            )
             last = event
 
         for label, event, why in scenario(fake.world):

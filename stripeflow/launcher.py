@@ -52,6 +52,7 @@ class Launcher:
         self.home = Path(os.environ.get("STRIPEFLOW_HOME", ".stripeflow")).resolve()
         self.demo = demo if demo is not None else not os.environ.get("STRIPE_WEBHOOK_SECRET")
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: dict[int, str] = {}
         self.logs = self.home / "logs"
 
     def env(self) -> dict[str, str]:
@@ -65,9 +66,10 @@ class Launcher:
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        log = open(self.logs / f"{name}.log", "ab")
         proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
+        self.names[proc.pid] = name
         return proc
 
     def run(self) -> None:
@@ -75,9 +77,23 @@ class Launcher:
         exe = [sys.executable, "-m"]
         try:
             if port_free(self.prefect_port):
-                self.start("prefect-server", [*exe, "prefect", "server", "start", "--host", "127.0.0.1",
-                                              "--port", str(self.prefect_port)], env)
-            wait_until(f"http://127.0.0.1:{self.prefect_port}/api/health", "the Prefect server", 120, self.procs)
+                self.start(
+                    "prefect-server",
+                    [
+                        *exe,
+                        "prefect",
+                        "server",
+                        "start",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.prefect_port),
+                    ],
+                    env,
+                )
+            wait_until(
+                f"http://127.0.0.1:{self.prefect_port}/api/health", "the Prefect server", 120, self.procs
+            )
             stripe_port = None
             if self.demo:
                 env["STRIPE_WEBHOOK_SECRET"] = "whsec_demo_" + secrets.token_hex(16)
@@ -85,13 +101,26 @@ class Launcher:
                 stripe_port = self._free_port()
                 env["STRIPE_API_BASE"] = f"http://127.0.0.1:{stripe_port}"
             if not port_free(self.bridge_port):
-                raise SystemExit(f"port {self.bridge_port} is taken: stop what runs there or pass --bridge-port")
+                raise SystemExit(
+                    f"port {self.bridge_port} is taken: stop what runs there or pass --bridge-port"
+                )
             self.start("bridge", [*exe, "stripeflow.cli", "bridge", "--port", str(self.bridge_port)], env)
             wait_until(f"http://127.0.0.1:{self.bridge_port}/healthz", "the webhook bridge", 60, self.procs)
             self.start("worker", [*exe, "stripeflow.cli", "worker"], env)
             if self.demo:
-                self.start("demo", [*exe, "stripeflow.cli", "demo", "--stripe-port", str(stripe_port),
-                                    "--bridge-url", f"http://127.0.0.1:{self.bridge_port}/webhooks/stripe"], env)
+                self.start(
+                    "demo",
+                    [
+                        *exe,
+                        "stripeflow.cli",
+                        "demo",
+                        "--stripe-port",
+                        str(stripe_port),
+                        "--bridge-url",
+                        f"http://127.0.0.1:{self.bridge_port}/webhooks/stripe",
+                    ],
+                    env,
+                )
             self.banner()
             self.wait()
         except KeyboardInterrupt:
@@ -106,24 +135,32 @@ class Launcher:
             return int(s.getsockname()[1])
 
     def banner(self) -> None:
-        mode = ("[bold]demo[/]: signed demo payments are on their way to the bridge" if self.demo
-                else "live: forward Stripe with `stripe listen --forward-to localhost:"
-                     f"{self.bridge_port}/webhooks/stripe`")
-        console.print(Panel.fit(
-            f"Prefect UI      http://127.0.0.1:{self.prefect_port}/runs\n"
-            f"Webhook bridge  http://127.0.0.1:{self.bridge_port}/webhooks/stripe  (health: /healthz)\n"
-            f"Mode            {mode}\n"
-            f"Deals           run `.venv/bin/stripeflow crm deals` in another terminal\n"
-            f"Logs            {self.logs}\n"
-            "Stop            Ctrl-C", title="Stripeflow is running"))
+        mode = (
+            "[bold]demo[/]: signed demo payments are on their way to the bridge"
+            if self.demo
+            else "live: forward Stripe with `stripe listen --forward-to localhost:"
+            f"{self.bridge_port}/webhooks/stripe`"
+        )
+        console.print(
+            Panel.fit(
+                f"Prefect UI      http://127.0.0.1:{self.prefect_port}/runs\n"
+                f"Webhook bridge  http://127.0.0.1:{self.bridge_port}/webhooks/stripe  (health: /healthz)\n"
+                f"Mode            {mode}\n"
+                f"Deals           run `.venv/bin/stripeflow crm deals` in another terminal\n"
+                f"Logs            {self.logs}\n"
+                "Stop            Ctrl-C",
+                title="Stripeflow is running",
+            )
+        )
 
     def wait(self) -> None:
         while True:
             for proc in self.procs:
                 if proc.poll() is not None:
-                    name = Path(str(proc.args[3] if len(proc.args) > 3 else proc.args)).name  # type: ignore[index]
-                    console.print(f"[red]a process ({name}) stopped with code {proc.returncode}; "
-                                  f"see {self.logs}[/]")
+                    name = self.names[proc.pid]
+                    console.print(
+                        f"[red]a process ({name}) stopped with code {proc.returncode}; see {self.logs}[/]"
+                    )
                     return
             time.sleep(0.5)
 

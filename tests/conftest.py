@@ -49,8 +49,8 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real Prefect server (SQLite) for the session; its API URL is in force for the tests."""
-    from prefect.testing.utilities import prefect_test_harness
     from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         yield str(PREFECT_API_URL.value())

@@ -53,16 +53,20 @@ def proxy(prefect_server: str) -> Iterator[TcpProxy]:
 @pytest.fixture
 def system(tmp_path, stripe_fake, proxy) -> Iterator[tuple[Runtime, httpx.Client, Dispatcher]]:  # type: ignore[no-untyped-def]
     _, stripe_url = stripe_fake
-    settings = Settings(home=tmp_path / "home", stripe={"webhook_secrets": [SECRET], "api_key": "sk_test_e2e",
-                                                        "api_base": stripe_url},
-                        dispatcher={"poll_interval": 0.05})
+    settings = Settings(
+        home=tmp_path / "home",
+        stripe={"webhook_secrets": [SECRET], "api_key": "sk_test_e2e", "api_base": stripe_url},
+        dispatcher={"poll_interval": 0.05},
+    )
     api = f"{proxy.url}/api"
     with temporary_settings({PREFECT_API_URL: api}):
         rt = build_runtime(settings)
         set_runtime(rt)
         dispatcher = Dispatcher(rt, max_backoff=0.5)
-        with serve_app(create_app(settings, rt.ledger, api)) as bridge_url, \
-                httpx.Client(base_url=bridge_url, timeout=30) as client:
+        with (
+            serve_app(create_app(settings, rt.ledger, api)) as bridge_url,
+            httpx.Client(base_url=bridge_url, timeout=30) as client,
+        ):
             dispatcher.start()
             yield rt, client, dispatcher
             dispatcher.stop()
@@ -86,7 +90,11 @@ def test_signed_webhooks_become_enriched_deals(system, stripe_fake) -> None:  # 
     yuki = world.customer("yuki@example.jp", "Yuki Tanaka")
     _, ch = world.payment_intent(5000, "jpy", yuki, product="E-book")
     success = world.event("payment_intent.succeeded", {**pi, "receipt_email": None})
-    answers = [send(client, success), send(client, success), send(client, world.event("charge.succeeded", ch))]
+    answers = [
+        send(client, success),
+        send(client, success),
+        send(client, world.event("charge.succeeded", ch)),
+    ]
     assert [a.status_code for a in answers] == [200, 200, 200]
     wait_for(lambda: len(crm.list_deals()) == 2 and rt.ledger.inbox_counts() == {"done": 2}, what="two deals")
     deals = {d.payment_id: d for d in crm.list_deals()}
@@ -106,7 +114,11 @@ def test_prefect_unreachable_then_back_loses_nothing(system, stripe_fake, proxy)
         cus = world.customer(f"klient{i}@example.pl", f"Klient {i}")
         pi, ch = world.payment_intent(10000 + i, "pln", cus, method="blik")
         events.append(world.event("payment_intent.succeeded", {**pi, "latest_charge": ch, "customer": cus}))
-    assert [send(client, e).status_code for e in events] == [200, 200, 200]  # acknowledged while Prefect is down
+    assert [send(client, e).status_code for e in events] == [
+        200,
+        200,
+        200,
+    ]  # acknowledged while Prefect is down
     wait_for(lambda: dispatcher.failures >= 2, what="the dispatcher to find Prefect unreachable")
     assert rt.ledger.inbox_counts() == {"pending": 3} and crm.list_deals() == []
     assert client.get("/healthz").json()["prefect"]["ok"] is False

@@ -50,8 +50,9 @@ class HandoffCredentials(Block):
     _block_type_slug = "stripeflow-handoff-credentials"
     _description = "HMAC-SHA256 secret (and optionally the URL) of Stripeflow's hand-off webhook."
 
-    secret: SecretStr = Field(..., description="Key for the Stripeflow-Signature HMAC-SHA256; share it "
-                                               "with the receiver.")
+    secret: SecretStr = Field(
+        ..., description="Key for the Stripeflow-Signature HMAC-SHA256; share it with the receiver."
+    )
     url: str | None = Field(None, description="Receiver URL; the `handoff.url` setting wins when set.")
 
 

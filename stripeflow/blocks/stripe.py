@@ -28,7 +28,9 @@ class StripeCredentials(Block):
     _block_type_slug = "stripeflow-stripe-credentials"
     _description = "Stripe secret or restricted key and webhook signing secrets for Stripeflow."
 
-    api_key: SecretStr = Field(..., description="Secret (sk_...) or restricted (rk_...) key; read access suffices.")
+    api_key: SecretStr = Field(
+        ..., description="Secret (sk_...) or restricted (rk_...) key; read access suffices."
+    )
     webhook_secrets: list[SecretStr] = Field(
         default_factory=list,
         description="Signing secrets (whsec_...) of the webhook endpoint; several while rotating.",
@@ -36,9 +38,14 @@ class StripeCredentials(Block):
     api_base: str = Field("https://api.stripe.com", description="API base URL; a fake's URL in tests.")
 
     def to_settings(self, current: StripeSettings) -> StripeSettings:
-        return current.model_copy(update={"api_key": self.api_key, "api_base": self.api_base,
-                                          "webhook_secrets": self.webhook_secrets or current.webhook_secrets,
-                                          "block": None})
+        return current.model_copy(
+            update={
+                "api_key": self.api_key,
+                "api_base": self.api_base,
+                "webhook_secrets": self.webhook_secrets or current.webhook_secrets,
+                "block": None,
+            }
+        )
 
 
 def with_stripe_block(settings: Settings) -> Settings:
@@ -46,5 +53,6 @@ def with_stripe_block(settings: Settings) -> Settings:
     name = settings.stripe.block
     if not name:
         return settings
-    block = StripeCredentials.load(name)
+    block = StripeCredentials.load(name, _sync=True)  # type: ignore[call-arg]
+    assert isinstance(block, StripeCredentials)
     return settings.model_copy(update={"stripe": block.to_settings(settings.stripe)})

@@ -74,11 +74,17 @@ def signature_problem(exc: stripe.SignatureVerificationError) -> JSONResponse:
     if "No Stripe-Signature header" in text:
         return problem(400, "missing_signature", "The Stripe-Signature header is missing.")
     if "tolerance" in text:
-        return problem(400, "stale_timestamp",
-                       "The signature's timestamp is older than the tolerance; check the server clock "
-                       "or whether this is a replay.")
-    return problem(400, "bad_signature",
-                   "The Stripe-Signature does not match this body with any configured webhook secret.")
+        return problem(
+            400,
+            "stale_timestamp",
+            "The signature's timestamp is older than the tolerance; check the server clock "
+            "or whether this is a replay.",
+        )
+    return problem(
+        400,
+        "bad_signature",
+        "The Stripe-Signature does not match this body with any configured webhook secret.",
+    )
 
 
 def parse_event(body: bytes) -> IncomingEvent:
@@ -96,8 +102,14 @@ def parse_event(body: bytes) -> IncomingEvent:
         raise ValueError("the event has no integer created timestamp")
     if not isinstance(obj, dict):
         raise ValueError("the event has no data.object")
-    return IncomingEvent(event_id=event_id, type=type_, object_id=obj.get("id"), created=created,
-                         livemode=bool(data.get("livemode")), payload=body.decode("utf-8"))
+    return IncomingEvent(
+        event_id=event_id,
+        type=type_,
+        object_id=obj.get("id"),
+        created=created,
+        livemode=bool(data.get("livemode")),
+        payload=body.decode("utf-8"),
+    )
 
 
 def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None = None) -> Starlette:
@@ -131,8 +143,12 @@ def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None =
             new = await writer.store(event)
         except LedgerUnavailable as exc:
             log.error("ledger unavailable, answering 503 for %s: %s", event.event_id, exc)
-            return problem(503, "ledger_unavailable", "The event could not be stored; retry later.",
-                           **{"Retry-After": "5"})
+            return problem(
+                503,
+                "ledger_unavailable",
+                "The event could not be stored; retry later.",
+                **{"Retry-After": "5"},
+            )
         log.info("stored %s %s (%s)", event.event_id, event.type, "new" if new else "duplicate")
         return JSONResponse({"received": True, "id": event.event_id, "duplicate": not new})
 
@@ -153,10 +169,13 @@ def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None =
         yield
         writer.stop()
 
-    app = Starlette(routes=[
-        Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-    ], lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
     app.state.writer = writer
     return app
 

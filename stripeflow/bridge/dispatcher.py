@@ -23,7 +23,7 @@ from uuid import UUID
 
 import httpx
 from prefect import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_engine import run_flow_sync
 from prefect.states import Pending
@@ -71,8 +71,11 @@ class Dispatcher:
             deployment_id = self._find_deployment(client)
             if deployment_id is not None:
                 return client.create_flow_run_from_deployment(
-                    deployment_id, parameters=params, name=name, idempotency_key=key, state=Pending())
-            return client.create_flow_run(process_payment_events, parameters=params, name=name, state=Pending())
+                    deployment_id, parameters=params, name=name, idempotency_key=key, state=Pending()
+                )
+            return client.create_flow_run(
+                process_payment_events, parameters=params, name=name, state=Pending()
+            )
 
     def run_once(self) -> int:
         """One round: claim, create the run, execute it. Returns how many events it took."""
@@ -87,17 +90,26 @@ class Dispatcher:
                 raise
             self.rt.ledger.release_events(event_ids)
             self.failures += 1
-            log.warning("Prefect unreachable (%s); %d events wait in the inbox", type(exc).__name__,
-                        len(event_ids))
+            log.warning(
+                "Prefect unreachable (%s); %d events wait in the inbox", type(exc).__name__, len(event_ids)
+            )
             raise PrefectUnreachable(str(exc)) from exc
         self.failures = 0
         self.rt.ledger.set_flow_run(event_ids, str(flow_run.id))
-        state = run_flow_sync(process_payment_events, flow_run=flow_run,
-                              parameters={"event_ids": event_ids}, return_type="state")
+        state = run_flow_sync(
+            process_payment_events,
+            flow_run=flow_run,
+            parameters={"event_ids": event_ids},
+            return_type="state",
+        )
         self.runs += 1
-        if state is not None and not state.is_completed():
-            log.error("run %s for %d events ended %s; they will be claimed again after the lease",
-                      flow_run.name, len(event_ids), state.type.value)
+        if isinstance(state, State) and not state.is_completed():
+            log.error(
+                "run %s for %d events ended %s; they will be claimed again after the lease",
+                flow_run.name,
+                len(event_ids),
+                state.type.value,
+            )
         return len(event_ids)
 
     def run_forever(self) -> None:
@@ -118,7 +130,9 @@ class Dispatcher:
     def start(self) -> threading.Thread:
         # the thread keeps the caller's context, where Prefect's settings (the API URL) live
         context = contextvars.copy_context()
-        thread = threading.Thread(target=context.run, args=(self.run_forever,), name="dispatcher", daemon=True)
+        thread = threading.Thread(
+            target=context.run, args=(self.run_forever,), name="dispatcher", daemon=True
+        )
         thread.start()
         self._thread = thread
         return thread

@@ -38,11 +38,16 @@ def deals(limit: int = typer.Option(50, help="Show at most this many deals, newe
         table.add_column(col)
     for d in rows:
         table.add_row(
-            str(d.id), d.payment_id, d.title,
+            str(d.id),
+            d.payment_id,
+            d.title,
             format_money(Decimal(d.amount), d.currency, settings.language),
             format_money(Decimal(d.refunded_amount), d.currency, settings.language)
-            if Decimal(d.refunded_amount) else "",
-            labels.get(d.stage, d.stage), d.contact_email or d.contact_name or "", str(d.notes),
+            if Decimal(d.refunded_amount)
+            else "",
+            labels.get(d.stage, d.stage),
+            d.contact_email or d.contact_name or "",
+            str(d.notes),
         )
     console.print(table)
     if not rows:

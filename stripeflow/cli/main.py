@@ -17,7 +17,9 @@ console = Console()
 
 @app.command()
 def run(
-    demo: bool = typer.Option(None, help="Send demo payments (default: when no STRIPE_WEBHOOK_SECRET is set)."),
+    demo: bool = typer.Option(
+        None, help="Send demo payments (default: when no STRIPE_WEBHOOK_SECRET is set)."
+    ),
     prefect_port: int = typer.Option(4200, help="Port of the local Prefect server and UI."),
     bridge_port: int = typer.Option(8000, help="Port of the webhook bridge."),
 ) -> None:
@@ -44,13 +46,19 @@ def bridge(
     ledger = Ledger(settings.ledger_url)
     ledger.migrate()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(create_app(settings, ledger, os.environ.get("PREFECT_API_URL")),
-                host=host or settings.bridge.host, port=port or settings.bridge.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(settings, ledger, os.environ.get("PREFECT_API_URL")),
+        host=host or settings.bridge.host,
+        port=port or settings.bridge.port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @app.command()
-def worker(dispatch: bool = typer.Option(True, help="Also run the dispatcher that feeds inbox events to flows.")) -> None:
+def worker(
+    dispatch: bool = typer.Option(True, help="Also run the dispatcher that feeds inbox events to flows."),
+) -> None:
     """Serve the deployments (UI runs, reruns, schedules) and dispatch inbox events to them."""
     from stripeflow.deployments.serve_all import main
 
@@ -61,7 +69,9 @@ def worker(dispatch: bool = typer.Option(True, help="Also run the dispatcher tha
 def demo_source(
     bridge_url: str = typer.Option("http://127.0.0.1:8000/webhooks/stripe", help="Where to send the events."),
     stripe_port: int = typer.Option(12111, help="Port for the local Stripe API fake."),
-    loop_every: float = typer.Option(20.0, help="After the scenario, one new payment every N seconds (0: stop)."),
+    loop_every: float = typer.Option(
+        20.0, help="After the scenario, one new payment every N seconds (0: stop)."
+    ),
 ) -> None:
     """Send realistic, signed Stripe events to the bridge, with a local Stripe API fake behind them."""
     from stripeflow.demo import run_demo

@@ -23,7 +23,7 @@ def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
 def call_in_batches(
     items: Sequence[T],
     size: int,
-    call: Callable[[Sequence[T]], list[R]],
+    call: Callable[[Sequence[T]], Sequence[R | None]],
     on_permanent: Callable[[T, PermanentError], None],
 ) -> list[R | None]:
     """`call` each batch; results in input order, None where the item failed permanently."""
@@ -35,7 +35,7 @@ def call_in_batches(
 
 def _call_isolating(
     batch: Sequence[T],
-    call: Callable[[Sequence[T]], list[R]],
+    call: Callable[[Sequence[T]], Sequence[R | None]],
     on_permanent: Callable[[T, PermanentError], None],
 ) -> list[R | None]:
     try:
@@ -49,5 +49,7 @@ def _call_isolating(
                 on_permanent(item, exc)
             return [None] * len(batch)
         mid = len(batch) // 2
-        return [*_call_isolating(batch[:mid], call, on_permanent),
-                *_call_isolating(batch[mid:], call, on_permanent)]
+        return [
+            *_call_isolating(batch[:mid], call, on_permanent),
+            *_call_isolating(batch[mid:], call, on_permanent),
+        ]

@@ -28,10 +28,13 @@ class StripeSettings(Section):
     api_key: SecretStr | None = Field(None, description="sk_... (env STRIPE_API_KEY)")
     api_base: str = Field("https://api.stripe.com", description="env STRIPE_API_BASE; a fake's URL in tests")
     webhook_secrets: list[SecretStr] = Field(
-        default_factory=list, description="whsec_... (env STRIPE_WEBHOOK_SECRET, comma-separated for rotation)"
+        default_factory=list,
+        description="whsec_... (env STRIPE_WEBHOOK_SECRET, comma-separated for rotation)",
     )
     tolerance: int = Field(300, description="seconds a signature's timestamp may be old")
-    block: str | None = Field(None, description="name of a StripeCredentials block to load instead of the env")
+    block: str | None = Field(
+        None, description="name of a StripeCredentials block to load instead of the env"
+    )
 
 
 class CRMTarget(Section):
@@ -94,10 +97,15 @@ class SMTPSettings(Section):
 
 class NotifySettings(Section):
     customer_messages: list[CustomerKind] = Field(
-        default_factory=lambda: list(CUSTOMER_KINDS), description="e-mails sent to customers; [] for none")
-    routes: dict[str, list[str]] = Field(default_factory=dict, description=(
-        'team message kind (payment, refund, failure, dispute) -> channels: "slack:#payments", '
-        '"slack-webhook", "telegram:<chat_id>", "email:team@example.com"'))
+        default_factory=lambda: list(CUSTOMER_KINDS), description="e-mails sent to customers; [] for none"
+    )
+    routes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            'team message kind (payment, refund, failure, dispute) -> channels: "slack:#payments", '
+            '"slack-webhook", "telegram:<chat_id>", "email:team@example.com"'
+        ),
+    )
     sender: str = Field("Stripeflow <no-reply@localhost>", description="From: of every e-mail")
     reply_to: str | None = Field(None, description="Reply-To: of customer e-mails")
     unsubscribe_mailto: str | None = Field(None, description="List-Unsubscribe mailto (customer mail)")

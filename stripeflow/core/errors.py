@@ -1,16 +1,16 @@
 """The one error tree of Stripeflow. Callers catch by category, never by vendor.
 
-    StripeflowError
-    ├── ConfigError              a setting is missing or wrong: fix the configuration, do not retry
-    ├── InputError               bad input from outside (webhook, payload); nothing is stored
-    │   ├── UnknownCurrencyError
-    │   └── PayloadError         an event we cannot normalise (missing fields, wrong shape)
-    └── VendorError              an external system answered badly (vendor, status, request id)
-        ├── RetriableError       429, 5xx, connection errors: try again after `wait` seconds
-        │   └── RateLimitedError
-        ├── OutcomeUnknownError  a write without an idempotency key may or may not have happened
-        └── PermanentError       400/401/403/404/409/422...: retrying will not help; dead-letter it
-            └── AuthError        401/403: credentials are wrong or lack a scope
+StripeflowError
+├── ConfigError              a setting is missing or wrong: fix the configuration, do not retry
+├── InputError               bad input from outside (webhook, payload); nothing is stored
+│   ├── UnknownCurrencyError
+│   └── PayloadError         an event we cannot normalise (missing fields, wrong shape)
+└── VendorError              an external system answered badly (vendor, status, request id)
+    ├── RetriableError       429, 5xx, connection errors: try again after `wait` seconds
+    │   └── RateLimitedError
+    ├── OutcomeUnknownError  a write without an idempotency key may or may not have happened
+    └── PermanentError       400/401/403/404/409/422...: retrying will not help; dead-letter it
+        └── AuthError        401/403: credentials are wrong or lack a scope
 """
 
 from __future__ import annotations

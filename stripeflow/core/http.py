@@ -172,8 +172,7 @@ class LastIdPaginator:
         records = dig(body, self.records_path) or []
         if not dig(body, self.has_more_path) or not records:
             return None
-        return {**request, "params": {**(request.get("params") or {}),
-                                      self.cursor_param: records[-1]["id"]}}
+        return {**request, "params": {**(request.get("params") or {}), self.cursor_param: records[-1]["id"]}}
 
 
 @dataclass(frozen=True)
@@ -300,8 +299,9 @@ class VendorAPI:
         if status < 400:
             return None
         message, code = self.error_message(response)
-        kw: dict[str, Any] = dict(vendor=self.vendor, status=status,
-                                  request_id=self.request_id(response), code=code)
+        kw: dict[str, Any] = dict(
+            vendor=self.vendor, status=status, request_id=self.request_id(response), code=code
+        )
         if status == 429:
             return RateLimitedError(message, wait=self.retry_after(response), **kw)
         if status in (500, 502, 503, 504) or status >= 500:
@@ -337,7 +337,12 @@ class VendorAPI:
                 self.stats.calls += 1
                 try:
                     response = self.http.request(
-                        method, path, params=params, json=json, data=data, content=content,
+                        method,
+                        path,
+                        params=params,
+                        json=json,
+                        data=data,
+                        content=content,
                         headers={**self.auth_headers(), **(headers or {})},
                     )
                 except httpx.ConnectError as exc:  # never reached the vendor: always safe
@@ -354,8 +359,9 @@ class VendorAPI:
             if not isinstance(error, RetriableError):
                 raise error
             if not idempotent and not isinstance(error, RateLimitedError) and error.status:
-                raise OutcomeUnknownError(error.message, vendor=self.vendor, status=error.status,
-                                          request_id=error.request_id)
+                raise OutcomeUnknownError(
+                    error.message, vendor=self.vendor, status=error.status, request_id=error.request_id
+                )
             wait = error.wait if error.wait is not None else self._backoff(attempt)
             if attempt >= self.max_attempts or wait > self.max_wait:
                 error.wait = wait

@@ -239,12 +239,23 @@ class Ledger:
                     fresh[e.event_id] = e
             if fresh:
                 stmt = self._insert(InboxRow.__table__).on_conflict_do_nothing(index_elements=["event_id"])
-                s.execute(stmt, [
-                    dict(event_id=e.event_id, type=e.type, object_id=e.object_id, created=e.created,
-                         livemode=e.livemode, payload=e.payload, received_at=now, status="pending",
-                         attempts=0)
-                    for e in fresh.values()
-                ])
+                s.execute(
+                    stmt,
+                    [
+                        dict(
+                            event_id=e.event_id,
+                            type=e.type,
+                            object_id=e.object_id,
+                            created=e.created,
+                            livemode=e.livemode,
+                            payload=e.payload,
+                            received_at=now,
+                            status="pending",
+                            attempts=0,
+                        )
+                        for e in fresh.values()
+                    ],
+                )
         seen: set[str] = set()
         result = []
         for e in events:
@@ -257,32 +268,48 @@ class Ledger:
         now = utcnow()
         expired = now - timedelta(seconds=lease_seconds)
         with self.session() as s:
-            ids = list(s.scalars(
-                select(InboxRow.event_id)
-                .where(or_(InboxRow.status == "pending",
-                           (InboxRow.status == "claimed") & (InboxRow.claimed_at < expired)))
-                .order_by(InboxRow.received_at, InboxRow.created)
-                .limit(limit)
-            ))
+            ids = list(
+                s.scalars(
+                    select(InboxRow.event_id)
+                    .where(
+                        or_(
+                            InboxRow.status == "pending",
+                            (InboxRow.status == "claimed") & (InboxRow.claimed_at < expired),
+                        )
+                    )
+                    .order_by(InboxRow.received_at, InboxRow.created)
+                    .limit(limit)
+                )
+            )
             if ids:
-                s.execute(update(InboxRow).where(InboxRow.event_id.in_(ids))
-                          .values(status="claimed", claimed_at=now, attempts=InboxRow.attempts + 1))
+                s.execute(
+                    update(InboxRow)
+                    .where(InboxRow.event_id.in_(ids))
+                    .values(status="claimed", claimed_at=now, attempts=InboxRow.attempts + 1)
+                )
         return ids
 
     def release_events(self, ids: Sequence[str]) -> None:
         """Give claimed events back to the inbox (Prefect could not take them)."""
         with self.session() as s:
-            s.execute(update(InboxRow).where(InboxRow.event_id.in_(list(ids)), InboxRow.status == "claimed")
-                      .values(status="pending", claimed_at=None))
+            s.execute(
+                update(InboxRow)
+                .where(InboxRow.event_id.in_(list(ids)), InboxRow.status == "claimed")
+                .values(status="pending", claimed_at=None)
+            )
 
     def set_flow_run(self, ids: Sequence[str], flow_run_id: str) -> None:
         with self.session() as s:
-            s.execute(update(InboxRow).where(InboxRow.event_id.in_(list(ids))).values(flow_run_id=flow_run_id))
+            s.execute(
+                update(InboxRow).where(InboxRow.event_id.in_(list(ids))).values(flow_run_id=flow_run_id)
+            )
 
     def load_events(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """The raw events, in Stripe's `created` order (ties: the order given)."""
         with self.session() as s:
-            rows = {r.event_id: r for r in s.scalars(select(InboxRow).where(InboxRow.event_id.in_(list(ids))))}
+            rows = {
+                r.event_id: r for r in s.scalars(select(InboxRow).where(InboxRow.event_id.in_(list(ids))))
+            }
         order = {eid: i for i, eid in enumerate(ids)}
         found = sorted(rows.values(), key=lambda r: (r.created, order[r.event_id]))
         return [json.loads(r.payload) for r in found]
@@ -300,8 +327,14 @@ class Ledger:
 
     def events_with_status(self, status: str, limit: int = 10_000) -> list[str]:
         with self.session() as s:
-            return list(s.scalars(select(InboxRow.event_id).where(InboxRow.status == status)
-                                  .order_by(InboxRow.received_at).limit(limit)))
+            return list(
+                s.scalars(
+                    select(InboxRow.event_id)
+                    .where(InboxRow.status == status)
+                    .order_by(InboxRow.received_at)
+                    .limit(limit)
+                )
+            )
 
     # -- payments ------------------------------------------------------------------------------
 
@@ -315,14 +348,22 @@ class Ledger:
         with self.session() as s:
             row = s.get(PaymentRow, incoming.payment_id, with_for_update=True)
             current = Payment.model_validate_json(row.data) if row else None
-            processed = Payment.model_validate_json(row.processed_data) if row and row.processed_data else None
+            processed = (
+                Payment.model_validate_json(row.processed_data) if row and row.processed_data else None
+            )
             merged = current.merged_with(incoming) if current else incoming
             values = dict(
-                provider=merged.provider, status=merged.status.value, currency=merged.currency,
+                provider=merged.provider,
+                status=merged.status.value,
+                currency=merged.currency,
                 amount_minor=money.to_minor(merged.amount, merged.currency),
                 refunded_minor=money.to_minor(merged.refunded_amount, merged.currency),
-                customer_id=merged.customer_id, email=merged.email, occurred_at=merged.occurred_at,
-                livemode=merged.livemode, data=merged.model_dump_json(), updated_at=utcnow(),
+                customer_id=merged.customer_id,
+                email=merged.email,
+                occurred_at=merged.occurred_at,
+                livemode=merged.livemode,
+                data=merged.model_dump_json(),
+                updated_at=utcnow(),
             )
             if row is None:
                 s.add(PaymentRow(payment_id=merged.payment_id, **values))
@@ -335,8 +376,11 @@ class Ledger:
         """Every sink has passed these states on; the next run's changes are counted from here."""
         with self.session() as s:
             for p in payments:
-                s.execute(update(PaymentRow).where(PaymentRow.payment_id == p.payment_id)
-                          .values(processed_data=p.model_dump_json()))
+                s.execute(
+                    update(PaymentRow)
+                    .where(PaymentRow.payment_id == p.payment_id)
+                    .values(processed_data=p.model_dump_json())
+                )
 
     # -- links and effects ---------------------------------------------------------------------
 
@@ -348,10 +392,14 @@ class Ledger:
     def set_link(self, kind: str, local_id: str, target: str, remote_id: str) -> None:
         with self.session() as s:
             stmt = self._insert(LinkRow.__table__).values(
-                kind=kind, local_id=local_id, target=target, remote_id=remote_id, updated_at=utcnow())
-            s.execute(stmt.on_conflict_do_update(
-                index_elements=["kind", "local_id", "target"],
-                set_={"remote_id": remote_id, "updated_at": utcnow()}))
+                kind=kind, local_id=local_id, target=target, remote_id=remote_id, updated_at=utcnow()
+            )
+            s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["kind", "local_id", "target"],
+                    set_={"remote_id": remote_id, "updated_at": utcnow()},
+                )
+            )
 
     def effects_done(self, keys: Iterable[str]) -> set[str]:
         keys = list(keys)
@@ -360,27 +408,62 @@ class Ledger:
         with self.session() as s:
             return set(s.scalars(select(EffectRow.key).where(EffectRow.key.in_(keys))))
 
-    def record_effect(self, key: str, payment_id: str, target: str, action: str,
-                      result: str | None = None, status: str = "done") -> bool:
+    def record_effect(
+        self,
+        key: str,
+        payment_id: str,
+        target: str,
+        action: str,
+        result: str | None = None,
+        status: str = "done",
+    ) -> bool:
         """Record a side effect; False when it was already recorded (so it is not done twice)."""
         with self.session() as s:
-            stmt = self._insert(EffectRow.__table__).values(
-                key=key, payment_id=payment_id, target=target, action=action, status=status,
-                result=result, created_at=utcnow()).on_conflict_do_nothing(index_elements=["key"])
+            stmt = (
+                self._insert(EffectRow.__table__)
+                .values(
+                    key=key,
+                    payment_id=payment_id,
+                    target=target,
+                    action=action,
+                    status=status,
+                    result=result,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
             return s.execute(stmt.returning(EffectRow.__table__.c.key)).first() is not None
 
     def effects_for(self, payment_id: str) -> list[EffectRow]:
         with self.session() as s:
-            return list(s.scalars(select(EffectRow).where(EffectRow.payment_id == payment_id)
-                                  .order_by(EffectRow.created_at)))
+            return list(
+                s.scalars(
+                    select(EffectRow).where(EffectRow.payment_id == payment_id).order_by(EffectRow.created_at)
+                )
+            )
 
     # -- dead letters --------------------------------------------------------------------------
 
-    def dead_letter(self, *, target: str, action: str, reason: str,
-                    event_id: str | None = None, payment_id: str | None = None) -> None:
+    def dead_letter(
+        self,
+        *,
+        target: str,
+        action: str,
+        reason: str,
+        event_id: str | None = None,
+        payment_id: str | None = None,
+    ) -> None:
         with self.session() as s:
-            s.add(DeadLetterRow(event_id=event_id, payment_id=payment_id, target=target,
-                                action=action, reason=reason, created_at=utcnow()))
+            s.add(
+                DeadLetterRow(
+                    event_id=event_id,
+                    payment_id=payment_id,
+                    target=target,
+                    action=action,
+                    reason=reason,
+                    created_at=utcnow(),
+                )
+            )
 
     def dead_letters(self, unresolved_only: bool = True) -> list[DeadLetterRow]:
         with self.session() as s:
@@ -403,7 +486,9 @@ class Ledger:
 
     def resolve_dead_letters(self, ids: Sequence[int]) -> None:
         with self.session() as s:
-            s.execute(update(DeadLetterRow).where(DeadLetterRow.id.in_(list(ids))).values(resolved_at=utcnow()))
+            s.execute(
+                update(DeadLetterRow).where(DeadLetterRow.id.in_(list(ids))).values(resolved_at=utcnow())
+            )
 
     # -- Stripe object cache -------------------------------------------------------------------
 
@@ -417,9 +502,13 @@ class Ledger:
     def cache_object(self, object_id: str, body: dict[str, Any]) -> None:
         with self.session() as s:
             stmt = self._insert(StripeObjectRow.__table__).values(
-                object_id=object_id, body=json.dumps(body), fetched_at=utcnow())
-            s.execute(stmt.on_conflict_do_update(index_elements=["object_id"],
-                                                 set_={"body": json.dumps(body), "fetched_at": utcnow()}))
+                object_id=object_id, body=json.dumps(body), fetched_at=utcnow()
+            )
+            s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["object_id"], set_={"body": json.dumps(body), "fetched_at": utcnow()}
+                )
+            )
 
     def dispose(self) -> None:
         self.engine.dispose()

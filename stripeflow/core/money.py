@@ -14,9 +14,7 @@ from babel.numbers import format_currency, get_currency_symbol
 from stripeflow.core.errors import UnknownCurrencyError
 
 # docs.stripe.com/currencies
-ZERO_DECIMAL = frozenset(
-    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()
-)
+ZERO_DECIMAL = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
 THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
 
 # Every presentment currency Stripe accepts (docs.stripe.com/currencies, 2026).
@@ -74,6 +72,6 @@ def format_money(amount: Decimal, currency: str, language: str = "pl") -> str:
     text = format_currency(amount, code, locale=locale)
     symbol = get_currency_symbol(code, locale=locale)
     # CLDR's currencySpacing: an alphabetic symbol (PLN, JPY) is set apart from the digits.
-    if symbol.isalpha() and text.startswith(symbol) and text[len(symbol):][:1].isdigit():
-        text = f"{symbol}\u00a0{text[len(symbol):]}"
+    if symbol.isalpha() and text.startswith(symbol) and text[len(symbol) :][:1].isdigit():
+        text = f"{symbol}\u00a0{text[len(symbol) :]}"
     return text

@@ -102,7 +102,11 @@ class Payment(BaseModel):
         Commutative in effect: merging A then B gives the same state as B then A, which is
         what makes reordered deliveries end in the same place.
         """
-        a, b = (self, newer) if (self.rank, self.refunded_amount) <= (newer.rank, newer.refunded_amount) else (newer, self)
+        a, b = (
+            (self, newer)
+            if (self.rank, self.refunded_amount) <= (newer.rank, newer.refunded_amount)
+            else (newer, self)
+        )
         data = a.model_dump()
         for key, value in b.model_dump().items():
             if key in ("event_ids",):

@@ -27,7 +27,7 @@ def deployments() -> list[Any]:
         process_payment_events.to_deployment(
             name="process-payment-events",
             description="Inbox events to payments, CRM deals and notes. The dispatcher starts these runs; "
-                        "run it by hand with no parameters to drain whatever waits in the inbox.",
+            "run it by hand with no parameters to drain whatever waits in the inbox.",
             tags=["stripeflow"],
         ),
         replay.to_deployment(

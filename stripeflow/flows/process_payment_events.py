@@ -30,8 +30,9 @@ def process_payment_events(event_ids: list[str] | None = None) -> dict[str, int]
     """Drain these inbox events (all pending ones when none are given) into every sink, once."""
     rt = get_runtime()
     if not event_ids:
-        event_ids = claim_pending_events(rt.ledger, rt.settings.dispatcher.batch_size,
-                                         rt.settings.dispatcher.lease_seconds)
+        event_ids = claim_pending_events(
+            rt.ledger, rt.settings.dispatcher.batch_size, rt.settings.dispatcher.lease_seconds
+        )
     events = load_events(rt.ledger, event_ids)
     normalised = normalise_events(events, rt.lookup)
     name_run_after(normalised.payments, rt.settings.language)
@@ -42,5 +43,10 @@ def process_payment_events(event_ids: list[str] | None = None) -> dict[str, int]
     hand_off_changes(changes, rt.settings, rt.ledger)
     mark_processed(rt.ledger, changes)
     finish_events(rt.ledger, normalised)
-    return {"events": len(events), "payments": len(normalised.payments), "changed": len(changes),
-            "skipped": len(normalised.skipped), "dead": len(normalised.dead)}
+    return {
+        "events": len(events),
+        "payments": len(normalised.payments),
+        "changed": len(changes),
+        "skipped": len(normalised.skipped),
+        "dead": len(normalised.dead),
+    }

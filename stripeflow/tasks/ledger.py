@@ -71,7 +71,9 @@ def finish_events(ledger: Ledger, normalised: Normalised) -> None:
 
 
 @task(cache_policy=NONE)
-def events_to_replay(ledger: Ledger, event_ids: Sequence[str] | None, include_dead_letters: bool) -> list[str]:
+def events_to_replay(
+    ledger: Ledger, event_ids: Sequence[str] | None, include_dead_letters: bool
+) -> list[str]:
     """The events to process again; their open dead letters are closed (a new failure reopens one)."""
     ids = list(event_ids or [])
     if include_dead_letters and not ids:

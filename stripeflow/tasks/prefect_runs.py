@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from uuid import UUID
 
 from prefect import get_client, task
 from prefect.cache_policies import NONE
@@ -29,4 +30,4 @@ def name_run_after(payments: Sequence[Payment], language: str) -> None:
     run_id = flow_run.get_id()
     if name and run_id and flow_run.get_name() != name:
         with get_client(sync_client=True) as client:
-            client.update_flow_run(run_id, name=name)
+            client.update_flow_run(UUID(run_id), name=name)

@@ -13,6 +13,6 @@ def retry_if_retriable(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except RetriableError:
         return True
-    except BaseException:  # noqa: BLE001 - any other failure is final for this run
+    except BaseException:
         return False
     return False

@@ -17,15 +17,25 @@ def all_blocks() -> list[type[Block]]:
     found: list[type[Block]] = []
     for module in pkgutil.iter_modules(stripeflow.blocks.__path__):
         mod = importlib.import_module(f"stripeflow.blocks.{module.name}")
-        found += [obj for _, obj in inspect.getmembers(mod, inspect.isclass)
-                  if issubclass(obj, Block) and obj is not Block and obj.__module__ == mod.__name__]
+        found += [
+            obj
+            for _, obj in inspect.getmembers(mod, inspect.isclass)
+            if issubclass(obj, Block) and obj is not Block and obj.__module__ == mod.__name__
+        ]
     return found
 
 
 def test_every_system_has_a_block() -> None:
     names = {b.__name__ for b in all_blocks()}
-    assert {"StripeCredentials", "HubSpotCredentials", "PipedriveCredentials", "Bitrix24Credentials",
-            "ZohoCredentials", "NotifyCredentials", "HandoffCredentials"} <= names
+    assert {
+        "StripeCredentials",
+        "HubSpotCredentials",
+        "PipedriveCredentials",
+        "Bitrix24Credentials",
+        "ZohoCredentials",
+        "NotifyCredentials",
+        "HandoffCredentials",
+    } <= names
 
 
 @pytest.mark.parametrize("block", all_blocks(), ids=lambda b: b.__name__)

@@ -45,9 +45,14 @@ def test_broken_toml_is_reported_with_the_file(tmp_path: Path) -> None:
 
 
 def test_secrets_come_from_the_environment_and_stay_secret(tmp_path: Path) -> None:
-    s = load_settings(None,
-                      env={"STRIPE_WEBHOOK_SECRET": "whsec_a, whsec_b", "STRIPE_API_KEY": "sk_test_123",
-                           "STRIPEFLOW_CONFIG": str(tmp_path / "absent.toml")})
+    s = load_settings(
+        None,
+        env={
+            "STRIPE_WEBHOOK_SECRET": "whsec_a, whsec_b",
+            "STRIPE_API_KEY": "sk_test_123",
+            "STRIPEFLOW_CONFIG": str(tmp_path / "absent.toml"),
+        },
+    )
     assert [x.get_secret_value() for x in s.stripe.webhook_secrets] == ["whsec_a", "whsec_b"]
     assert "sk_test_123" not in repr(s) and "whsec_a" not in repr(s)
 

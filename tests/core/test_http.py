@@ -104,8 +104,11 @@ def test_401_is_not_retried() -> None:
 
 def test_400_is_permanent_with_the_vendors_message() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(400, json={"message": "Property values were not valid", "category": "VALIDATION_ERROR"},
-                              headers={"x-request-id": "req-9"})
+        return httpx.Response(
+            400,
+            json={"message": "Property values were not valid", "category": "VALIDATION_ERROR"},
+            headers={"x-request-id": "req-9"},
+        )
 
     with pytest.raises(PermanentError) as exc:
         client(handler, []).request("POST", "/x", json={})
@@ -165,8 +168,11 @@ def test_cursor_pagination_reads_every_page_once() -> None:
         return httpx.Response(200, json=body)
 
     api = client(handler, [])
-    got = list(api.paginate("GET", "/list", CursorPaginator("results", "paging.next.after", "after"),
-                            params={"limit": 2}))
+    got = list(
+        api.paginate(
+            "GET", "/list", CursorPaginator("results", "paging.next.after", "after"), params={"limit": 2}
+        )
+    )
     assert got == ["a", "b", "c", "d"]
     assert api.stats.calls == 3
 
@@ -177,12 +183,13 @@ def test_stripe_style_pagination_uses_the_last_id() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         after = request.url.params.get("starting_after")
         start = next(i + 1 for i, d in enumerate(data) if d["id"] == after) if after else 0
-        chunk = data[start:start + 2]
+        chunk = data[start : start + 2]
         return httpx.Response(200, json={"data": chunk, "has_more": start + 2 < len(data)})
 
     api = client(handler, [])
-    assert [d["id"] for d in api.paginate("GET", "/v1/x", LastIdPaginator(), params={"limit": 2})] == \
-        [d["id"] for d in data]
+    assert [d["id"] for d in api.paginate("GET", "/v1/x", LastIdPaginator(), params={"limit": 2})] == [
+        d["id"] for d in data
+    ]
     assert api.stats.calls == 3
 
 

@@ -17,7 +17,9 @@ from stripeflow.core.payment import Payment, PaymentStatus
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    url = (
+        f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    )
     ledger = Ledger(url)
     ledger.migrate()
     yield ledger
@@ -25,14 +27,28 @@ def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledge
 
 
 def incoming(event_id: str, created: int = 1) -> IncomingEvent:
-    return IncomingEvent(event_id=event_id, type="payment_intent.succeeded", object_id="pi_1", created=created,
-                         livemode=False, payload=json.dumps({"id": event_id}))
+    return IncomingEvent(
+        event_id=event_id,
+        type="payment_intent.succeeded",
+        object_id="pi_1",
+        created=created,
+        livemode=False,
+        payload=json.dumps({"id": event_id}),
+    )
 
 
 def test_migrations_create_every_table_and_can_run_again(any_ledger: Ledger) -> None:
     any_ledger.migrate()
     tables = set(inspect(any_ledger.engine).get_table_names())
-    assert {"inbox", "payments", "links", "effects", "dead_letters", "stripe_objects", "alembic_version"} <= tables
+    assert {
+        "inbox",
+        "payments",
+        "links",
+        "effects",
+        "dead_letters",
+        "stripe_objects",
+        "alembic_version",
+    } <= tables
 
 
 def test_sqlite_runs_in_wal_mode(ledger: Ledger) -> None:
@@ -41,7 +57,11 @@ def test_sqlite_runs_in_wal_mode(ledger: Ledger) -> None:
 
 
 def test_an_event_is_stored_once(any_ledger: Ledger) -> None:
-    assert any_ledger.store_events([incoming("evt_1"), incoming("evt_1"), incoming("evt_2")]) == [True, False, True]
+    assert any_ledger.store_events([incoming("evt_1"), incoming("evt_1"), incoming("evt_2")]) == [
+        True,
+        False,
+        True,
+    ]
     assert any_ledger.store_events([incoming("evt_1")]) == [False]
     assert any_ledger.inbox_counts() == {"pending": 2}
 
@@ -64,10 +84,24 @@ def test_released_events_wait_in_the_inbox(any_ledger: Ledger) -> None:
 
 def test_payments_merge_by_their_own_state(any_ledger: Ledger) -> None:
     t = datetime(2026, 11, 1, tzinfo=UTC)
-    refund = Payment(payment_id="pi_1", amount=Decimal("249.00"), refunded_amount=Decimal("249.00"),
-                     currency="PLN", occurred_at=t, status=PaymentStatus.refunded, event_ids=("evt_2",))
-    success = Payment(payment_id="pi_1", amount=Decimal("249.00"), currency="PLN", occurred_at=t,
-                      status=PaymentStatus.succeeded, email="a@b.pl", event_ids=("evt_1",))
+    refund = Payment(
+        payment_id="pi_1",
+        amount=Decimal("249.00"),
+        refunded_amount=Decimal("249.00"),
+        currency="PLN",
+        occurred_at=t,
+        status=PaymentStatus.refunded,
+        event_ids=("evt_2",),
+    )
+    success = Payment(
+        payment_id="pi_1",
+        amount=Decimal("249.00"),
+        currency="PLN",
+        occurred_at=t,
+        status=PaymentStatus.succeeded,
+        email="a@b.pl",
+        event_ids=("evt_1",),
+    )
     any_ledger.record_payment(refund)
     change = any_ledger.record_payment(success)
     assert change.payment.status == PaymentStatus.refunded and change.payment.email == "a@b.pl"
@@ -79,7 +113,9 @@ def test_payments_merge_by_their_own_state(any_ledger: Ledger) -> None:
 def test_effects_are_recorded_once(any_ledger: Ledger) -> None:
     assert any_ledger.record_effect("local:note:pi_1:succeeded:0", "pi_1", "local", "note") is True
     assert any_ledger.record_effect("local:note:pi_1:succeeded:0", "pi_1", "local", "note") is False
-    assert any_ledger.effects_done(["local:note:pi_1:succeeded:0", "other"]) == {"local:note:pi_1:succeeded:0"}
+    assert any_ledger.effects_done(["local:note:pi_1:succeeded:0", "other"]) == {
+        "local:note:pi_1:succeeded:0"
+    }
 
 
 def test_links_are_upserted(any_ledger: Ledger) -> None:
@@ -89,7 +125,9 @@ def test_links_are_upserted(any_ledger: Ledger) -> None:
 
 
 def test_dead_letters_keep_the_reason(any_ledger: Ledger) -> None:
-    any_ledger.dead_letter(target="hubspot", action="upsert_deal", reason="VALIDATION_ERROR: amount", payment_id="pi_1")
+    any_ledger.dead_letter(
+        target="hubspot", action="upsert_deal", reason="VALIDATION_ERROR: amount", payment_id="pi_1"
+    )
     (letter,) = any_ledger.dead_letters()
     assert letter.reason == "VALIDATION_ERROR: amount"
     any_ledger.resolve_dead_letters([letter.id])
@@ -98,8 +136,13 @@ def test_dead_letters_keep_the_reason(any_ledger: Ledger) -> None:
 
 def test_a_change_is_counted_from_what_the_sinks_last_finished(any_ledger: Ledger) -> None:
     t = datetime(2026, 11, 1, tzinfo=UTC)
-    success = Payment(payment_id="pi_1", amount=Decimal("10.00"), currency="PLN", occurred_at=t,
-                      status=PaymentStatus.succeeded)
+    success = Payment(
+        payment_id="pi_1",
+        amount=Decimal("10.00"),
+        currency="PLN",
+        occurred_at=t,
+        status=PaymentStatus.succeeded,
+    )
     first = any_ledger.record_payment(success)
     assert first.previous is None
     again = any_ledger.record_payment(success)  # a rerun after a crash before the sinks finished
@@ -121,8 +164,10 @@ def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
         command.upgrade(cfg, "0001")
         conn.exec_driver_sql(
             "INSERT INTO payments (payment_id, provider, status, currency, amount_minor, refunded_minor, "
-            "occurred_at, livemode, data, updated_at) VALUES ('pi_old', 'stripe', 'succeeded', 'PLN', 100, 0, "
-            "'2026-01-01 00:00:00', 0, '{}', '2026-01-01 00:00:00')")
+            "occurred_at, livemode, data, updated_at) "
+            "VALUES ('pi_old', 'stripe', 'succeeded', 'PLN', 100, 0, "
+            "'2026-01-01 00:00:00', 0, '{}', '2026-01-01 00:00:00')"
+        )
     ledger.migrate()
     with ledger.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT processed_data FROM payments").scalar() == "{}"

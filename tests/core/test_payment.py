@@ -10,8 +10,13 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def payment(**kw: object) -> Payment:
-    base: dict[str, object] = dict(payment_id="pi_1", amount=Decimal("249.00"), currency="PLN",
-                                   occurred_at=T0, status=PaymentStatus.succeeded)
+    base: dict[str, object] = dict(
+        payment_id="pi_1",
+        amount=Decimal("249.00"),
+        currency="PLN",
+        occurred_at=T0,
+        status=PaymentStatus.succeeded,
+    )
     base.update(kw)
     return Payment.model_validate(base)
 

@@ -101,11 +101,20 @@ def make_slack_app(state: SlackState) -> Starlette:
             return JSONResponse({"ok": False, "error": "no_text"})
         wait = state._rate_limited(channel_id)
         if wait is not None:
-            return JSONResponse({"ok": False, "error": "ratelimited"}, status_code=429,
-                                headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            return JSONResponse(
+                {"ok": False, "error": "ratelimited"},
+                status_code=429,
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         ts = f"{time.time():.6f}"
-        message = {"type": "message", "subtype": "bot_message", "text": body.get("text", ""),
-                   "ts": ts, "bot_id": "B0STRIPEFLOW", "blocks": body.get("blocks", [])}
+        message = {
+            "type": "message",
+            "subtype": "bot_message",
+            "text": body.get("text", ""),
+            "ts": ts,
+            "bot_id": "B0STRIPEFLOW",
+            "blocks": body.get("blocks", []),
+        }
         state.messages.append({**message, "channel": channel_id})
         return JSONResponse({"ok": True, "channel": channel_id, "ts": ts, "message": message})
 
@@ -132,13 +141,22 @@ def make_slack_app(state: SlackState) -> Starlette:
         channel_id = state.channels[target]
         wait = state._rate_limited(channel_id)
         if wait is not None:
-            return PlainTextResponse("rate_limited", status_code=429,
-                                     headers={"Retry-After": str(max(1, math.ceil(wait)))})
-        state.messages.append({"channel": channel_id, "text": body.get("text", ""),
-                               "blocks": body.get("blocks", []), "ts": f"{time.time():.6f}"})
+            return PlainTextResponse(
+                "rate_limited", status_code=429, headers={"Retry-After": str(max(1, math.ceil(wait)))}
+            )
+        state.messages.append(
+            {
+                "channel": channel_id,
+                "text": body.get("text", ""),
+                "blocks": body.get("blocks", []),
+                "ts": f"{time.time():.6f}",
+            }
+        )
         return PlainTextResponse("ok")
 
-    return Starlette(routes=[
-        Route("/api/chat.postMessage", post_message, methods=["POST"]),
-        Route("/services/{rest:path}", webhook, methods=["POST"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/api/chat.postMessage", post_message, methods=["POST"]),
+            Route("/services/{rest:path}", webhook, methods=["POST"]),
+        ]
+    )

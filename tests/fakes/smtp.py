@@ -44,8 +44,9 @@ class RecordingHandler:
     fail_data_with: str | None = None
     drop_during_data: int = 0
 
-    async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         if address.lower() in self.reject:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
@@ -62,8 +63,7 @@ class RecordingHandler:
         raw = content.encode() if isinstance(content, str) else bytes(content)
         message = email.message_from_bytes(raw, policy=email.policy.default)
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
-        self.messages.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), raw,
-                                      message, login))  # type: ignore[arg-type]
+        self.messages.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), raw, message, login))  # type: ignore[arg-type]
         return "250 2.0.0 OK: queued"
 
 
@@ -89,21 +89,30 @@ class SMTPServer:
 
 
 @contextmanager
-def smtp_server(users: dict[str, str] | None = None, *, auth_required: bool = False,
-                reject: set[str] | None = None) -> Iterator[SMTPServer]:
+def smtp_server(
+    users: dict[str, str] | None = None, *, auth_required: bool = False, reject: set[str] | None = None
+) -> Iterator[SMTPServer]:
     handler = RecordingHandler(reject={r.lower() for r in reject or set()})
 
-    def authenticator(server: Any, session: Session, envelope: Envelope, mechanism: str,
-                      auth_data: Any) -> AuthResult:
-        ok = (isinstance(auth_data, LoginPassword) and users is not None
-              and users.get(auth_data.login.decode()) == auth_data.password.decode())
+    def authenticator(
+        server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and users is not None
+            and users.get(auth_data.login.decode()) == auth_data.password.decode()
+        )
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     port = free_port()
     kwargs: dict[str, Any] = {}
     if users is not None:
-        kwargs.update(authenticator=authenticator, auth_require_tls=False, auth_required=auth_required,
-                      auth_exclude_mechanism=["PLAIN"])
+        kwargs.update(
+            authenticator=authenticator,
+            auth_require_tls=False,
+            auth_required=auth_required,
+            auth_exclude_mechanism=["PLAIN"],
+        )
     controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     try:

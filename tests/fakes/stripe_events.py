@@ -68,19 +68,52 @@ class StripeWorld:
         return obj
 
     def customer(self, email: str | None, name: str | None = None, *, id: str | None = None) -> Obj:
-        return self._keep(fixture("customer", id=id or new_id("cus"), email=email, name=name,
-                                  created=self.now(), livemode=self.livemode, currency=None, discount=None))
+        return self._keep(
+            fixture(
+                "customer",
+                id=id or new_id("cus"),
+                email=email,
+                name=name,
+                created=self.now(),
+                livemode=self.livemode,
+                currency=None,
+                discount=None,
+            )
+        )
 
-    def charge(self, amount: int, currency: str, customer: Obj | None = None, *, pi: str | None = None,
-               method: str = "card", wallet: str | None = None, description: str | None = None,
-               email: str | None = None, status: str = "succeeded", failure_message: str | None = None) -> Obj:
-        ch = fixture("charge", id=new_id("ch"), amount=amount, currency=currency,
-                     amount_captured=amount if status == "succeeded" else 0, captured=status == "succeeded",
-                     paid=status == "succeeded", status=status, created=self.now(), livemode=self.livemode,
-                     customer=customer["id"] if customer else None, payment_intent=pi, description=description,
-                     receipt_email=email, failure_message=failure_message,
-                     failure_code="card_declined" if failure_message else None,
-                     receipt_url=f"https://pay.stripe.com/receipts/payment/{secrets.token_urlsafe(16)}")
+    def charge(
+        self,
+        amount: int,
+        currency: str,
+        customer: Obj | None = None,
+        *,
+        pi: str | None = None,
+        method: str = "card",
+        wallet: str | None = None,
+        description: str | None = None,
+        email: str | None = None,
+        status: str = "succeeded",
+        failure_message: str | None = None,
+    ) -> Obj:
+        ch = fixture(
+            "charge",
+            id=new_id("ch"),
+            amount=amount,
+            currency=currency,
+            amount_captured=amount if status == "succeeded" else 0,
+            captured=status == "succeeded",
+            paid=status == "succeeded",
+            status=status,
+            created=self.now(),
+            livemode=self.livemode,
+            customer=customer["id"] if customer else None,
+            payment_intent=pi,
+            description=description,
+            receipt_email=email,
+            failure_message=failure_message,
+            failure_code="card_declined" if failure_message else None,
+            receipt_url=f"https://pay.stripe.com/receipts/payment/{secrets.token_urlsafe(16)}",
+        )
         ch["billing_details"]["email"] = email or (customer or {}).get("email")
         ch["billing_details"]["name"] = (customer or {}).get("name")
         details = ch["payment_method_details"]
@@ -90,25 +123,55 @@ class StripeWorld:
             ch["payment_method_details"] = {"type": method, method: {}}
         return self._keep(ch)
 
-    def payment_intent(self, amount: int, currency: str, customer: Obj | None = None, *,
-                       status: str = "succeeded", method: str = "card", wallet: str | None = None,
-                       product: str | None = None, email: str | None = None,
-                       failure_message: str = "Your card was declined.") -> tuple[Obj, Obj]:
+    def payment_intent(
+        self,
+        amount: int,
+        currency: str,
+        customer: Obj | None = None,
+        *,
+        status: str = "succeeded",
+        method: str = "card",
+        wallet: str | None = None,
+        product: str | None = None,
+        email: str | None = None,
+        failure_message: str = "Your card was declined.",
+    ) -> tuple[Obj, Obj]:
         """A PaymentIntent and its latest charge (failed when the PI failed)."""
         pi_id = new_id("pi")
         failed = status == "requires_payment_method"
-        ch = self.charge(amount, currency, customer, pi=pi_id, method=method, wallet=wallet,
-                         description=product, email=email, status="failed" if failed else "succeeded",
-                         failure_message=failure_message if failed else None)
-        pi = fixture("payment_intent", id=pi_id, amount=amount, currency=currency, status=status,
-                     amount_received=0 if failed else amount, created=ch["created"],
-                     livemode=self.livemode, customer=customer["id"] if customer else None,
-                     description=product, latest_charge=ch["id"], receipt_email=email,
-                     payment_method_types=[method], canceled_at=None,
-                     client_secret=f"{pi_id}_secret_{secrets.token_hex(8)}",
-                     last_payment_error={"type": "card_error", "code": "card_declined",
-                                         "message": failure_message} if failed else None,
-                     metadata={"product": product} if product else {})
+        ch = self.charge(
+            amount,
+            currency,
+            customer,
+            pi=pi_id,
+            method=method,
+            wallet=wallet,
+            description=product,
+            email=email,
+            status="failed" if failed else "succeeded",
+            failure_message=failure_message if failed else None,
+        )
+        pi = fixture(
+            "payment_intent",
+            id=pi_id,
+            amount=amount,
+            currency=currency,
+            status=status,
+            amount_received=0 if failed else amount,
+            created=ch["created"],
+            livemode=self.livemode,
+            customer=customer["id"] if customer else None,
+            description=product,
+            latest_charge=ch["id"],
+            receipt_email=email,
+            payment_method_types=[method],
+            canceled_at=None,
+            client_secret=f"{pi_id}_secret_{secrets.token_hex(8)}",
+            last_payment_error={"type": "card_error", "code": "card_declined", "message": failure_message}
+            if failed
+            else None,
+            metadata={"product": product} if product else {},
+        )
         return self._keep(pi), ch
 
     def refund(self, charge: Obj, amount: int | None = None) -> Obj:
@@ -116,56 +179,144 @@ class StripeWorld:
         amount = charge["amount"] - charge["amount_refunded"] if amount is None else amount
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
-        self._keep(fixture("refund", id=new_id("re"), amount=amount, charge=charge["id"],
-                           currency=charge["currency"], payment_intent=charge["payment_intent"],
-                           created=self.now(), status="succeeded"))
+        self._keep(
+            fixture(
+                "refund",
+                id=new_id("re"),
+                amount=amount,
+                charge=charge["id"],
+                currency=charge["currency"],
+                payment_intent=charge["payment_intent"],
+                created=self.now(),
+                status="succeeded",
+            )
+        )
         return copy.deepcopy(charge)
 
     def dispute(self, charge: Obj) -> Obj:
-        return self._keep(fixture("dispute", id=new_id("dp"), amount=charge["amount"], charge=charge["id"],
-                                  currency=charge["currency"], payment_intent=charge["payment_intent"],
-                                  created=self.now(), livemode=self.livemode))
+        return self._keep(
+            fixture(
+                "dispute",
+                id=new_id("dp"),
+                amount=charge["amount"],
+                charge=charge["id"],
+                currency=charge["currency"],
+                payment_intent=charge["payment_intent"],
+                created=self.now(),
+                livemode=self.livemode,
+            )
+        )
 
-    def checkout_session(self, amount: int, currency: str, email: str, name: str | None, *,
-                         products: list[str], pi: str | None = None) -> Obj:
-        session = fixture("checkout.session", id=new_id("cs_test"), amount_total=amount,
-                          amount_subtotal=amount, currency=currency, created=self.now(),
-                          livemode=self.livemode, mode="payment", payment_status="paid", status="complete",
-                          payment_intent=pi, customer=None, customer_email=None)
+    def checkout_session(
+        self,
+        amount: int,
+        currency: str,
+        email: str,
+        name: str | None,
+        *,
+        products: list[str],
+        pi: str | None = None,
+    ) -> Obj:
+        session = fixture(
+            "checkout.session",
+            id=new_id("cs_test"),
+            amount_total=amount,
+            amount_subtotal=amount,
+            currency=currency,
+            created=self.now(),
+            livemode=self.livemode,
+            mode="payment",
+            payment_status="paid",
+            status="complete",
+            payment_intent=pi,
+            customer=None,
+            customer_email=None,
+        )
         session["customer_details"].update(email=email, name=name)
         self.line_items[session["id"]] = [
-            fixture("item", id=new_id("li"), description=p, amount_total=amount // len(products),
-                    amount_subtotal=amount // len(products), currency=currency, quantity=1)
+            fixture(
+                "item",
+                id=new_id("li"),
+                description=p,
+                amount_total=amount // len(products),
+                amount_subtotal=amount // len(products),
+                currency=currency,
+                quantity=1,
+            )
             for p in products
         ]
         return self._keep(session)
 
-    def invoice(self, amount: int, currency: str, customer: Obj, *, product: str, paid: bool = True,
-                subscription: bool = True, pi: str | None = None) -> Obj:
+    def invoice(
+        self,
+        amount: int,
+        currency: str,
+        customer: Obj,
+        *,
+        product: str,
+        paid: bool = True,
+        subscription: bool = True,
+        pi: str | None = None,
+    ) -> Obj:
         inv_id = new_id("in")
-        inv = fixture("invoice", id=inv_id, amount_due=amount, amount_paid=amount if paid else 0,
-                      amount_remaining=0 if paid else amount, total=amount, subtotal=amount,
-                      currency=currency, created=self.now(), livemode=self.livemode,
-                      customer=customer["id"], customer_email=customer.get("email"),
-                      customer_name=customer.get("name"), status="paid" if paid else "open",
-                      billing_reason="subscription_cycle" if subscription else "manual",
-                      hosted_invoice_url=f"https://invoice.stripe.com/i/acct_test/{inv_id}",
-                      invoice_pdf=f"https://pay.stripe.com/invoice/acct_test/{inv_id}/pdf",
-                      attempted=True, attempt_count=1, last_finalization_error=None, from_invoice=None)
-        inv["parent"] = ({"type": "subscription_details", "quote_details": None,
-                          "subscription_details": {"metadata": {}, "subscription": new_id("sub")}}
-                         if subscription else None)
+        inv = fixture(
+            "invoice",
+            id=inv_id,
+            amount_due=amount,
+            amount_paid=amount if paid else 0,
+            amount_remaining=0 if paid else amount,
+            total=amount,
+            subtotal=amount,
+            currency=currency,
+            created=self.now(),
+            livemode=self.livemode,
+            customer=customer["id"],
+            customer_email=customer.get("email"),
+            customer_name=customer.get("name"),
+            status="paid" if paid else "open",
+            billing_reason="subscription_cycle" if subscription else "manual",
+            hosted_invoice_url=f"https://invoice.stripe.com/i/acct_test/{inv_id}",
+            invoice_pdf=f"https://pay.stripe.com/invoice/acct_test/{inv_id}/pdf",
+            attempted=True,
+            attempt_count=1,
+            last_finalization_error=None,
+            from_invoice=None,
+        )
+        inv["parent"] = (
+            {
+                "type": "subscription_details",
+                "quote_details": None,
+                "subscription_details": {"metadata": {}, "subscription": new_id("sub")},
+            }
+            if subscription
+            else None
+        )
         line = inv["lines"]["data"][0]
         line.update(id=new_id("il"), amount=amount, currency=currency, description=product, invoice=inv_id)
         if pi:
-            self.invoice_payments[inv_id] = [fixture("invoice_payment", id=new_id("inpay"), invoice=inv_id,
-                                                     amount_paid=amount, currency=currency, status="paid",
-                                                     payment={"type": "payment_intent", "payment_intent": pi})]
+            self.invoice_payments[inv_id] = [
+                fixture(
+                    "invoice_payment",
+                    id=new_id("inpay"),
+                    invoice=inv_id,
+                    amount_paid=amount,
+                    currency=currency,
+                    status="paid",
+                    payment={"type": "payment_intent", "payment_intent": pi},
+                )
+            ]
         return self._keep(inv)
 
     def event(self, type: str, obj: Obj, *, id: str | None = None, created: int | None = None) -> Obj:
         """Wrap an object the way Stripe's webhook does (the `event` fixture's shape)."""
-        return fixture("event", id=id or new_id("evt"), type=type, created=created or self.now(),
-                       livemode=self.livemode, api_version=API_VERSION, pending_webhooks=1,
-                       request={"id": new_id("req"), "idempotency_key": None},
-                       data={"object": copy.deepcopy(obj)})
+        return fixture(
+            "event",
+            id=id or new_id("evt"),
+            type=type,
+            created=created or self.now(),
+            livemode=self.livemode,
+            api_version=API_VERSION,
+            pending_webhooks=1,
+            request={"id": new_id("req"), "idempotency_key": None},
+            data={"object": copy.deepcopy(obj)},
+        )

@@ -30,8 +30,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-ALLOWED_TAGS = frozenset({"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
-                          "span", "tg-spoiler", "tg-emoji", "blockquote"})
+ALLOWED_TAGS = frozenset(
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "a",
+        "code",
+        "pre",
+        "span",
+        "tg-spoiler",
+        "tg-emoji",
+        "blockquote",
+    }
+)
 NAMED_ENTITIES = frozenset({"lt", "gt", "amp", "quot"})
 MAX_TEXT = 4096
 
@@ -55,8 +73,10 @@ class _EntityChecker(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if self.error is None and (not self.stack or self.stack[-1] != tag):
             expected = self.stack[-1] if self.stack else ""
-            self.error = (f'Unmatched end tag at byte offset {self.getpos()[1]}, '
-                          f'expected "</{expected}>", found "</{tag}>"')
+            self.error = (
+                f"Unmatched end tag at byte offset {self.getpos()[1]}, "
+                f'expected "</{expected}>", found "</{tag}>"'
+            )
         if self.stack:
             self.stack.pop()
 
@@ -116,8 +136,9 @@ class TelegramState:
 
 
 def _error(code: int, description: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"ok": False, "error_code": code, "description": description, **extra},
-                        status_code=code)
+    return JSONResponse(
+        {"ok": False, "error_code": code, "description": description, **extra}, status_code=code
+    )
 
 
 def _too_many(wait: float) -> JSONResponse:
@@ -157,8 +178,12 @@ def make_telegram_app(state: TelegramState) -> Starlette:
         too_soon = state._rate_limited(chat)
         if too_soon is not None:
             return _too_many(too_soon)
-        message = {"message_id": len(state.messages) + 1, "date": int(time.time()),
-                   "chat": {"id": int(chat), "type": state.chats[chat]}, "text": shown}
+        message = {
+            "message_id": len(state.messages) + 1,
+            "date": int(time.time()),
+            "chat": {"id": int(chat), "type": state.chats[chat]},
+            "text": shown,
+        }
         state.messages.append({**message, "html": text})
         return JSONResponse({"ok": True, "result": message})
 

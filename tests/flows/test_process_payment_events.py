@@ -19,8 +19,13 @@ from tests.fakes.stripe_events import StripeWorld
 from tests.flows.conftest import deliver, drain
 
 
-def expanded_success(world: StripeWorld, amount: int = 24900, currency: str = "pln", email: str = "anna@example.pl",
-                     **kw: object) -> tuple[dict, dict, dict]:
+def expanded_success(
+    world: StripeWorld,
+    amount: int = 24900,
+    currency: str = "pln",
+    email: str = "anna@example.pl",
+    **kw: object,
+) -> tuple[dict, dict, dict]:
     """A succeeded PaymentIntent whose charge and customer are expanded (no Stripe API needed)."""
     cus = world.customer(email, "Anna Nowak")
     pi, ch = world.payment_intent(amount, currency, cus, **kw)  # type: ignore[arg-type]
@@ -28,9 +33,9 @@ def expanded_success(world: StripeWorld, amount: int = 24900, currency: str = "p
     return event, pi, ch
 
 
-def test_the_same_event_three_times_gives_one_contact_deal_and_note(runtime: Runtime, crm: LocalCRM,
-                                                                   dispatcher: Dispatcher,
-                                                                   world: StripeWorld) -> None:
+def test_the_same_event_three_times_gives_one_contact_deal_and_note(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     event, pi, _ = expanded_success(world, product="Subskrypcja Pro")
     (event_id,) = deliver(runtime, event)
     drain(dispatcher)
@@ -45,8 +50,9 @@ def test_the_same_event_three_times_gives_one_contact_deal_and_note(runtime: Run
     assert runtime.ledger.inbox_counts() == {"done": 1}
 
 
-def test_a_refund_delivered_before_its_success(runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher,
-                                               world: StripeWorld) -> None:
+def test_a_refund_delivered_before_its_success(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     event, pi, ch = expanded_success(world)
     refund = world.event("charge.refunded", world.refund(ch))
     deliver(runtime, refund)
@@ -54,29 +60,41 @@ def test_a_refund_delivered_before_its_success(runtime: Runtime, crm: LocalCRM, 
     deliver(runtime, event)
     drain(dispatcher)
     (deal,) = crm.list_deals()
-    assert (deal.stage, Decimal(deal.refunded_amount), Decimal(deal.amount)) == ("refunded", Decimal("249.00"),
-                                                                                  Decimal("249.00"))
+    assert (deal.stage, Decimal(deal.refunded_amount), Decimal(deal.amount)) == (
+        "refunded",
+        Decimal("249.00"),
+        Decimal("249.00"),
+    )
     assert deal.contact_email == "anna@example.pl"
-    assert crm.notes_for(pi["id"]) == ["Zwrot całej płatności: 249,00\u00a0zł."]  # the late success changed nothing
+    assert crm.notes_for(pi["id"]) == [
+        "Zwrot całej płatności: 249,00\u00a0zł."
+    ]  # the late success changed nothing
     assert len(crm.list_contacts()) == 1
 
 
 def test_success_then_partial_then_full_refund_is_one_deal_with_a_note_per_change(
-        runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld) -> None:
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     event, pi, ch = expanded_success(world)
-    for e in (event, world.event("charge.refunded", world.refund(ch, 4900)),
-              world.event("charge.refunded", world.refund(ch))):
+    for e in (
+        event,
+        world.event("charge.refunded", world.refund(ch, 4900)),
+        world.event("charge.refunded", world.refund(ch)),
+    ):
         deliver(runtime, e)
         drain(dispatcher)
     (deal,) = crm.list_deals()
     assert deal.stage == "refunded" and Decimal(deal.refunded_amount) == Decimal("249.00")
-    assert crm.notes_for(pi["id"]) == ["Płatność zrealizowana: 249,00\u00a0zł (card).",
-                                       "Częściowy zwrot: 49,00\u00a0zł z 249,00\u00a0zł.",
-                                       "Zwrot całej płatności: 249,00\u00a0zł."]
+    assert crm.notes_for(pi["id"]) == [
+        "Płatność zrealizowana: 249,00\u00a0zł (card).",
+        "Częściowy zwrot: 49,00\u00a0zł z 249,00\u00a0zł.",
+        "Zwrot całej płatności: 249,00\u00a0zł.",
+    ]
 
 
-def test_a_failure_moves_the_deal_to_failed(runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher,
-                                            world: StripeWorld) -> None:
+def test_a_failure_moves_the_deal_to_failed(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     cus = world.customer("marek@example.pl", "Marek")
     pi, ch = world.payment_intent(9900, "pln", cus, status="requires_payment_method")
     deliver(runtime, world.event("payment_intent.payment_failed", {**pi, "latest_charge": ch}))
@@ -86,8 +104,9 @@ def test_a_failure_moves_the_deal_to_failed(runtime: Runtime, crm: LocalCRM, dis
     assert crm.notes_for(pi["id"]) == ["Płatność nieudana: 99,00\u00a0zł. Your card was declined."]
 
 
-def test_a_burst_is_drained_by_few_runs(runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher,
-                                        world: StripeWorld) -> None:
+def test_a_burst_is_drained_by_few_runs(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     events = [expanded_success(world, amount=1000 + i, email=f"c{i % 50}@example.pl")[0] for i in range(300)]
     deliver(runtime, *events)
     runs = drain(dispatcher)
@@ -95,8 +114,9 @@ def test_a_burst_is_drained_by_few_runs(runtime: Runtime, crm: LocalCRM, dispatc
     assert len(crm.list_deals()) == 300 and len(crm.list_contacts()) == 50
 
 
-def test_unknown_types_are_skipped_and_bad_events_set_aside(runtime: Runtime, crm: LocalCRM,
-                                                            dispatcher: Dispatcher, world: StripeWorld) -> None:
+def test_unknown_types_are_skipped_and_bad_events_set_aside(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     good, _, _ = expanded_success(world)
     unknown = world.event("customer.created", world.customer("x@y.pl"))
     bad, _, _ = expanded_success(world, email="b@c.pl")
@@ -131,8 +151,9 @@ class RejectingCRM:
         self.inner.close()
 
 
-def test_a_rejected_payment_is_dead_lettered_and_replayed_later(runtime: Runtime, crm: LocalCRM,
-                                                                dispatcher: Dispatcher, world: StripeWorld) -> None:
+def test_a_rejected_payment_is_dead_lettered_and_replayed_later(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     runtime.__dict__["crms"] = [RejectingCRM(crm, reject="bad@example.pl")]
     events = [expanded_success(world, email=e)[0] for e in ("a@example.pl", "bad@example.pl", "c@example.pl")]
     deliver(runtime, *events)
@@ -143,7 +164,11 @@ def test_a_rejected_payment_is_dead_lettered_and_replayed_later(runtime: Runtime
 
     runtime.__dict__["crms"] = [crm]  # the mapping was fixed
     replay()
-    assert sorted(d.contact_email for d in crm.list_deals()) == ["a@example.pl", "bad@example.pl", "c@example.pl"]
+    assert sorted(d.contact_email for d in crm.list_deals()) == [
+        "a@example.pl",
+        "bad@example.pl",
+        "c@example.pl",
+    ]
     assert runtime.ledger.dead_letters() == []
     assert all(len(crm.notes_for(d.payment_id)) == 1 for d in crm.list_deals())
 
@@ -161,7 +186,8 @@ class CrashingCRM(RejectingCRM):
 
 
 def test_a_run_that_dies_half_way_is_finished_by_the_next_without_doubles(
-        runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld) -> None:
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     runtime.__dict__["crms"] = [CrashingCRM(crm, reject="-")]
     event, pi, _ = expanded_success(world)
     deliver(runtime, event)
@@ -178,8 +204,9 @@ def test_a_run_that_dies_half_way_is_finished_by_the_next_without_doubles(
     assert len(mails) == 1
 
 
-def test_runs_belong_to_the_flow_and_are_named_after_the_payment(runtime: Runtime, dispatcher: Dispatcher,
-                                                                 world: StripeWorld) -> None:
+def test_runs_belong_to_the_flow_and_are_named_after_the_payment(
+    runtime: Runtime, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
     event, pi, _ = expanded_success(world)
     deliver(runtime, event)
     drain(dispatcher)

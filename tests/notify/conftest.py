@@ -39,10 +39,18 @@ class VirtualClock:
 
 def make_payment(**overrides: Any) -> Payment:
     data: dict[str, Any] = dict(
-        payment_id="pi_3Q0001", customer_id="cus_1", email="anna@example.pl", name="Anna Nowak",
-        amount=Decimal("1249.00"), currency="PLN", occurred_at=datetime(2026, 3, 2, 13, 5, tzinfo=UTC),
-        products=("Pakiet Automatyzacji CRM",), status="succeeded", method="blik",
-        invoice_url="https://invoice.stripe.com/i/acct_1/test_1", receipt_url="https://pay.stripe.com/receipts/1",
+        payment_id="pi_3Q0001",
+        customer_id="cus_1",
+        email="anna@example.pl",
+        name="Anna Nowak",
+        amount=Decimal("1249.00"),
+        currency="PLN",
+        occurred_at=datetime(2026, 3, 2, 13, 5, tzinfo=UTC),
+        products=("Pakiet Automatyzacji CRM",),
+        status="succeeded",
+        method="blik",
+        invoice_url="https://invoice.stripe.com/i/acct_1/test_1",
+        receipt_url="https://pay.stripe.com/receipts/1",
     )
     data.update(overrides)
     return Payment.model_validate(data)

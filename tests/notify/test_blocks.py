@@ -9,8 +9,14 @@ from stripeflow.tasks.notify.channels import load_secrets
 
 
 def test_secrets_come_from_the_environment_and_never_show() -> None:
-    settings = load_settings(env={"SMTP_PASSWORD": "app-pass", "SLACK_BOT_TOKEN": "xoxb-1",
-                                  "TELEGRAM_BOT_TOKEN": "1:abc", "STRIPEFLOW_HANDOFF_SECRET": "s3"})
+    settings = load_settings(
+        env={
+            "SMTP_PASSWORD": "app-pass",
+            "SLACK_BOT_TOKEN": "xoxb-1",
+            "TELEGRAM_BOT_TOKEN": "1:abc",
+            "STRIPEFLOW_HANDOFF_SECRET": "s3",
+        }
+    )
     assert isinstance(settings.notify.slack_token, SecretStr)
     assert "xoxb-1" not in repr(settings) and "app-pass" not in settings.model_dump_json()
     secrets = load_secrets(settings)

@@ -21,8 +21,14 @@ def item(key: str, send: object) -> Outgoing:
             raise send
         return str(send)
 
-    return Outgoing(key=key, payment_id=key.split(":")[-1], target="slack", action="team_payment",
-                    channel=key.rsplit(":", 1)[0], send=run)
+    return Outgoing(
+        key=key,
+        payment_id=key.split(":")[-1],
+        target="slack",
+        action="team_payment",
+        channel=key.rsplit(":", 1)[0],
+        send=run,
+    )
 
 
 def test_only_one_run_wins_a_claim(ledger: Ledger) -> None:
@@ -36,14 +42,24 @@ def test_only_one_run_wins_a_claim(ledger: Ledger) -> None:
 
 
 def test_outcomes(ledger: Ledger) -> None:
-    items = [item("a:pi_ok", "ts-1"), item("b:pi_unknown", OutcomeUnknownError("lost", vendor="slack")),
-             item("c:pi_bad", PermanentError("channel_not_found", vendor="slack", code="channel_not_found")),
-             item("d:pi_later", RetriableError("down", vendor="slack", wait=3))]
+    items = [
+        item("a:pi_ok", "ts-1"),
+        item("b:pi_unknown", OutcomeUnknownError("lost", vendor="slack")),
+        item("c:pi_bad", PermanentError("channel_not_found", vendor="slack", code="channel_not_found")),
+        item("d:pi_later", RetriableError("down", vendor="slack", wait=3)),
+    ]
     report = deliver(items, ledger, final_attempt=False, logger=LOG)
     assert (report.sent, report.unknown, report.dead, report.pending) == (
-        ["a:pi_ok"], ["b:pi_unknown"], ["c:pi_bad"], ["d:pi_later"])
-    status = {e.key: e.status for pid in ("pi_ok", "pi_unknown", "pi_bad", "pi_later")
-              for e in ledger.effects_for(pid)}
+        ["a:pi_ok"],
+        ["b:pi_unknown"],
+        ["c:pi_bad"],
+        ["d:pi_later"],
+    )
+    status = {
+        e.key: e.status
+        for pid in ("pi_ok", "pi_unknown", "pi_bad", "pi_later")
+        for e in ledger.effects_for(pid)
+    }
     assert status == {"a:pi_ok": "done", "b:pi_unknown": "unknown", "c:pi_bad": "failed"}
     (letter,) = ledger.dead_letters()
     assert letter.reason.startswith("c:pi_bad: PermanentError") and letter.payment_id == "pi_bad"
@@ -58,17 +74,30 @@ def test_a_down_channel_is_called_once_per_run(ledger: Ledger) -> None:
         calls.append("x")
         raise RetriableError("connection refused", vendor="slack")
 
-    items = [Outgoing(key=f"slack:#p:team_payment:pi_{i}", payment_id=f"pi_{i}", target="slack",
-                      action="team_payment", channel="slack:#p", send=down) for i in range(4)]
+    items = [
+        Outgoing(
+            key=f"slack:#p:team_payment:pi_{i}",
+            payment_id=f"pi_{i}",
+            target="slack",
+            action="team_payment",
+            channel="slack:#p",
+            send=down,
+        )
+        for i in range(4)
+    ]
     report = deliver(items, ledger, final_attempt=False, logger=LOG)
     assert len(report.pending) == 4 and calls == ["x"] and not ledger.effects_done(i.key for i in items)
 
 
 def test_the_task_raises_for_its_retries_only_while_attempts_remain(
-        monkeypatch: pytest.MonkeyPatch, make_settings: SettingsFactory, ledger: Ledger,
-        make_channels: MakeChannels) -> None:
-    settings = make_settings(customer_messages=[], routes={"payment": ["slack:#payments"]},
-                             slack_api_base="http://127.0.0.1:9/api")  # nothing listens: refused
+    monkeypatch: pytest.MonkeyPatch,
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+) -> None:
+    settings = make_settings(
+        customer_messages=[], routes={"payment": ["slack:#payments"]}, slack_api_base="http://127.0.0.1:9/api"
+    )  # nothing listens: refused
     monkeypatch.setattr(notify, "_final_attempt", lambda: False)
     with pytest.raises(RetriableError, match="1 notifications still to send"):
         notify.notify_changes.fn([change(make_payment())], settings, ledger, make_channels(settings))

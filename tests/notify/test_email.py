@@ -31,14 +31,18 @@ def with_password(make_channels: MakeChannels) -> Callable[[Settings], Channels]
 def smtp_settings(make_settings: SettingsFactory, port: int, **notify: object) -> Settings:
     defaults: dict[str, object] = dict(
         smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": USER, "timeout": 5},
-        sender="Sklep Żółw <sklep@example.pl>", reply_to="pomoc@example.pl",
-        unsubscribe_mailto="wypisz@example.pl", unsubscribe_url="https://example.pl/wypisz",
-        routes={"payment": ["email:zespol@example.pl"]})
+        sender="Sklep Żółw <sklep@example.pl>",
+        reply_to="pomoc@example.pl",
+        unsubscribe_mailto="wypisz@example.pl",
+        unsubscribe_url="https://example.pl/wypisz",
+        routes={"payment": ["email:zespol@example.pl"]},
+    )
     return make_settings(**{**defaults, **notify})
 
 
-def test_customer_mail_is_correct_mime(make_settings: SettingsFactory, ledger: Ledger,
-                                       make_channels: MakeChannels) -> None:
+def test_customer_mail_is_correct_mime(
+    make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     with smtp_server(users={USER: PASSWORD}, auth_required=True) as server:
         mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
@@ -72,8 +76,9 @@ def test_customer_mail_is_correct_mime(make_settings: SettingsFactory, ledger: L
         assert team["List-Unsubscribe"] is None and team["Reply-To"] is None
 
 
-def test_rerun_sends_nothing_twice(make_settings: SettingsFactory, ledger: Ledger,
-                                   make_channels: MakeChannels) -> None:
+def test_rerun_sends_nothing_twice(
+    make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     with smtp_server(users={USER: PASSWORD}) as server:
         mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
@@ -87,15 +92,15 @@ def test_rerun_sends_nothing_twice(make_settings: SettingsFactory, ledger: Ledge
         assert subjects[-1] == "Zwrot płatności – Pakiet Automatyzacji CRM"
 
 
-def test_rejected_address_is_dead_lettered_and_the_rest_goes(make_settings: SettingsFactory, ledger: Ledger,
-                                                              make_channels: MakeChannels) -> None:
+def test_rejected_address_is_dead_lettered_and_the_rest_goes(
+    make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     with smtp_server(users={USER: PASSWORD}, reject={"nikt@example.pl"}) as server:
         mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port)
         bad = make_payment(payment_id="pi_bad", email="nikt@example.pl")
         good = make_payment(payment_id="pi_good")
-        report = notify_changes.fn([change(bad), change(good)], settings, ledger,
-                                   mk(settings))
+        report = notify_changes.fn([change(bad), change(good)], settings, ledger, mk(settings))
         assert report.dead == ["email:customer:payment_confirmation:pi_bad"]
         assert len(report.sent) == 3 and len(server.messages) == 3
         (letter,) = ledger.dead_letters()
@@ -105,34 +110,36 @@ def test_rejected_address_is_dead_lettered_and_the_rest_goes(make_settings: Sett
         assert rerun.already_done and len(ledger.dead_letters()) == 1  # not tried again
 
 
-def test_wrong_password_dead_letters_after_one_try(make_settings: SettingsFactory, ledger: Ledger,
-                                                    make_channels: MakeChannels) -> None:
+def test_wrong_password_dead_letters_after_one_try(
+    make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     with smtp_server(users={USER: PASSWORD}) as server:
         settings = smtp_settings(make_settings, server.port)
-        report = notify_changes.fn([change(make_payment())], settings, ledger,
-                                   make_channels(settings, smtp_password="wrong"))
+        report = notify_changes.fn(
+            [change(make_payment())], settings, ledger, make_channels(settings, smtp_password="wrong")
+        )
         assert len(report.dead) == 2 and not server.messages
         assert all("AuthError" in d.reason for d in ledger.dead_letters())
 
 
 def test_connection_lost_during_data_is_unknown_and_never_resent(
-        make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels) -> None:
+    make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     with smtp_server(users={USER: PASSWORD}) as server:
         mk = with_password(make_channels)
         settings = smtp_settings(make_settings, server.port, routes={})
         server.drop_during_data = 1
-        report = notify_changes.fn([change(make_payment())], settings, ledger,
-                                   mk(settings))
+        report = notify_changes.fn([change(make_payment())], settings, ledger, mk(settings))
         assert report.unknown == ["email:customer:payment_confirmation:pi_3Q0001"]
         (effect,) = ledger.effects_for("pi_3Q0001")
         assert effect.status == "unknown" and "DATA" in (effect.result or "")
-        again = notify_changes.fn([change(make_payment())], settings, ledger,
-                                  mk(settings))
+        again = notify_changes.fn([change(make_payment())], settings, ledger, mk(settings))
         assert again.already_done and not server.messages
 
 
-def test_temporary_refusal_waits_for_the_task_retry(make_settings: SettingsFactory, ledger: Ledger,
-                                                     make_channels: MakeChannels) -> None:
+def test_temporary_refusal_waits_for_the_task_retry(
+    make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     from stripeflow.tasks.notify import build_messages
     from stripeflow.tasks.notify.render import Renderer
 
@@ -149,8 +156,9 @@ def test_temporary_refusal_waits_for_the_task_retry(make_settings: SettingsFacto
         assert len(report.sent) == 2 and len(server.messages) == 2
 
 
-def test_without_smtp_mail_goes_to_the_outbox(make_settings: SettingsFactory, ledger: Ledger,
-                                              make_channels: MakeChannels, tmp_path: Path) -> None:
+def test_without_smtp_mail_goes_to_the_outbox(
+    make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels, tmp_path: Path
+) -> None:
     settings = make_settings(sender="Sklep <sklep@example.pl>")
     report = notify_changes.fn([change(make_payment())], settings, ledger, make_channels(settings))
     (path,) = (tmp_path / "home" / "outbox").glob("*.eml")

@@ -54,8 +54,9 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         yield r, f"{url}/erp/stripeflow"
 
 
-def test_signed_retried_and_once_per_change(receiver: tuple[Receiver, str], clock: VirtualClock,
-                                            make_settings: SettingsFactory, ledger: Ledger) -> None:
+def test_signed_retried_and_once_per_change(
+    receiver: tuple[Receiver, str], clock: VirtualClock, make_settings: SettingsFactory, ledger: Ledger
+) -> None:
     r, url = receiver
     settings = make_settings()
     client = HandoffAPI(url, SECRET, sleep=clock.sleep)
@@ -81,8 +82,9 @@ def test_signed_retried_and_once_per_change(receiver: tuple[Receiver, str], cloc
     client.close()
 
 
-def test_a_rejected_hand_off_is_dead_lettered(receiver: tuple[Receiver, str], clock: VirtualClock,
-                                              make_settings: SettingsFactory, ledger: Ledger) -> None:
+def test_a_rejected_hand_off_is_dead_lettered(
+    receiver: tuple[Receiver, str], clock: VirtualClock, make_settings: SettingsFactory, ledger: Ledger
+) -> None:
     r, url = receiver
     r.fail_next = [422]
     client = HandoffAPI(url, SECRET, sleep=clock.sleep)
@@ -92,8 +94,9 @@ def test_a_rejected_hand_off_is_dead_lettered(receiver: tuple[Receiver, str], cl
     client.close()
 
 
-def test_settings_without_a_secret_dead_letter(make_settings: SettingsFactory, ledger: Ledger,
-                                               tmp_path: object) -> None:
+def test_settings_without_a_secret_dead_letter(
+    make_settings: SettingsFactory, ledger: Ledger, tmp_path: object
+) -> None:
     from stripeflow.core.config import Settings
 
     settings = Settings.model_validate({"handoff": {"url": "http://127.0.0.1:9/x"}})

@@ -10,19 +10,25 @@ from tests.notify.conftest import MakeChannels, SettingsFactory, change, make_pa
 from tests.notify.test_slack import Fake
 
 
-def test_outage_is_retried_by_prefect_then_sent_once(prefect_server: str, slack: Fake,
-                                                      make_settings: SettingsFactory, ledger: Ledger,
-                                                      make_channels: MakeChannels) -> None:
+def test_outage_is_retried_by_prefect_then_sent_once(
+    prefect_server: str,
+    slack: Fake,
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+) -> None:
     state, url = slack
-    settings = make_settings(slack_api_base=f"{url}/api", customer_messages=[],
-                             routes={"payment": ["slack:#payments"]})
+    settings = make_settings(
+        slack_api_base=f"{url}/api", customer_messages=[], routes={"payment": ["slack:#payments"]}
+    )
     channels = make_channels(settings)
     state.fail_next(6, status=429, retry_after=1)  # outlasts the seam's 6 attempts: the task must retry
 
     @flow
     def run() -> NotifyReport:
         return notify_changes.with_options(retry_delay_seconds=0)(
-            [change(make_payment())], settings, ledger, channels)
+            [change(make_payment())], settings, ledger, channels
+        )
 
     report = run()
     assert report.sent == ["slack:#payments:team_payment:pi_3Q0001"]

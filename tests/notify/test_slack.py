@@ -23,12 +23,14 @@ Fake = tuple[SlackState, str]
 
 
 def settings_for(make_settings: SettingsFactory, url: str, channel: str = "slack:#payments") -> Settings:
-    return make_settings(slack_api_base=f"{url}/api", customer_messages=[],
-                         routes={"payment": [channel], "dispute": [channel]})
+    return make_settings(
+        slack_api_base=f"{url}/api", customer_messages=[], routes={"payment": [channel], "dispute": [channel]}
+    )
 
 
-def test_team_message_is_posted_with_blocks(slack: Fake, make_settings: SettingsFactory, ledger: Ledger,
-                                            make_channels: MakeChannels) -> None:
+def test_team_message_is_posted_with_blocks(
+    slack: Fake, make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     state, url = slack
     settings = settings_for(make_settings, url)
     report = notify_changes.fn([change(make_payment())], settings, ledger, make_channels(settings))
@@ -43,8 +45,9 @@ def test_team_message_is_posted_with_blocks(slack: Fake, make_settings: Settings
     assert effect.status == "done" and effect.target == "slack" and effect.action == "team_payment"
 
 
-def test_calling_twice_sends_once(slack: Fake, make_settings: SettingsFactory, ledger: Ledger,
-                                  make_channels: MakeChannels) -> None:
+def test_calling_twice_sends_once(
+    slack: Fake, make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     state, url = slack
     settings = settings_for(make_settings, url)
     changes = [change(make_payment())]
@@ -53,8 +56,13 @@ def test_calling_twice_sends_once(slack: Fake, make_settings: SettingsFactory, l
     assert len(state.messages) == 1 and again.already_done == ["slack:#payments:team_payment:pi_3Q0001"]
 
 
-def test_429_is_waited_out_as_slack_says(slack: Fake, clock: VirtualClock, make_settings: SettingsFactory,
-                                         ledger: Ledger, make_channels: MakeChannels) -> None:
+def test_429_is_waited_out_as_slack_says(
+    slack: Fake,
+    clock: VirtualClock,
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+) -> None:
     state, url = slack
     state.fail_next(2, status=429, retry_after=7)
     settings = settings_for(make_settings, url)
@@ -63,9 +71,13 @@ def test_429_is_waited_out_as_slack_says(slack: Fake, clock: VirtualClock, make_
     assert clock.sleeps.count(7) == 2 and len(state.requests) == 3
 
 
-def test_the_per_channel_pace_is_kept_without_429s(slack: Fake, clock: VirtualClock,
-                                                   make_settings: SettingsFactory, ledger: Ledger,
-                                                   make_channels: MakeChannels) -> None:
+def test_the_per_channel_pace_is_kept_without_429s(
+    slack: Fake,
+    clock: VirtualClock,
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+) -> None:
     state, url = slack
     settings = settings_for(make_settings, url)
     payments = [change(make_payment(payment_id=f"pi_{i}")) for i in range(5)]
@@ -74,8 +86,9 @@ def test_the_per_channel_pace_is_kept_without_429s(slack: Fake, clock: VirtualCl
     assert clock.now - 1000.0 >= 4.0
 
 
-def test_unknown_channel_is_dead_lettered_not_raised(slack: Fake, make_settings: SettingsFactory,
-                                                     ledger: Ledger, make_channels: MakeChannels) -> None:
+def test_unknown_channel_is_dead_lettered_not_raised(
+    slack: Fake, make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     state, url = slack
     settings = settings_for(make_settings, url, channel="slack:#nie-ma")
     report = notify_changes.fn([change(make_payment())], settings, ledger, make_channels(settings))
@@ -86,8 +99,9 @@ def test_unknown_channel_is_dead_lettered_not_raised(slack: Fake, make_settings:
     assert again.already_done and len(state.requests) == 1
 
 
-def test_bad_token_stops_the_channel_after_one_call(slack: Fake, make_settings: SettingsFactory,
-                                                    ledger: Ledger, make_channels: MakeChannels) -> None:
+def test_bad_token_stops_the_channel_after_one_call(
+    slack: Fake, make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     state, url = slack
     settings = settings_for(make_settings, url)
     payments = [change(make_payment(payment_id=f"pi_{i}")) for i in range(3)]
@@ -96,9 +110,9 @@ def test_bad_token_stops_the_channel_after_one_call(slack: Fake, make_settings: 
     assert all("invalid_auth" in d.reason for d in ledger.dead_letters())
 
 
-def test_missing_token_is_a_dead_letter_naming_the_setting(slack: Fake, make_settings: SettingsFactory,
-                                                           ledger: Ledger,
-                                                           make_channels: MakeChannels) -> None:
+def test_missing_token_is_a_dead_letter_naming_the_setting(
+    slack: Fake, make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     _, url = slack
     settings = settings_for(make_settings, url)
     channels = make_channels(settings, slack_token="")
@@ -119,8 +133,10 @@ def test_error_table() -> None:
     import httpx
 
     api = SlackAPI("t", "http://slack.invalid/api")
+
     def answer(body: dict[str, object], status: int = 200) -> object:
         return api.classify(httpx.Response(status, json=body))
+
     assert answer({"ok": True}) is None
     assert isinstance(answer({"ok": False, "error": "invalid_auth"}), AuthError)
     assert isinstance(answer({"ok": False, "error": "is_archived"}), PermanentError)
@@ -145,8 +161,9 @@ def test_webhook(slack: Fake, clock: VirtualClock) -> None:
     gone.close()
 
 
-def test_webhook_route(slack: Fake, make_settings: SettingsFactory, ledger: Ledger,
-                       make_channels: MakeChannels) -> None:
+def test_webhook_route(
+    slack: Fake, make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     state, url = slack
     settings = make_settings(customer_messages=[], routes={"dispute": ["slack-webhook"]})
     channels = make_channels(settings, slack_webhook_url=f"{url}/services/T0/B0/secret")

@@ -27,17 +27,27 @@ Fake = tuple[TelegramState, str]
 KINDS = ("payment", "refund", "failure", "dispute")
 
 
-def settings_for(make_settings: SettingsFactory, url: str, chat: str = "-1001",
-                 language: str = "pl") -> Settings:
-    return make_settings(language=language, telegram_api_base=url, customer_messages=[],
-                         routes={kind: [f"telegram:{chat}"] for kind in KINDS})
+def settings_for(
+    make_settings: SettingsFactory, url: str, chat: str = "-1001", language: str = "pl"
+) -> Settings:
+    return make_settings(
+        language=language,
+        telegram_api_base=url,
+        customer_messages=[],
+        routes={kind: [f"telegram:{chat}"] for kind in KINDS},
+    )
 
 
 @pytest.mark.parametrize("language", ["pl", "en"])
 @pytest.mark.parametrize("status", ["succeeded", "failed", "disputed"])
-def test_team_messages_are_html_telegram_accepts(telegram: Fake, make_settings: SettingsFactory,
-                                                 ledger: Ledger, make_channels: MakeChannels,
-                                                 language: str, status: str) -> None:
+def test_team_messages_are_html_telegram_accepts(
+    telegram: Fake,
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+    language: str,
+    status: str,
+) -> None:
     state, url = telegram
     settings = settings_for(make_settings, url, language=language)
     payment = make_payment(status=status, name="Jan <script> & Syn", failure_message="Karta odrzucona")
@@ -48,9 +58,13 @@ def test_team_messages_are_html_telegram_accepts(telegram: Fake, make_settings: 
     assert state.requests[0]["json"]["parse_mode"] == "HTML"
 
 
-def test_retry_after_from_the_body_is_honoured(telegram: Fake, clock: VirtualClock,
-                                               make_settings: SettingsFactory, ledger: Ledger,
-                                               make_channels: MakeChannels) -> None:
+def test_retry_after_from_the_body_is_honoured(
+    telegram: Fake,
+    clock: VirtualClock,
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+) -> None:
     state, url = telegram
     state.fail_next(1, status=429, retry_after=5)
     settings = settings_for(make_settings, url)
@@ -58,8 +72,9 @@ def test_retry_after_from_the_body_is_honoured(telegram: Fake, clock: VirtualClo
     assert len(report.sent) == 1 and 5 in clock.sleeps and len(state.requests) == 2
 
 
-def test_unknown_chat_is_dead_lettered(telegram: Fake, make_settings: SettingsFactory, ledger: Ledger,
-                                       make_channels: MakeChannels) -> None:
+def test_unknown_chat_is_dead_lettered(
+    telegram: Fake, make_settings: SettingsFactory, ledger: Ledger, make_channels: MakeChannels
+) -> None:
     _, url = telegram
     settings = settings_for(make_settings, url, chat="-999")
     report = notify_changes.fn([change(make_payment())], settings, ledger, make_channels(settings))
@@ -83,14 +98,23 @@ def test_errors_by_cause(telegram: Fake, clock: VirtualClock) -> None:
     wrong.close()
 
 
-def test_the_token_never_reaches_a_log(telegram: Fake, clock: VirtualClock, caplog: pytest.LogCaptureFixture,
-                                       make_settings: SettingsFactory, ledger: Ledger,
-                                       make_channels: MakeChannels) -> None:
+def test_the_token_never_reaches_a_log(
+    telegram: Fake,
+    clock: VirtualClock,
+    caplog: pytest.LogCaptureFixture,
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+) -> None:
     _, url = telegram
     settings = settings_for(make_settings, url)
     with caplog.at_level(logging.DEBUG):
-        notify_changes.fn([change(make_payment()), change(make_payment(payment_id="pi_2", status="failed"))],
-                          settings, ledger, make_channels(settings))
+        notify_changes.fn(
+            [change(make_payment()), change(make_payment(payment_id="pi_2", status="failed"))],
+            settings,
+            ledger,
+            make_channels(settings),
+        )
     assert any("sendMessage" in r.getMessage() for r in caplog.records)  # httpx did log the request
     assert TELEGRAM_TOKEN not in caplog.text and "TEST-token" not in caplog.text
     assert "bot<redacted>" in caplog.text

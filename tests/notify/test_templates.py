@@ -20,14 +20,18 @@ TEAM_KINDS = ["payment", "refund", "failure", "dispute"]
 def ctx(language: str, kind: str, **overrides: object) -> dict[str, object]:
     currency = "PLN" if language == "pl" else "EUR"
     payment = make_payment(currency=currency, **overrides)
-    return message_context(payment, None, kind=kind, language=language, deal_url="https://crm.example/deals/7")
+    return message_context(
+        payment, None, kind=kind, language=language, deal_url="https://crm.example/deals/7"
+    )
 
 
 def test_polish_confirmation_reads_as_specified() -> None:
     email = Renderer("pl").customer_email("payment_confirmation", ctx("pl", "payment_confirmation"))
     assert email.subject == "Potwierdzenie płatności – Pakiet Automatyzacji CRM"
-    assert (f"Dziękujemy za dokonanie płatności! Otrzymaliśmy Twoją wpłatę {PLN_1249} "
-            "za „Pakiet Automatyzacji CRM”.") in email.text
+    assert (
+        f"Dziękujemy za dokonanie płatności! Otrzymaliśmy Twoją wpłatę {PLN_1249} "
+        "za „Pakiet Automatyzacji CRM”."
+    ) in email.text
     assert "Faktura została wysłana na Twój adres e-mail" in email.text
     assert "https://invoice.stripe.com/i/acct_1/test_1" in email.text
     assert 'href="https://invoice.stripe.com/i/acct_1/test_1"' in email.html
@@ -37,8 +41,9 @@ def test_polish_confirmation_reads_as_specified() -> None:
 def test_english_confirmation() -> None:
     email = Renderer("en").customer_email("payment_confirmation", ctx("en", "payment_confirmation"))
     assert email.subject == "Payment confirmation – Pakiet Automatyzacji CRM"
-    assert (f"Thank you for your payment! We have received {EUR_1249} "
-            "for ‘Pakiet Automatyzacji CRM’.") in email.text
+    assert (
+        f"Thank you for your payment! We have received {EUR_1249} for ‘Pakiet Automatyzacji CRM’."
+    ) in email.text
     assert EUR_1249 in email.html
 
 
@@ -111,6 +116,11 @@ def test_a_users_template_overrides_ours_by_name(tmp_path: Path) -> None:
 
 
 def test_dashboard_links() -> None:
-    assert stripe_dashboard_url(make_payment(livemode=True)) == "https://dashboard.stripe.com/payments/pi_3Q0001"
-    assert stripe_dashboard_url(make_payment(payment_id="in_1")) == "https://dashboard.stripe.com/test/invoices/in_1"
+    assert (
+        stripe_dashboard_url(make_payment(livemode=True)) == "https://dashboard.stripe.com/payments/pi_3Q0001"
+    )
+    assert (
+        stripe_dashboard_url(make_payment(payment_id="in_1"))
+        == "https://dashboard.stripe.com/test/invoices/in_1"
+    )
     assert stripe_dashboard_url(make_payment(provider="paypal")) is None

@@ -26,7 +26,9 @@ def build_crm(target: CRMTarget, home: Path) -> CRM:
     """The adapter for one configured target, built from its block or settings (no globals)."""
     path = ADAPTERS.get(target.type)
     if path is None:
-        raise ConfigError(f"crm.type {target.type!r} is not known; choose one of {', '.join(sorted(ADAPTERS))}")
+        raise ConfigError(
+            f"crm.type {target.type!r} is not known; choose one of {', '.join(sorted(ADAPTERS))}"
+        )
     module, cls = path.split(":")
     adapter = getattr(importlib.import_module(module), cls)
     return adapter.from_target(target, home)  # type: ignore[no-any-return]

@@ -33,15 +33,28 @@ from stripeflow.core.config import CRMTarget
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 
 STAGE_LABELS = {
-    "pl": {"new": "Nowe płatności", "paid": "Zrealizowane", "invoiced": "Zafakturowane",
-           "failed": "Nieudane", "refunded": "Zwrócone", "overdue": "Zaległe"},
-    "en": {"new": "New payments", "paid": "Won", "invoiced": "Invoiced",
-           "failed": "Failed", "refunded": "Refunded", "overdue": "Overdue"},
+    "pl": {
+        "new": "Nowe płatności",
+        "paid": "Zrealizowane",
+        "invoiced": "Zafakturowane",
+        "failed": "Nieudane",
+        "refunded": "Zwrócone",
+        "overdue": "Zaległe",
+    },
+    "en": {
+        "new": "New payments",
+        "paid": "Won",
+        "invoiced": "Invoiced",
+        "failed": "Failed",
+        "refunded": "Refunded",
+        "overdue": "Overdue",
+    },
 }
 
 metadata = MetaData()
 contacts = Table(
-    "contacts", metadata,
+    "contacts",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("email", String(320), unique=True, nullable=True),
     Column("customer_id", String(255), unique=True, nullable=True),
@@ -49,7 +62,8 @@ contacts = Table(
     Column("updated_at", DateTime(timezone=True)),
 )
 deals = Table(
-    "deals", metadata,
+    "deals",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("payment_id", String(255), unique=True, nullable=False),
     Column("title", String(500)),
@@ -62,7 +76,8 @@ deals = Table(
     Column("updated_at", DateTime(timezone=True)),
 )
 notes = Table(
-    "notes", metadata,
+    "notes",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("deal_id", Integer, ForeignKey("deals.id")),
     Column("payment_id", String(255)),
@@ -90,7 +105,9 @@ class LocalCRM:
 
     batch_size = 500
 
-    def __init__(self, path: str | Path, *, stages: dict[str, str] | None = None, name: str = "local") -> None:
+    def __init__(
+        self, path: str | Path, *, stages: dict[str, str] | None = None, name: str = "local"
+    ) -> None:
         self.name = name
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +129,13 @@ class LocalCRM:
             for c in items:
                 row = None
                 if c.email:
-                    row = conn.execute(select(contacts.c.id).where(contacts.c.email == c.email.lower())).first()
+                    row = conn.execute(
+                        select(contacts.c.id).where(contacts.c.email == c.email.lower())
+                    ).first()
                 if row is None and c.customer_id:
-                    row = conn.execute(select(contacts.c.id).where(contacts.c.customer_id == c.customer_id)).first()
+                    row = conn.execute(
+                        select(contacts.c.id).where(contacts.c.customer_id == c.customer_id)
+                    ).first()
                 values: dict[str, Any] = {"updated_at": now}
                 if c.name:
                     values["name"] = c.name
@@ -123,11 +144,12 @@ class LocalCRM:
                 if row is None:
                     if c.customer_id:
                         values["customer_id"] = c.customer_id
-                    ids.append(str(conn.execute(contacts.insert().values(**values)).inserted_primary_key[0]))
+                    ids.append(_new_id(conn.execute(contacts.insert().values(**values))))
                 else:
                     if c.customer_id:
-                        taken = conn.execute(select(contacts.c.id).where(
-                            contacts.c.customer_id == c.customer_id)).first()
+                        taken = conn.execute(
+                            select(contacts.c.id).where(contacts.c.customer_id == c.customer_id)
+                        ).first()
                         if taken is None:
                             values["customer_id"] = c.customer_id
                     conn.execute(contacts.update().where(contacts.c.id == row[0]).values(**values))
@@ -140,26 +162,41 @@ class LocalCRM:
         with self.engine.begin() as conn:
             for d in items:
                 values = dict(
-                    payment_id=d.payment_id, title=d.title, amount=str(d.amount),
-                    refunded_amount=str(d.refunded_amount), currency=d.currency,
+                    payment_id=d.payment_id,
+                    title=d.title,
+                    amount=str(d.amount),
+                    refunded_amount=str(d.refunded_amount),
+                    currency=d.currency,
                     stage=self.stages.get(d.stage, d.stage),
                     contact_id=int(d.contact_id) if d.contact_id else None,
-                    fields=json.dumps(dict(d.fields), default=str), updated_at=now,
+                    fields=json.dumps(dict(d.fields), default=str),
+                    updated_at=now,
                 )
                 stmt = insert(deals).values(**values)
                 update = {k: stmt.excluded[k] for k in values if k != "payment_id"}
                 if d.contact_id is None:
                     update.pop("contact_id")
                 conn.execute(stmt.on_conflict_do_update(index_elements=["payment_id"], set_=update))
-                ids.append(str(conn.execute(select(deals.c.id).where(deals.c.payment_id == d.payment_id)).scalar_one()))
+                ids.append(
+                    str(
+                        conn.execute(
+                            select(deals.c.id).where(deals.c.payment_id == d.payment_id)
+                        ).scalar_one()
+                    )
+                )
         return ids
 
     def add_notes(self, items: Sequence[NoteInput]) -> list[str]:
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             return [
-                str(conn.execute(notes.insert().values(deal_id=int(n.deal_id), payment_id=n.payment_id,
-                                                       body=n.body, created_at=now)).inserted_primary_key[0])
+                _new_id(
+                    conn.execute(
+                        notes.insert().values(
+                            deal_id=int(n.deal_id), payment_id=n.payment_id, body=n.body, created_at=now
+                        )
+                    )
+                )
                 for n in items
             ]
 
@@ -171,7 +208,7 @@ class LocalCRM:
     def list_deals(self) -> list[DealView]:
         from sqlalchemy import func
 
-        note_count = (select(notes.c.deal_id, func.count().label("n")).group_by(notes.c.deal_id).subquery())
+        note_count = select(notes.c.deal_id, func.count().label("n")).group_by(notes.c.deal_id).subquery()
         q = (
             select(deals, contacts.c.email, contacts.c.name, note_count.c.n)
             .outerjoin(contacts, deals.c.contact_id == contacts.c.id)
@@ -180,9 +217,18 @@ class LocalCRM:
         )
         with self.engine.connect() as conn:
             return [
-                DealView(id=r.id, payment_id=r.payment_id, title=r.title, amount=r.amount,
-                         refunded_amount=r.refunded_amount, currency=r.currency, stage=r.stage,
-                         contact_email=r.email, contact_name=r.name, notes=r.n or 0)
+                DealView(
+                    id=r.id,
+                    payment_id=r.payment_id,
+                    title=r.title,
+                    amount=r.amount,
+                    refunded_amount=r.refunded_amount,
+                    currency=r.currency,
+                    stage=r.stage,
+                    contact_email=r.email,
+                    contact_name=r.name,
+                    notes=r.n or 0,
+                )
                 for r in conn.execute(q)
             ]
 
@@ -192,8 +238,16 @@ class LocalCRM:
 
     def notes_for(self, payment_id: str) -> list[str]:
         with self.engine.connect() as conn:
-            return list(conn.execute(select(notes.c.body).where(notes.c.payment_id == payment_id)
-                                     .order_by(notes.c.id)).scalars())
+            return list(
+                conn.execute(
+                    select(notes.c.body).where(notes.c.payment_id == payment_id).order_by(notes.c.id)
+                ).scalars()
+            )
+
+
+def _new_id(result: Any) -> str:
+    """The id SQLite gave the row just inserted."""
+    return str(result.inserted_primary_key[0])
 
 
 def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -74,18 +74,24 @@ def deal_title(payment: Payment, settings: Settings) -> str:
 
 
 def note_text(payment: Payment, language: str) -> str:
-    return NOTE_TEXT[language][payment.status].format(
-        amount=format_money(payment.amount, payment.currency, language),
-        refunded=format_money(payment.refunded_amount, payment.currency, language),
-        method=payment.method.value,
-        reason=payment.failure_message or "",
-    ).strip()
+    return (
+        NOTE_TEXT[language][payment.status]
+        .format(
+            amount=format_money(payment.amount, payment.currency, language),
+            refunded=format_money(payment.refunded_amount, payment.currency, language),
+            method=payment.method.value,
+            reason=payment.failure_message or "",
+        )
+        .strip()
+    )
 
 
 def note_key(target: str, payment: Payment) -> str:
     """One note per real change: the state a note reports is its key."""
-    return (f"{target}:note:{payment.payment_id}:{payment.status.value}:"
-            f"{to_minor(payment.refunded_amount, payment.currency)}")
+    return (
+        f"{target}:note:{payment.payment_id}:{payment.status.value}:"
+        f"{to_minor(payment.refunded_amount, payment.currency)}"
+    )
 
 
 def deal_state_key(target: str, payment: Payment) -> str:
@@ -129,8 +135,12 @@ def upsert_contacts(crm: CRM, ledger: Ledger, payments: Sequence[Payment]) -> di
             inputs[key] = ContactInput(key=key, email=p.email, name=p.name, customer_id=p.customer_id)
             owners[key] = p.payment_id
     items = list(inputs.values())
-    ids = call_in_batches(items, crm.batch_size, crm.upsert_contacts,
-                          lambda c, exc: _dead_letter(ledger, crm, "upsert_contact", owners[c.key], exc))
+    ids = call_in_batches(
+        items,
+        crm.batch_size,
+        crm.upsert_contacts,
+        lambda c, exc: _dead_letter(ledger, crm, "upsert_contact", owners[c.key], exc),
+    )
     found = {c.key: i for c, i in zip(items, ids, strict=True) if i is not None}
     for key, remote in found.items():
         ledger.set_link("contact", key, crm.name, remote)
@@ -138,20 +148,35 @@ def upsert_contacts(crm: CRM, ledger: Ledger, payments: Sequence[Payment]) -> di
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
-def upsert_deals(crm: CRM, ledger: Ledger, payments: Sequence[Payment], contact_ids: dict[str, str],
-                 target: CRMTarget, settings: Settings) -> dict[str, str]:
+def upsert_deals(
+    crm: CRM,
+    ledger: Ledger,
+    payments: Sequence[Payment],
+    contact_ids: dict[str, str],
+    target: CRMTarget,
+    settings: Settings,
+) -> dict[str, str]:
     """Create or update each payment's deal, keyed by the payment id; payment id -> CRM deal id."""
     items = [
         DealInput(
-            payment_id=p.payment_id, title=deal_title(p, settings), amount=p.amount,
-            refunded_amount=p.refunded_amount, currency=p.currency, stage=stage_for(p),
-            contact_id=contact_ids.get(contact_key(p) or ""), payment=p,
+            payment_id=p.payment_id,
+            title=deal_title(p, settings),
+            amount=p.amount,
+            refunded_amount=p.refunded_amount,
+            currency=p.currency,
+            stage=stage_for(p),
+            contact_id=contact_ids.get(contact_key(p) or ""),
+            payment=p,
             fields=mapped_fields(p, target.fields),
         )
         for p in payments
     ]
-    ids = call_in_batches(items, crm.batch_size, crm.upsert_deals,
-                          lambda d, exc: _dead_letter(ledger, crm, "upsert_deal", d.payment_id, exc))
+    ids = call_in_batches(
+        items,
+        crm.batch_size,
+        crm.upsert_deals,
+        lambda d, exc: _dead_letter(ledger, crm, "upsert_deal", d.payment_id, exc),
+    )
     found = {d.payment_id: i for d, i in zip(items, ids, strict=True) if i is not None}
     for payment_id, remote in found.items():
         ledger.set_link("deal", payment_id, crm.name, remote)
@@ -159,28 +184,37 @@ def upsert_deals(crm: CRM, ledger: Ledger, payments: Sequence[Payment], contact_
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
-def add_notes(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal_ids: dict[str, str],
-              language: str) -> int:
+def add_notes(
+    crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal_ids: dict[str, str], language: str
+) -> int:
     """One note per real change of a payment's state; the ledger's effects make it once, ever."""
     wanted = {note_key(crm.name, c.payment): c.payment for c in changes if c.payment.payment_id in deal_ids}
     done = ledger.effects_done(wanted)
-    items = [(key, NoteInput(deal_id=deal_ids[p.payment_id], payment_id=p.payment_id,
-                             body=note_text(p, language)))
-             for key, p in wanted.items() if key not in done]
+    items = [
+        (key, NoteInput(deal_id=deal_ids[p.payment_id], payment_id=p.payment_id, body=note_text(p, language)))
+        for key, p in wanted.items()
+        if key not in done
+    ]
 
     def send(batch: Sequence[tuple[str, NoteInput]]) -> list[str]:
         try:
             ids = crm.add_notes([n for _, n in batch])
         except OutcomeUnknownError as exc:  # the vendor may have made them: never send blind again
             for key, note in batch:
-                ledger.record_effect(key, note.payment_id, crm.name, "note", result=str(exc), status="unknown")
+                ledger.record_effect(
+                    key, note.payment_id, crm.name, "note", result=str(exc), status="unknown"
+                )
             return [""] * len(batch)
         for (key, note), remote in zip(batch, ids, strict=True):
             ledger.record_effect(key, note.payment_id, crm.name, "note", result=remote)
         return ids
 
-    results = call_in_batches(items, crm.batch_size, send,
-                              lambda item, exc: _dead_letter(ledger, crm, "add_note", item[1].payment_id, exc))
+    results = call_in_batches(
+        items,
+        crm.batch_size,
+        send,
+        lambda item, exc: _dead_letter(ledger, crm, "add_note", item[1].payment_id, exc),
+    )
     return sum(1 for r in results if r)
 
 
@@ -197,12 +231,18 @@ def mark_synced(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal
     """Last step: only now is a payment's state counted as in the CRM (notes included)."""
     for c in changes:
         if c.payment.payment_id in deal_ids:
-            ledger.record_effect(deal_state_key(crm.name, c.payment), c.payment.payment_id, crm.name,
-                                 "deal", result=deal_ids[c.payment.payment_id])
+            ledger.record_effect(
+                deal_state_key(crm.name, c.payment),
+                c.payment.payment_id,
+                crm.name,
+                "deal",
+                result=deal_ids[c.payment.payment_id],
+            )
 
 
-def sync_crm(crm: CRM, target: CRMTarget, changes: Sequence[PaymentChange], ledger: Ledger,
-             settings: Settings) -> None:
+def sync_crm(
+    crm: CRM, target: CRMTarget, changes: Sequence[PaymentChange], ledger: Ledger, settings: Settings
+) -> None:
     """The CRM part of the recipe: contacts, deals, notes, each a batched and keyed task.
 
     A payment whose earlier sync failed half-way is not yet marked synced, so it goes again.

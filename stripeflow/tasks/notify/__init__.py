@@ -60,29 +60,47 @@ def deal_url(settings: Settings, ledger: Ledger, payment_id: str) -> str | None:
     return None
 
 
-def build_messages(changes: Sequence[PaymentChange], settings: Settings, ledger: Ledger,
-                   channels: Channels, renderer: Renderer) -> list[Outgoing]:
+def build_messages(
+    changes: Sequence[PaymentChange],
+    settings: Settings,
+    ledger: Ledger,
+    channels: Channels,
+    renderer: Renderer,
+) -> list[Outgoing]:
     """Every message the changes call for, each with a `send` that renders it when it goes."""
-    return [_outgoing(planned, settings, ledger, channels, renderer)
-            for change in changes for planned in plan_messages(change, settings.notify)]
+    return [
+        _outgoing(planned, settings, ledger, channels, renderer)
+        for change in changes
+        for planned in plan_messages(change, settings.notify)
+    ]
 
 
-def _outgoing(p: Planned, settings: Settings, ledger: Ledger, channels: Channels,
-              renderer: Renderer) -> Outgoing:
+def _outgoing(
+    p: Planned, settings: Settings, ledger: Ledger, channels: Channels, renderer: Renderer
+) -> Outgoing:
     cfg = settings.notify
     payment = p.change.payment
 
     def context() -> dict[str, Any]:
-        return message_context(payment, p.change.previous, kind=p.kind, language=settings.language,
-                               timezone=cfg.timezone, company=cfg.company,
-                               deal_url=deal_url(settings, ledger, payment.payment_id))
+        return message_context(
+            payment,
+            p.change.previous,
+            kind=p.kind,
+            language=settings.language,
+            timezone=cfg.timezone,
+            company=cfg.company,
+            deal_url=deal_url(settings, ledger, payment.payment_id),
+        )
 
     def send_email() -> str:
         customer = p.audience == "customer"
-        content = (renderer.customer_email(p.kind, context()) if customer
-                   else renderer.team_email(p.kind, context()))
+        content = (
+            renderer.customer_email(p.kind, context()) if customer else renderer.team_email(p.kind, context())
+        )
         envelope = Envelope(
-            sender=cfg.sender, to=p.channel_target, to_name=payment.name if customer else None,
+            sender=cfg.sender,
+            to=p.channel_target,
+            to_name=payment.name if customer else None,
             reply_to=cfg.reply_to if customer else None,
             unsubscribe_mailto=cfg.unsubscribe_mailto if customer else None,
             unsubscribe_url=cfg.unsubscribe_url if customer else None,
@@ -99,36 +117,50 @@ def _outgoing(p: Planned, settings: Settings, ledger: Ledger, channels: Channels
         return channels.slack_webhook().send(content.text, content.blocks)
 
     def send_telegram() -> str:
-        return channels.telegram(p.channel_target).send_message(p.channel_target,
-                                                                renderer.team_telegram(p.kind, context()))
+        return channels.telegram(p.channel_target).send_message(
+            p.channel_target, renderer.team_telegram(p.kind, context())
+        )
 
-    senders = {"email": send_email, "slack": send_slack, "slack-webhook": send_slack_webhook,
-               "telegram": send_telegram}
+    senders = {
+        "email": send_email,
+        "slack": send_slack,
+        "slack-webhook": send_slack_webhook,
+        "telegram": send_telegram,
+    }
     target = "slack" if p.channel_type == "slack-webhook" else p.channel_type
     breaker = "email" if p.channel_type == "email" else p.channel  # one SMTP server for all mail
-    return Outgoing(key=p.key, payment_id=payment.payment_id, target=target, action=p.action,
-                    channel=breaker, send=senders[p.channel_type])
+    return Outgoing(
+        key=p.key,
+        payment_id=payment.payment_id,
+        target=target,
+        action=p.action,
+        channel=breaker,
+        send=senders[p.channel_type],
+    )
 
 
 def _finish(report: NotifyReport, what: str) -> NotifyReport:
     """Raise for the task's retries while anything is still pending (an outage, not a bad message)."""
     if report.pending:
         wait = report.last_retriable.wait if report.last_retriable else None
-        raise RetriableError(f"{len(report.pending)} {what} still to send after an outage", vendor="notify",
-                             wait=wait)
+        raise RetriableError(
+            f"{len(report.pending)} {what} still to send after an outage", vendor="notify", wait=wait
+        )
     return report
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
-def notify_changes(changes: list[PaymentChange], settings: Settings, ledger: Ledger,
-                   channels: Channels | None = None) -> NotifyReport:
+def notify_changes(
+    changes: list[PaymentChange], settings: Settings, ledger: Ledger, channels: Channels | None = None
+) -> NotifyReport:
     """Send the customer e-mails and team messages these payment changes call for, once each."""
     logger = _logger()
     own = channels is None
     channels = channels or Channels(settings)
     try:
-        items = build_messages(changes, settings, ledger, channels,
-                               Renderer(settings.language, settings.notify.templates_dir))
+        items = build_messages(
+            changes, settings, ledger, channels, Renderer(settings.language, settings.notify.templates_dir)
+        )
         report = deliver(items, ledger, final_attempt=_final_attempt(), logger=logger)
     finally:
         if own:
@@ -138,8 +170,9 @@ def notify_changes(changes: list[PaymentChange], settings: Settings, ledger: Led
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
-def hand_off_changes(changes: list[PaymentChange], settings: Settings, ledger: Ledger,
-                     client: HandoffAPI | None = None) -> NotifyReport:
+def hand_off_changes(
+    changes: list[PaymentChange], settings: Settings, ledger: Ledger, client: HandoffAPI | None = None
+) -> NotifyReport:
     """POST each payment change, signed, to the configured accounting/ERP webhook, once each."""
     cfg = settings.handoff
     if not cfg.url and client is None:
@@ -163,9 +196,19 @@ def hand_off_changes(changes: list[PaymentChange], settings: Settings, ledger: L
     def sender(change: PaymentChange, key: str) -> Callable[[], str]:
         return lambda: api().deliver(change, key)
 
-    items = [Outgoing(key=key, payment_id=change.payment.payment_id, target="handoff",
-                      action="payment_changed", channel="handoff", send=sender(change, key))
-             for change in changes if change.changed for key in [handoff_key(change.payment)]]
+    items = [
+        Outgoing(
+            key=key,
+            payment_id=change.payment.payment_id,
+            target="handoff",
+            action="payment_changed",
+            channel="handoff",
+            send=sender(change, key),
+        )
+        for change in changes
+        if change.changed
+        for key in [handoff_key(change.payment)]
+    ]
     try:
         report = deliver(items, ledger, final_attempt=_final_attempt(), logger=logger)
     finally:
@@ -176,5 +219,12 @@ def hand_off_changes(changes: list[PaymentChange], settings: Settings, ledger: L
     return _finish(report, "hand-offs")
 
 
-__all__ = ["Channels", "NotifyReport", "NotifySecrets", "build_messages", "hand_off_changes",
-           "load_secrets", "notify_changes"]
+__all__ = [
+    "Channels",
+    "NotifyReport",
+    "NotifySecrets",
+    "build_messages",
+    "hand_off_changes",
+    "load_secrets",
+    "notify_changes",
+]

@@ -36,8 +36,12 @@ def _plain(value: Any) -> str | None:
 def load_secrets(settings: Settings) -> NotifySecrets:
     """From the settings (the environment); a named block fills what they leave empty."""
     cfg = settings.notify
-    found = NotifySecrets(_plain(cfg.smtp.password), _plain(cfg.slack_token),
-                          _plain(cfg.slack_webhook_url), _plain(cfg.telegram_token))
+    found = NotifySecrets(
+        _plain(cfg.smtp.password),
+        _plain(cfg.slack_token),
+        _plain(cfg.slack_webhook_url),
+        _plain(cfg.telegram_token),
+    )
     if cfg.block is None:
         return found
     from stripeflow.blocks.notify import NotifyCredentials, load_block
@@ -54,10 +58,16 @@ def load_secrets(settings: Settings) -> NotifySecrets:
 class Channels:
     """Builds and caches each channel's client; `close()` ends them all."""
 
-    def __init__(self, settings: Settings, secrets: NotifySecrets | None = None, *,
-                 sleep: Sleep = time.sleep, clock: Clock = time.monotonic,
-                 smtp_connect: SMTPFactory = connect_smtp,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: NotifySecrets | None = None,
+        *,
+        sleep: Sleep = time.sleep,
+        clock: Clock = time.monotonic,
+        smtp_connect: SMTPFactory = connect_smtp,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.settings = settings
         self._secrets = secrets
         self.sleep = sleep
@@ -97,22 +107,34 @@ class Channels:
         token = self.secrets.slack_token
         if not token:
             raise ConfigError("notify: a route names slack:... but SLACK_BOT_TOKEN is not set")
-        return self._client(f"slack:{channel}", lambda: SlackAPI(  # type: ignore[no-any-return]
-            token, self.settings.notify.slack_api_base, **self._http_kw()))
+        return self._client(
+            f"slack:{channel}",
+            lambda: SlackAPI(  # type: ignore[no-any-return]
+                token, self.settings.notify.slack_api_base, **self._http_kw()
+            ),
+        )
 
     def slack_webhook(self) -> SlackWebhookAPI:
         url = self.secrets.slack_webhook_url
         if not url:
             raise ConfigError("notify: a route names slack-webhook but SLACK_WEBHOOK_URL is not set")
-        return self._client("slack-webhook", lambda: SlackWebhookAPI(  # type: ignore[no-any-return]
-            url, **self._http_kw()))
+        return self._client(
+            "slack-webhook",
+            lambda: SlackWebhookAPI(  # type: ignore[no-any-return]
+                url, **self._http_kw()
+            ),
+        )
 
     def telegram(self, chat_id: str) -> TelegramAPI:
         token = self.secrets.telegram_token
         if not token:
             raise ConfigError("notify: a route names telegram:... but TELEGRAM_BOT_TOKEN is not set")
-        return self._client(f"telegram:{chat_id}", lambda: TelegramAPI(  # type: ignore[no-any-return]
-            token, self.settings.notify.telegram_api_base, **self._http_kw()))
+        return self._client(
+            f"telegram:{chat_id}",
+            lambda: TelegramAPI(  # type: ignore[no-any-return]
+                token, self.settings.notify.telegram_api_base, **self._http_kw()
+            ),
+        )
 
     def close(self) -> None:
         if self._mailer is not None:

@@ -64,8 +64,13 @@ class NotifyReport:
     last_retriable: RetriableError | None = field(default=None, repr=False)
 
     def counts(self) -> dict[str, int]:
-        return {"sent": len(self.sent), "already_done": len(self.already_done),
-                "unknown": len(self.unknown), "dead": len(self.dead), "pending": len(self.pending)}
+        return {
+            "sent": len(self.sent),
+            "already_done": len(self.already_done),
+            "unknown": len(self.unknown),
+            "dead": len(self.dead),
+            "pending": len(self.pending),
+        }
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,27 @@ def claim(ledger: Ledger, items: Sequence[Outgoing]) -> tuple[set[str], str]:
     token = f"sending:{uuid.uuid4().hex[:12]}"
     insert = pg_insert if ledger.engine.dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
-    rows = [dict(key=i.key, payment_id=i.payment_id, target=i.target, action=i.action, status="unknown",
-                 result=token, created_at=now) for i in items]
+    rows = [
+        dict(
+            key=i.key,
+            payment_id=i.payment_id,
+            target=i.target,
+            action=i.action,
+            status="unknown",
+            result=token,
+            created_at=now,
+        )
+        for i in items
+    ]
     with ledger.session() as s:
         s.execute(insert(EffectRow).on_conflict_do_nothing(index_elements=["key"]), rows)
-        won = set(s.scalars(select(EffectRow.key).where(EffectRow.key.in_([i.key for i in items]),
-                                                        EffectRow.result == token)))
+        won = set(
+            s.scalars(
+                select(EffectRow.key).where(
+                    EffectRow.key.in_([i.key for i in items]), EffectRow.result == token
+                )
+            )
+        )
     return won, token
 
 
@@ -102,15 +122,33 @@ def settle(ledger: Ledger, outcomes: Sequence[_Outcome], token: str) -> None:
                 s.execute(delete(EffectRow).where(EffectRow.key == o.item.key, EffectRow.result == token))
                 continue
             if o.claimed:
-                s.execute(update(EffectRow).where(EffectRow.key == o.item.key, EffectRow.result == token)
-                          .values(status=o.status, result=o.result[:1000]))
+                s.execute(
+                    update(EffectRow)
+                    .where(EffectRow.key == o.item.key, EffectRow.result == token)
+                    .values(status=o.status, result=o.result[:1000])
+                )
             else:
-                s.add(EffectRow(key=o.item.key, payment_id=o.item.payment_id, target=o.item.target,
-                                action=o.item.action, status=o.status, result=o.result[:1000],
-                                created_at=now))
+                s.add(
+                    EffectRow(
+                        key=o.item.key,
+                        payment_id=o.item.payment_id,
+                        target=o.item.target,
+                        action=o.item.action,
+                        status=o.status,
+                        result=o.result[:1000],
+                        created_at=now,
+                    )
+                )
             if o.status == "failed":
-                s.add(DeadLetterRow(payment_id=o.item.payment_id, target=o.item.target, action=o.item.action,
-                                    reason=f"{o.item.key}: {o.result}", created_at=now))
+                s.add(
+                    DeadLetterRow(
+                        payment_id=o.item.payment_id,
+                        target=o.item.target,
+                        action=o.item.action,
+                        reason=f"{o.item.key}: {o.result}",
+                        created_at=now,
+                    )
+                )
 
 
 def describe(exc: Exception) -> str:
@@ -118,8 +156,9 @@ def describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
-def deliver(items: Sequence[Outgoing], ledger: Ledger, *, final_attempt: bool,
-            logger: Logger) -> NotifyReport:
+def deliver(
+    items: Sequence[Outgoing], ledger: Ledger, *, final_attempt: bool, logger: Logger
+) -> NotifyReport:
     report = NotifyReport()
     done = ledger.effects_done(item.key for item in items)
     report.already_done.extend(i.key for i in items if i.key in done)
@@ -138,8 +177,9 @@ def deliver(items: Sequence[Outgoing], ledger: Ledger, *, final_attempt: bool,
     return report
 
 
-def _send(item: Outgoing, broken: dict[str, Exception], report: NotifyReport, final_attempt: bool,
-          logger: Logger) -> _Outcome:
+def _send(
+    item: Outgoing, broken: dict[str, Exception], report: NotifyReport, final_attempt: bool, logger: Logger
+) -> _Outcome:
     try:
         receipt = item.send()
     except (VendorError, ConfigError) as exc:
@@ -151,13 +191,18 @@ def _send(item: Outgoing, broken: dict[str, Exception], report: NotifyReport, fi
     return _Outcome(item, "done", receipt)
 
 
-def _failure(item: Outgoing, exc: Exception, report: NotifyReport, final_attempt: bool,
-             logger: Logger) -> _Outcome:
+def _failure(
+    item: Outgoing, exc: Exception, report: NotifyReport, final_attempt: bool, logger: Logger
+) -> _Outcome:
     reason = describe(exc)
     if isinstance(exc, OutcomeUnknownError):
         report.unknown.append(item.key)
-        logger.warning("%s for payment %s: outcome unknown, not resent (%s)", item.action,
-                       item.payment_id, type(exc).__name__)
+        logger.warning(
+            "%s for payment %s: outcome unknown, not resent (%s)",
+            item.action,
+            item.payment_id,
+            type(exc).__name__,
+        )
         return _Outcome(item, "unknown", reason)
     if isinstance(exc, RetriableError) and not final_attempt:
         report.pending.append(item.key)

@@ -67,8 +67,9 @@ def message_id(key: str, payment_id: str, sender: str) -> str:
     return f"<{local}.{hashlib.sha256(key.encode()).hexdigest()[:16]}@{sender_domain(sender)}>"
 
 
-def build_email(content: EmailContent, envelope: Envelope, *, msg_id: str,
-                now: datetime | None = None) -> EmailMessage:
+def build_email(
+    content: EmailContent, envelope: Envelope, *, msg_id: str, now: datetime | None = None
+) -> EmailMessage:
     """multipart/alternative (text, then HTML), UTF-8, quoted-printable so any relay takes it.
 
     Raises PermanentError for an address that cannot be put in a header (it would never send).
@@ -154,8 +155,9 @@ def _response_error(code: int, reply: bytes | str, what: str) -> VendorError:
 class SMTPMailer:
     """One SMTP session per run, opened on first use and reopened if the server dropped it."""
 
-    def __init__(self, cfg: SMTPSettings, password: str | None = None,
-                 connect: SMTPFactory = connect_smtp) -> None:
+    def __init__(
+        self, cfg: SMTPSettings, password: str | None = None, connect: SMTPFactory = connect_smtp
+    ) -> None:
         self.cfg = cfg
         self.password = password
         self._connect = connect
@@ -174,19 +176,22 @@ class SMTPMailer:
         except smtplib.SMTPResponseException as exc:
             raise _response_error(exc.smtp_code, exc.smtp_error, "connect") from exc
         except (smtplib.SMTPException, OSError) as exc:  # refused, DNS, TLS: nothing was sent
-            raise RetriableError(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}",
-                                 vendor=VENDOR) from exc
+            raise RetriableError(
+                f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}", vendor=VENDOR
+            ) from exc
         if self.cfg.username:
             try:
                 smtp.login(self.cfg.username, self.password or "")
             except smtplib.SMTPAuthenticationError as exc:
                 smtp.close()
-                raise AuthError(f"login refused: {exc.smtp_code}", vendor=VENDOR, status=exc.smtp_code,
-                                code="auth") from exc
+                raise AuthError(
+                    f"login refused: {exc.smtp_code}", vendor=VENDOR, status=exc.smtp_code, code="auth"
+                ) from exc
             except smtplib.SMTPNotSupportedError as exc:
                 smtp.close()
-                raise AuthError("the server offers no AUTH (is STARTTLS needed?)", vendor=VENDOR,
-                                code="auth") from exc
+                raise AuthError(
+                    "the server offers no AUTH (is STARTTLS needed?)", vendor=VENDOR, code="auth"
+                ) from exc
             except (smtplib.SMTPException, OSError) as exc:
                 smtp.close()
                 raise RetriableError(f"login failed: {exc}", vendor=VENDOR) from exc

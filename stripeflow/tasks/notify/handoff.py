@@ -56,7 +56,9 @@ def handoff_body(change: PaymentChange, key: str, created: int) -> bytes:
         "type": EVENT_TYPE,
         "created": created,
         "payment": payment_json(change.payment),
-        "previous": None if previous is None else {
+        "previous": None
+        if previous is None
+        else {
             "status": previous.status.value,
             "amount": amount_text(previous.amount, previous.currency),
             "refunded_amount": amount_text(previous.refunded_amount, previous.currency),
@@ -70,8 +72,9 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def verify_signature(secret: str, header: str, body: bytes, *, tolerance: int = 300,
-                     now: float | None = None) -> bool:
+def verify_signature(
+    secret: str, header: str, body: bytes, *, tolerance: int = 300, now: float | None = None
+) -> bool:
     """What a receiver runs: any `v1` matches (constant time) and `t` is recent."""
     parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
     stamps = [v for k, v in parts if k.strip() == "t"]
@@ -98,9 +101,14 @@ class HandoffAPI(VendorAPI):
         """POST the change; retried on 429/5xx/connection errors by the seam. Returns the status."""
         created = int(self._clock())
         body = handoff_body(change, key, created)
-        response = self.request("POST", self._path, content=body, headers={
-            "Content-Type": "application/json; charset=utf-8",
-            SIGNATURE_HEADER: sign(self._secret, body, created),
-            "Idempotency-Key": key,
-        })
+        response = self.request(
+            "POST",
+            self._path,
+            content=body,
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                SIGNATURE_HEADER: sign(self._secret, body, created),
+                "Idempotency-Key": key,
+            },
+        )
         return f"HTTP {response.status_code}"

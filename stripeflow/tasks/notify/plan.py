@@ -78,9 +78,23 @@ def plan_messages(change: PaymentChange, settings: NotifySettings) -> list[Plann
     planned: list[Planned] = []
     for occ in occurrences(change):
         if occ.customer_kind in settings.customer_messages and change.payment.email:
-            planned.append(Planned(f"email:customer:{occ.customer_kind}:{pid}{occ.suffix}", "customer",
-                                   occ.customer_kind, f"email:{change.payment.email}", change))
+            planned.append(
+                Planned(
+                    f"email:customer:{occ.customer_kind}:{pid}{occ.suffix}",
+                    "customer",
+                    occ.customer_kind,
+                    f"email:{change.payment.email}",
+                    change,
+                )
+            )
         for channel in dict.fromkeys(settings.routes.get(occ.team_kind, [])):
-            planned.append(Planned(f"{channel}:team_{occ.team_kind}:{pid}{occ.suffix}", "team",
-                                   occ.team_kind, channel, change))
+            planned.append(
+                Planned(
+                    f"{channel}:team_{occ.team_kind}:{pid}{occ.suffix}",
+                    "team",
+                    occ.team_kind,
+                    channel,
+                    change,
+                )
+            )
     return planned

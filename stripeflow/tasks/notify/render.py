@@ -39,12 +39,30 @@ from stripeflow.core.money import LOCALES, format_money
 from stripeflow.core.payment import Payment
 
 METHOD_LABELS: dict[str, dict[str, str]] = {
-    "pl": {"card": "karta", "apple_pay": "Apple Pay", "google_pay": "Google Pay", "link": "Link",
-           "blik": "BLIK", "p24": "Przelewy24", "sepa_debit": "polecenie zapłaty SEPA",
-           "paypal": "PayPal", "bank_transfer": "przelew bankowy", "other": "inna"},
-    "en": {"card": "card", "apple_pay": "Apple Pay", "google_pay": "Google Pay", "link": "Link",
-           "blik": "BLIK", "p24": "Przelewy24", "sepa_debit": "SEPA Direct Debit",
-           "paypal": "PayPal", "bank_transfer": "bank transfer", "other": "other"},
+    "pl": {
+        "card": "karta",
+        "apple_pay": "Apple Pay",
+        "google_pay": "Google Pay",
+        "link": "Link",
+        "blik": "BLIK",
+        "p24": "Przelewy24",
+        "sepa_debit": "polecenie zapłaty SEPA",
+        "paypal": "PayPal",
+        "bank_transfer": "przelew bankowy",
+        "other": "inna",
+    },
+    "en": {
+        "card": "card",
+        "apple_pay": "Apple Pay",
+        "google_pay": "Google Pay",
+        "link": "Link",
+        "blik": "BLIK",
+        "p24": "Przelewy24",
+        "sepa_debit": "SEPA Direct Debit",
+        "paypal": "PayPal",
+        "bank_transfer": "bank transfer",
+        "other": "other",
+    },
 }
 DATE_FORMAT = {"pl": "d MMMM y, HH:mm", "en": "d MMMM y, HH:mm"}
 
@@ -127,8 +145,9 @@ def message_context(
         "fully_refunded": payment.refunded_amount >= payment.amount,
         "method": METHOD_LABELS[language].get(payment.method.value, payment.method.value),
         "reason": payment.failure_message,
-        "occurred_at": format_datetime(payment.occurred_at, DATE_FORMAT[language],
-                                       tzinfo=ZoneInfo(timezone), locale=LOCALES[language]),
+        "occurred_at": format_datetime(
+            payment.occurred_at, DATE_FORMAT[language], tzinfo=ZoneInfo(timezone), locale=LOCALES[language]
+        ),
         "invoice_url": payment.invoice_url or payment.invoice_pdf,
         "receipt_url": payment.receipt_url,
         "pay_url": payment.retry_url or payment.invoice_url,
@@ -153,8 +172,9 @@ class Renderer:
         self.language = language
         loaders: list[Any] = [FileSystemLoader(str(templates_dir))] if templates_dir else []
         loader = ChoiceLoader([*loaders, PackageLoader("stripeflow", "templates")])
-        common: dict[str, Any] = dict(loader=loader, undefined=StrictUndefined, trim_blocks=True,
-                                      lstrip_blocks=True)
+        common: dict[str, Any] = dict(
+            loader=loader, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
+        )
         self.env = Environment(
             autoescape=select_autoescape(enabled_extensions=("html.j2", "telegram.j2"), default=False),
             **common,
@@ -194,8 +214,9 @@ class Renderer:
 
     def team_slack(self, kind: str, context: dict[str, Any]) -> SlackContent:
         headline = self.headline(kind, context)
-        body = self._render(self.slack_env, self._team_names(kind, "slack"),
-                            {**context, "kind": kind, "headline": headline})
+        body = self._render(
+            self.slack_env, self._team_names(kind, "slack"), {**context, "kind": kind, "headline": headline}
+        )
         return SlackContent(
             text=slack_escape(headline),
             blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": body[:3000]}}],
@@ -203,5 +224,6 @@ class Renderer:
 
     def team_telegram(self, kind: str, context: dict[str, Any]) -> str:
         headline = self.headline(kind, context)
-        return self._render(self.env, self._team_names(kind, "telegram"),
-                            {**context, "kind": kind, "headline": headline})
+        return self._render(
+            self.env, self._team_names(kind, "telegram"), {**context, "kind": kind, "headline": headline}
+        )

@@ -25,10 +25,19 @@ from stripeflow.core.errors import (
 from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
 from stripeflow.tasks.notify.redact import redact_tokens
 
-AUTH_ERRORS = frozenset({
-    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
-    "no_permission", "missing_scope", "not_allowed_token_type", "team_access_not_granted",
-})
+AUTH_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "not_allowed_token_type",
+        "team_access_not_granted",
+    }
+)
 RATE_ERRORS = frozenset({"ratelimited", "rate_limited"})
 SERVER_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
@@ -38,8 +47,9 @@ def per_channel_limiter(sleep: Sleep, clock: Clock = time.monotonic) -> Limiter:
     return TokenBucketLimiter(capacity=1, rate=1.0, sleep=sleep, clock=clock)
 
 
-def classify_slack_error(code: str, *, vendor: str, status: int, wait: float | None,
-                         request_id: str | None) -> VendorError:
+def classify_slack_error(
+    code: str, *, vendor: str, status: int, wait: float | None, request_id: str | None
+) -> VendorError:
     """The one place a Slack error code becomes our error (channel_not_found: permanent, ...)."""
     kw: dict[str, Any] = dict(vendor=vendor, status=status, code=code, request_id=request_id)
     if code in RATE_ERRORS or status == 429:
@@ -78,15 +88,25 @@ class SlackAPI(VendorAPI):
             return None
         code = body.get("error") if isinstance(body, dict) else None
         if not code:
-            return super().classify(response) if response.status_code >= 400 else PermanentError(
-                "not a Slack API answer", vendor=self.vendor, status=response.status_code)
-        return classify_slack_error(str(code), vendor=self.vendor, status=response.status_code,
-                                    wait=self.retry_after(response), request_id=self.request_id(response))
+            return (
+                super().classify(response)
+                if response.status_code >= 400
+                else PermanentError("not a Slack API answer", vendor=self.vendor, status=response.status_code)
+            )
+        return classify_slack_error(
+            str(code),
+            vendor=self.vendor,
+            status=response.status_code,
+            wait=self.retry_after(response),
+            request_id=self.request_id(response),
+        )
 
     def post_message(self, channel: str, text: str, blocks: list[dict[str, Any]]) -> str:
         """Post; returns the message's `ts` (its id in the channel)."""
         body = self.request_json(
-            "POST", "/chat.postMessage", idempotent=False,  # Slack has no idempotency key
+            "POST",
+            "/chat.postMessage",
+            idempotent=False,  # Slack has no idempotency key
             json={"channel": channel, "text": text, "blocks": blocks, "unfurl_links": False},
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
@@ -115,9 +135,13 @@ class SlackWebhookAPI(VendorAPI):
         if response.status_code < 400:
             return None
         _, code = self.error_message(response)
-        return classify_slack_error(code or f"http_{response.status_code}", vendor=self.vendor,
-                                    status=response.status_code, wait=self.retry_after(response),
-                                    request_id=self.request_id(response))
+        return classify_slack_error(
+            code or f"http_{response.status_code}",
+            vendor=self.vendor,
+            status=response.status_code,
+            wait=self.retry_after(response),
+            request_id=self.request_id(response),
+        )
 
     def send(self, text: str, blocks: list[dict[str, Any]]) -> str:
         self.request("POST", self._path, json={"text": text, "blocks": blocks}, idempotent=False)

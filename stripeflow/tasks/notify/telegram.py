@@ -67,8 +67,14 @@ class TelegramAPI(VendorAPI):
     def send_message(self, chat_id: str, html: str) -> str:
         """Send; returns the message id in that chat."""
         body = self.request_json(
-            "POST", "/sendMessage", idempotent=False,  # the Bot API takes no idempotency key
-            json={"chat_id": chat_id, "text": html, "parse_mode": "HTML",
-                  "link_preview_options": {"is_disabled": True}},
+            "POST",
+            "/sendMessage",
+            idempotent=False,  # the Bot API takes no idempotency key
+            json={
+                "chat_id": chat_id,
+                "text": html,
+                "parse_mode": "HTML",
+                "link_preview_options": {"is_disabled": True},
+            },
         )
         return str((body.get("result") or {}).get("message_id", ""))

@@ -42,8 +42,9 @@ def make_client(settings: StripeSettings) -> stripe.StripeClient:
 
 def translate(exc: stripe.StripeError) -> VendorError:
     """Stripe's exception classes -> our error tree (the caller decides what to retry)."""
-    kw: dict[str, Any] = dict(vendor="stripe", status=exc.http_status, request_id=exc.request_id,
-                              code=exc.code)
+    kw: dict[str, Any] = dict(
+        vendor="stripe", status=exc.http_status, request_id=exc.request_id, code=exc.code
+    )
     message = exc.user_message or str(exc) or type(exc).__name__
     if isinstance(exc, stripe.RateLimitError):
         return RateLimitedError(message, **kw)
@@ -66,8 +67,12 @@ SERVICES = {
 class StripeLookup:
     """Implements `normalise.Lookup` over the Stripe API with a ledger-backed cache."""
 
-    def __init__(self, client: stripe.StripeClient, ledger: Ledger | None = None,
-                 max_age: timedelta = timedelta(minutes=10)) -> None:
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        ledger: Ledger | None = None,
+        max_age: timedelta = timedelta(minutes=10),
+    ) -> None:
         self.client = client
         self.ledger = ledger
         self.max_age = max_age

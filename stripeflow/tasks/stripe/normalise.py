@@ -33,7 +33,9 @@ class NoLookup:
     """For payloads that must normalise on their own (tests, the demo without an API)."""
 
     def retrieve(self, kind: str, object_id: str, expand: tuple[str, ...] = ()) -> Obj:
-        raise PayloadError(f"{kind} {object_id} is not expanded in the payload and no Stripe API is configured")
+        raise PayloadError(
+            f"{kind} {object_id} is not expanded in the payload and no Stripe API is configured"
+        )
 
     def line_item_names(self, kind: str, object_id: str) -> list[str]:
         return []
@@ -42,10 +44,15 @@ class NoLookup:
         return None
 
 
-WALLETS = {"apple_pay": PaymentMethod.apple_pay, "google_pay": PaymentMethod.google_pay,
-           "link": PaymentMethod.link}
+WALLETS = {
+    "apple_pay": PaymentMethod.apple_pay,
+    "google_pay": PaymentMethod.google_pay,
+    "link": PaymentMethod.link,
+}
 METHODS = {m.value: m for m in PaymentMethod}
-METHODS.update({"customer_balance": PaymentMethod.bank_transfer, "us_bank_account": PaymentMethod.bank_transfer})
+METHODS.update(
+    {"customer_balance": PaymentMethod.bank_transfer, "us_bank_account": PaymentMethod.bank_transfer}
+)
 
 
 def _id(value: Any) -> str | None:
@@ -96,8 +103,11 @@ class _Builder:
 
     def charge_details(self, charge: Obj) -> None:
         billing = charge.get("billing_details") or {}
-        self.fill(email=billing.get("email") or charge.get("receipt_email"), name=billing.get("name"),
-                  receipt_url=charge.get("receipt_url"))
+        self.fill(
+            email=billing.get("email") or charge.get("receipt_email"),
+            name=billing.get("name"),
+            receipt_url=charge.get("receipt_url"),
+        )
         if charge.get("payment_method_details"):
             self.data.setdefault("method", method_of(charge["payment_method_details"]))
         if charge.get("failure_message"):
@@ -132,7 +142,9 @@ class _Builder:
 
 def _money(b: _Builder, amount: Any, currency: Any, field: str = "amount") -> None:
     if not isinstance(amount, int) or isinstance(amount, bool):
-        raise PayloadError(f"event {b.event.get('id')}: {field} must be an integer in minor units, got {amount!r}")
+        raise PayloadError(
+            f"event {b.event.get('id')}: {field} must be an integer in minor units, got {amount!r}"
+        )
     code = money.currency_code(currency)  # UnknownCurrencyError names the currency
     b.data[field] = money.from_minor(amount, code)
     b.data["currency"] = code
@@ -194,11 +206,16 @@ def _charge(b: _Builder, charge: Obj) -> None:
         status = PaymentStatus.pending
     else:
         status = PaymentStatus.succeeded
-    b.data.update(payment_id=_id(charge.get("payment_intent")) or charge["id"],
-                  occurred_at=_ts(charge["created"]), status=status)
+    b.data.update(
+        payment_id=_id(charge.get("payment_intent")) or charge["id"],
+        occurred_at=_ts(charge["created"]),
+        status=status,
+    )
     b.charge_details(charge)
-    b.fill(products=tuple(_products_from_metadata(charge)) or
-           ((charge["description"],) if charge.get("description") else ()))
+    b.fill(
+        products=tuple(_products_from_metadata(charge))
+        or ((charge["description"],) if charge.get("description") else ())
+    )
     b.customer_details(charge.get("customer"))
 
 
@@ -218,14 +235,23 @@ def _checkout_session(b: _Builder, session: Obj) -> None:
     details = session.get("customer_details") or {}
     paid = session.get("payment_status") in ("paid", "no_payment_required")
     pi = _id(session.get("payment_intent"))
-    b.data.update(payment_id=pi or _id(session.get("invoice")) or session["id"],
-                  occurred_at=_ts(session["created"]),
-                  status=PaymentStatus.succeeded if paid else PaymentStatus.pending)
-    b.fill(email=details.get("email") or session.get("customer_email"), name=details.get("name"),
-           invoice_id=_id(session.get("invoice")))
+    b.data.update(
+        payment_id=pi or _id(session.get("invoice")) or session["id"],
+        occurred_at=_ts(session["created"]),
+        status=PaymentStatus.succeeded if paid else PaymentStatus.pending,
+    )
+    b.fill(
+        email=details.get("email") or session.get("customer_email"),
+        name=details.get("name"),
+        invoice_id=_id(session.get("invoice")),
+    )
     if session.get("mode") == "subscription":
         b.data["kind"] = PaymentKind.subscription
-    items = (session.get("line_items") or {}).get("data") if isinstance(session.get("line_items"), Mapping) else None
+    items = (
+        (session.get("line_items") or {}).get("data")
+        if isinstance(session.get("line_items"), Mapping)
+        else None
+    )
     names = [i.get("description") for i in items or [] if i.get("description")]
     b.fill(products=tuple(names or b.lookup.line_item_names("checkout.session", session["id"])))
     b.customer_details(session.get("customer"))
@@ -243,17 +269,29 @@ def _invoice(b: _Builder, invoice: Obj) -> None:
     status = INVOICE_STATUS[b.event["type"]]
     amount = invoice.get("amount_paid") if status == PaymentStatus.succeeded else invoice.get("amount_due")
     _money(b, amount or invoice.get("total") or invoice.get("amount_due"), invoice["currency"])
-    b.data.update(payment_id=_invoice_payment_intent(b, invoice) or invoice["id"],
-                  occurred_at=_ts(invoice["created"]), status=status, invoice_id=invoice["id"])
+    b.data.update(
+        payment_id=_invoice_payment_intent(b, invoice) or invoice["id"],
+        occurred_at=_ts(invoice["created"]),
+        status=status,
+        invoice_id=invoice["id"],
+    )
     lines = (invoice.get("lines") or {}).get("data") or []
     names = tuple(line["description"] for line in lines if line.get("description"))
-    b.fill(email=invoice.get("customer_email"), name=invoice.get("customer_name"), products=names,
-           invoice_pdf=invoice.get("invoice_pdf"), invoice_url=invoice.get("hosted_invoice_url"))
+    b.fill(
+        email=invoice.get("customer_email"),
+        name=invoice.get("customer_name"),
+        products=names,
+        invoice_pdf=invoice.get("invoice_pdf"),
+        invoice_url=invoice.get("hosted_invoice_url"),
+    )
     if status == PaymentStatus.failed:
-        b.fill(retry_url=invoice.get("hosted_invoice_url"),
-               failure_message=(invoice.get("last_finalization_error") or {}).get("message"))
-    subscription = (((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
-                    or invoice.get("subscription"))
+        b.fill(
+            retry_url=invoice.get("hosted_invoice_url"),
+            failure_message=(invoice.get("last_finalization_error") or {}).get("message"),
+        )
+    subscription = ((invoice.get("parent") or {}).get("subscription_details") or {}).get(
+        "subscription"
+    ) or invoice.get("subscription")
     if subscription or str(invoice.get("billing_reason", "")).startswith("subscription"):
         b.data["kind"] = PaymentKind.subscription
     b.customer_details(invoice.get("customer"))
@@ -261,7 +299,9 @@ def _invoice(b: _Builder, invoice: Obj) -> None:
 
 def _invoice_payment_intent(b: _Builder, invoice: Obj) -> str | None:
     """The PaymentIntent that paid an invoice, so the invoice and its charge are one deal."""
-    payments = (invoice.get("payments") or {}).get("data") if isinstance(invoice.get("payments"), Mapping) else None
+    payments = (
+        (invoice.get("payments") or {}).get("data") if isinstance(invoice.get("payments"), Mapping) else None
+    )
     for p in payments or []:
         pi = _id((p.get("payment") or {}).get("payment_intent"))
         if pi:
@@ -300,8 +340,10 @@ def normalise(event: Obj, lookup: Lookup | None = None) -> Payment | None:
     if not isinstance(obj, Mapping):
         raise PayloadError(f"event {event['id']}: data.object is missing")
     if obj.get("object") != expected:
-        raise PayloadError(f"event {event['id']} ({event['type']}): data.object is a {obj.get('object')!r}, "
-                           f"expected {expected!r}")
+        raise PayloadError(
+            f"event {event['id']} ({event['type']}): data.object is a {obj.get('object')!r}, "
+            f"expected {expected!r}"
+        )
     builder = _Builder(event, lookup or NoLookup())
     fn(builder, obj)
     return builder.build()

@@ -10,8 +10,8 @@ from prefect.cache_policies import NONE
 
 from stripeflow.core.errors import InputError
 from stripeflow.tasks.ledger import Normalised
-from stripeflow.tasks.stripe.normalise import Lookup, normalise
 from stripeflow.tasks.retry import retry_if_retriable
+from stripeflow.tasks.stripe.normalise import Lookup, normalise
 
 
 @task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_if_retriable)

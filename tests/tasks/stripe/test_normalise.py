@@ -40,15 +40,20 @@ def lookup(world: StripeWorld) -> WorldLookup:
     return WorldLookup(world)
 
 
-def test_payment_intent_succeeded_takes_method_and_email_from_the_charge(world: StripeWorld,
-                                                                        lookup: WorldLookup) -> None:
+def test_payment_intent_succeeded_takes_method_and_email_from_the_charge(
+    world: StripeWorld, lookup: WorldLookup
+) -> None:
     anna = world.customer("Anna.Nowak@Example.pl", "Anna Nowak")
     pi, ch = world.payment_intent(24900, "pln", anna, product="Subskrypcja Pro", wallet="apple_pay")
     event = world.event("payment_intent.succeeded", pi)
     p = normalise(event, lookup)
     assert p is not None
-    assert (p.payment_id, p.amount, p.currency, p.status) == (pi["id"], Decimal("249.00"), "PLN",
-                                                              PaymentStatus.succeeded)
+    assert (p.payment_id, p.amount, p.currency, p.status) == (
+        pi["id"],
+        Decimal("249.00"),
+        "PLN",
+        PaymentStatus.succeeded,
+    )
     assert p.email == "anna.nowak@example.pl" and p.name == "Anna Nowak" and p.customer_id == anna["id"]
     assert p.method == PaymentMethod.apple_pay and p.products == ("Subskrypcja Pro",)
     assert p.receipt_url == ch["receipt_url"] and p.event_ids == (event["id"],)
@@ -65,21 +70,27 @@ def test_an_expanded_payload_needs_no_api_call(world: StripeWorld, lookup: World
     assert lookup.asked == []
 
 
-@pytest.mark.parametrize(("wallet", "method", "expected"), [
-    (None, "card", PaymentMethod.card),
-    ("apple_pay", "card", PaymentMethod.apple_pay),
-    ("google_pay", "card", PaymentMethod.google_pay),
-    ("link", "card", PaymentMethod.link),
-    (None, "blik", PaymentMethod.blik),
-    (None, "p24", PaymentMethod.p24),
-    (None, "sepa_debit", PaymentMethod.sepa_debit),
-    (None, "paypal", PaymentMethod.paypal),
-    (None, "klarna", PaymentMethod.other),
-])
-def test_payment_methods_and_wallets(world: StripeWorld, lookup: WorldLookup, wallet: str | None, method: str,
-                                     expected: PaymentMethod) -> None:
+@pytest.mark.parametrize(
+    ("wallet", "method", "expected"),
+    [
+        (None, "card", PaymentMethod.card),
+        ("apple_pay", "card", PaymentMethod.apple_pay),
+        ("google_pay", "card", PaymentMethod.google_pay),
+        ("link", "card", PaymentMethod.link),
+        (None, "blik", PaymentMethod.blik),
+        (None, "p24", PaymentMethod.p24),
+        (None, "sepa_debit", PaymentMethod.sepa_debit),
+        (None, "paypal", PaymentMethod.paypal),
+        (None, "klarna", PaymentMethod.other),
+    ],
+)
+def test_payment_methods_and_wallets(
+    world: StripeWorld, lookup: WorldLookup, wallet: str | None, method: str, expected: PaymentMethod
+) -> None:
     cus = world.customer("a@b.pl")
-    _, ch = world.payment_intent(1000, "pln" if method != "sepa_debit" else "eur", cus, method=method, wallet=wallet)
+    _, ch = world.payment_intent(
+        1000, "pln" if method != "sepa_debit" else "eur", cus, method=method, wallet=wallet
+    )
     p = normalise(world.event("charge.succeeded", ch), lookup)
     assert p is not None and p.method == expected
 
@@ -94,12 +105,16 @@ def test_failed_and_canceled_intents(world: StripeWorld, lookup: WorldLookup) ->
     assert canceled is not None and canceled.status == PaymentStatus.canceled
 
 
-@pytest.mark.parametrize(("refund", "status", "refunded"), [
-    (24900, PaymentStatus.refunded, Decimal("249.00")),
-    (5000, PaymentStatus.partially_refunded, Decimal("50.00")),
-])
-def test_charge_refunded_full_and_partial(world: StripeWorld, lookup: WorldLookup, refund: int,
-                                          status: PaymentStatus, refunded: Decimal) -> None:
+@pytest.mark.parametrize(
+    ("refund", "status", "refunded"),
+    [
+        (24900, PaymentStatus.refunded, Decimal("249.00")),
+        (5000, PaymentStatus.partially_refunded, Decimal("50.00")),
+    ],
+)
+def test_charge_refunded_full_and_partial(
+    world: StripeWorld, lookup: WorldLookup, refund: int, status: PaymentStatus, refunded: Decimal
+) -> None:
     cus = world.customer("a@b.pl")
     pi, ch = world.payment_intent(24900, "pln", cus)
     p = normalise(world.event("charge.refunded", world.refund(ch, refund)), lookup)
@@ -111,7 +126,12 @@ def test_charge_refunded_full_and_partial(world: StripeWorld, lookup: WorldLooku
 def test_a_charge_without_intent_is_its_own_payment(world: StripeWorld, lookup: WorldLookup) -> None:
     ch = world.charge(500, "usd", None, email="x@y.com", description="Legacy charge")
     p = normalise(world.event("charge.succeeded", ch), lookup)
-    assert p is not None and p.payment_id == ch["id"] and p.email == "x@y.com" and p.products == ("Legacy charge",)
+    assert (
+        p is not None
+        and p.payment_id == ch["id"]
+        and p.email == "x@y.com"
+        and p.products == ("Legacy charge",)
+    )
 
 
 def test_dispute_marks_the_charges_payment_disputed(world: StripeWorld, lookup: WorldLookup) -> None:
@@ -123,8 +143,14 @@ def test_dispute_marks_the_charges_payment_disputed(world: StripeWorld, lookup: 
 
 
 def test_checkout_session_fetches_line_items_it_lacks(world: StripeWorld, lookup: WorldLookup) -> None:
-    session = world.checkout_session(124900, "pln", "jan@example.pl", "Jan Kowalski",
-                                     products=["Pakiet Automatyzacji CRM", "Wdrożenie"], pi="pi_123")
+    session = world.checkout_session(
+        124900,
+        "pln",
+        "jan@example.pl",
+        "Jan Kowalski",
+        products=["Pakiet Automatyzacji CRM", "Wdrożenie"],
+        pi="pi_123",
+    )
     p = normalise(world.event("checkout.session.completed", session), lookup)
     assert p is not None
     assert p.payment_id == "pi_123" and p.email == "jan@example.pl" and p.name == "Jan Kowalski"
@@ -132,12 +158,16 @@ def test_checkout_session_fetches_line_items_it_lacks(world: StripeWorld, lookup
     assert lookup.asked == [f"{session['id']}/line_items"]
 
 
-@pytest.mark.parametrize(("type_", "paid", "status"), [
-    ("invoice.paid", True, PaymentStatus.succeeded),
-    ("invoice.payment_failed", False, PaymentStatus.failed),
-])
-def test_subscription_invoices(world: StripeWorld, lookup: WorldLookup, type_: str, paid: bool,
-                               status: PaymentStatus) -> None:
+@pytest.mark.parametrize(
+    ("type_", "paid", "status"),
+    [
+        ("invoice.paid", True, PaymentStatus.succeeded),
+        ("invoice.payment_failed", False, PaymentStatus.failed),
+    ],
+)
+def test_subscription_invoices(
+    world: StripeWorld, lookup: WorldLookup, type_: str, paid: bool, status: PaymentStatus
+) -> None:
     firma = world.customer("biuro@xyz.pl", "XYZ sp. z o.o.")
     inv = world.invoice(49900, "pln", firma, product="Plan Business", paid=paid, pi="pi_sub")
     p = normalise(world.event(type_, inv), lookup)
@@ -150,11 +180,13 @@ def test_subscription_invoices(world: StripeWorld, lookup: WorldLookup, type_: s
         assert p.retry_url == inv["hosted_invoice_url"]
 
 
-@pytest.mark.parametrize(("currency", "minor", "major"), [("jpy", 5000, Decimal("5000")),
-                                                          ("kwd", 5120, Decimal("5.120")),
-                                                          ("eur", 8900, Decimal("89.00"))])
-def test_currency_exponents(world: StripeWorld, lookup: WorldLookup, currency: str, minor: int,
-                            major: Decimal) -> None:
+@pytest.mark.parametrize(
+    ("currency", "minor", "major"),
+    [("jpy", 5000, Decimal("5000")), ("kwd", 5120, Decimal("5.120")), ("eur", 8900, Decimal("89.00"))],
+)
+def test_currency_exponents(
+    world: StripeWorld, lookup: WorldLookup, currency: str, minor: int, major: Decimal
+) -> None:
     _, ch = world.payment_intent(minor, currency, world.customer("a@b.pl"))
     p = normalise(world.event("charge.succeeded", ch), lookup)
     assert p is not None and p.amount == major and p.currency == currency.upper()
@@ -170,13 +202,18 @@ def test_unknown_currency_is_named(world: StripeWorld, lookup: WorldLookup) -> N
         normalise(world.event("charge.succeeded", {**ch, "currency": "xxx"}), lookup)
 
 
-@pytest.mark.parametrize("breakage", [
-    lambda e: e["data"].pop("object"),
-    lambda e: e["data"]["object"].update(object="refund"),
-    lambda e: e["data"]["object"].update(amount="12.50"),
-    lambda e: e["data"]["object"].pop("created"),
-])
-def test_malformed_payloads_are_payload_errors(world: StripeWorld, lookup: WorldLookup, breakage: Any) -> None:
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda e: e["data"].pop("object"),
+        lambda e: e["data"]["object"].update(object="refund"),
+        lambda e: e["data"]["object"].update(amount="12.50"),
+        lambda e: e["data"]["object"].pop("created"),
+    ],
+)
+def test_malformed_payloads_are_payload_errors(
+    world: StripeWorld, lookup: WorldLookup, breakage: Any
+) -> None:
     _, ch = world.payment_intent(100, "pln", world.customer("a@b.pl"))
     event = world.event("charge.succeeded", ch)
     breakage(event)

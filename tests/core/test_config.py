@@ -61,3 +61,9 @@ def test_an_invalid_language_value_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, 'language = "de"\n')
     with pytest.raises(ConfigError, match="language"):
         load_settings(path, env={})
+
+
+def test_the_example_configuration_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "stripeflow.example.toml"
+    settings = load_settings(example, env={})
+    assert settings.language == "pl" and [t.type for t in settings.crm] == ["local"]

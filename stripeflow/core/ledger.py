@@ -13,12 +13,13 @@ PostgreSQL through DATABASE_URL. The schema is managed by Alembic (`Ledger.migra
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -154,6 +156,32 @@ class IncomingEvent:
     created: int
     livemode: bool
     payload: str
+
+
+class EffectItem(Protocol):
+    """Anything that names one side effect: its key and what it is about."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def payment_id(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+
+
+class EffectOutcome(Protocol):
+    """How a claimed effect ended: done | unknown | failed | release."""
+
+    @property
+    def item(self) -> EffectItem: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def result(self) -> str: ...
+    @property
+    def claimed(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -433,6 +461,92 @@ class Ledger:
                 .on_conflict_do_nothing(index_elements=["key"])
             )
             return s.execute(stmt.returning(EffectRow.__table__.c.key)).first() is not None
+
+    def claim_effects(self, items: Sequence[EffectItem]) -> tuple[set[str], str]:
+        """Claim effects before doing them: insert each key as `unknown` under a fresh token.
+
+        Returns the keys this call won (another run, or an earlier one, holds the rest) and the
+        token to settle them with. A crash after the claim leaves the effect `unknown`: it is
+        never done again blindly, and reconciliation settles it.
+        """
+        token = f"sending:{uuid.uuid4().hex[:12]}"
+        now = utcnow()
+        rows = [
+            dict(
+                key=i.key,
+                payment_id=i.payment_id,
+                target=i.target,
+                action=i.action,
+                status="unknown",
+                result=token,
+                created_at=now,
+            )
+            for i in items
+        ]
+        if not rows:
+            return set(), token
+        with self.session() as s:
+            s.execute(self._insert(EffectRow.__table__).on_conflict_do_nothing(index_elements=["key"]), rows)
+            won = set(
+                s.scalars(
+                    select(EffectRow.key).where(
+                        EffectRow.key.in_([i.key for i in items]), EffectRow.result == token
+                    )
+                )
+            )
+        return won, token
+
+    def settle_effects(self, outcomes: Sequence[EffectOutcome], token: str) -> None:
+        """One transaction: each claimed effect becomes done / unknown / failed (with a dead
+        letter), or is released (deleted) so a later attempt may claim it again."""
+        if not outcomes:
+            return
+        now = utcnow()
+        with self.session() as s:
+            for o in outcomes:
+                item = o.item
+                if o.status == "release":
+                    s.execute(delete(EffectRow).where(EffectRow.key == item.key, EffectRow.result == token))
+                    continue
+                if o.claimed:
+                    s.execute(
+                        update(EffectRow)
+                        .where(EffectRow.key == item.key, EffectRow.result == token)
+                        .values(status=o.status, result=o.result[:1000])
+                    )
+                else:
+                    s.add(
+                        EffectRow(
+                            key=item.key,
+                            payment_id=item.payment_id,
+                            target=item.target,
+                            action=item.action,
+                            status=o.status,
+                            result=o.result[:1000],
+                            created_at=now,
+                        )
+                    )
+                if o.status == "failed":
+                    s.add(
+                        DeadLetterRow(
+                            payment_id=item.payment_id,
+                            target=item.target,
+                            action=item.action,
+                            reason=f"{item.key}: {o.result}",
+                            created_at=now,
+                        )
+                    )
+
+    def reopen_failed_effects(self, payment_ids: Iterable[str]) -> int:
+        """Forget effects that failed for good, so a replay (after a fix) may try them again."""
+        ids = list(payment_ids)
+        if not ids:
+            return 0
+        with self.session() as s:
+            result = s.execute(
+                delete(EffectRow).where(EffectRow.payment_id.in_(ids), EffectRow.status == "failed")
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def effects_for(self, payment_id: str) -> list[EffectRow]:
         with self.session() as s:

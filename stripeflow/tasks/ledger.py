@@ -79,6 +79,7 @@ def events_to_replay(
     if include_dead_letters and not ids:
         letters = ledger.dead_letters()
         ids = ledger.events_for_dead_letters(letters)
+        ledger.reopen_failed_effects({d.payment_id for d in letters if d.payment_id})
         ledger.resolve_dead_letters([d.id for d in letters])
     get_run_logger().info("replaying %d events", len(ids))
     return ids

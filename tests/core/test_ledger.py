@@ -178,3 +178,30 @@ def ledger_module_path() -> str:
     import stripeflow.core.ledger as module
 
     return str(module.__file__)
+
+
+def test_claimed_effects_are_won_once_and_failed_ones_reopen_for_a_replay(any_ledger: Ledger) -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Item:
+        key: str
+        payment_id: str = "pi_1"
+        target: str = "slack"
+        action: str = "team_payment"
+
+    @dataclass(frozen=True)
+    class Outcome:
+        item: Item
+        status: str
+        result: str
+        claimed: bool = True
+
+    won, token = any_ledger.claim_effects([Item("a"), Item("b")])
+    assert won == {"a", "b"} and any_ledger.claim_effects([Item("a")])[0] == set()
+    any_ledger.settle_effects(
+        [Outcome(Item("a"), "done", "ts-1"), Outcome(Item("b"), "failed", "channel_not_found")], token
+    )
+    assert [d.reason for d in any_ledger.dead_letters()] == ["b: channel_not_found"]
+    assert any_ledger.reopen_failed_effects(["pi_1"]) == 1
+    assert any_ledger.claim_effects([Item("a"), Item("b")])[0] == {"b"}

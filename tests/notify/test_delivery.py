@@ -9,7 +9,7 @@ import pytest
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.core.ledger import Ledger
 from stripeflow.tasks import notify
-from stripeflow.tasks.notify.delivery import Outgoing, claim, deliver
+from stripeflow.tasks.notify.delivery import Outgoing, deliver
 from tests.notify.conftest import MakeChannels, SettingsFactory, change, make_payment
 
 LOG = logging.getLogger("test")
@@ -33,8 +33,8 @@ def item(key: str, send: object) -> Outgoing:
 
 def test_only_one_run_wins_a_claim(ledger: Ledger) -> None:
     items = [item(f"c:pi_{i}", "ok") for i in range(3)]
-    won, _ = claim(ledger, items)
-    again, _ = claim(ledger, items)
+    won, _ = ledger.claim_effects(items)
+    again, _ = ledger.claim_effects(items)
     assert won == {i.key for i in items} and again == set()
     # a crash after the claim leaves them unknown: never sent again automatically
     assert {e.status for e in ledger.effects_for("pi_0")} == {"unknown"}

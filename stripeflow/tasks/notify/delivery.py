@@ -16,14 +16,9 @@ run: the rest of its messages take the same outcome without another call.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from stripeflow.core.batching import chunks
 from stripeflow.core.errors import (
@@ -34,7 +29,7 @@ from stripeflow.core.errors import (
     RetriableError,
     VendorError,
 )
-from stripeflow.core.ledger import DeadLetterRow, EffectRow, Ledger, utcnow
+from stripeflow.core.ledger import Ledger
 
 CHUNK = 25  # messages per claim/settle transaction: fewer commits, at most this many left unknown by a crash
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -81,76 +76,6 @@ class _Outcome:
     claimed: bool = True
 
 
-# The ledger offers insert-once per effect; claiming and settling many at once is done here.
-def claim(ledger: Ledger, items: Sequence[Outgoing]) -> tuple[set[str], str]:
-    """Insert `unknown` effects for these keys; returns the keys this call won, and its token."""
-    token = f"sending:{uuid.uuid4().hex[:12]}"
-    insert = pg_insert if ledger.engine.dialect.name == "postgresql" else sqlite_insert
-    now = utcnow()
-    rows = [
-        dict(
-            key=i.key,
-            payment_id=i.payment_id,
-            target=i.target,
-            action=i.action,
-            status="unknown",
-            result=token,
-            created_at=now,
-        )
-        for i in items
-    ]
-    with ledger.session() as s:
-        s.execute(insert(EffectRow).on_conflict_do_nothing(index_elements=["key"]), rows)
-        won = set(
-            s.scalars(
-                select(EffectRow.key).where(
-                    EffectRow.key.in_([i.key for i in items]), EffectRow.result == token
-                )
-            )
-        )
-    return won, token
-
-
-def settle(ledger: Ledger, outcomes: Sequence[_Outcome], token: str) -> None:
-    """One transaction: each claim becomes done / unknown / failed (with a dead letter) or is released."""
-    if not outcomes:
-        return
-    now = utcnow()
-    with ledger.session() as s:
-        for o in outcomes:
-            if o.status == "release":
-                s.execute(delete(EffectRow).where(EffectRow.key == o.item.key, EffectRow.result == token))
-                continue
-            if o.claimed:
-                s.execute(
-                    update(EffectRow)
-                    .where(EffectRow.key == o.item.key, EffectRow.result == token)
-                    .values(status=o.status, result=o.result[:1000])
-                )
-            else:
-                s.add(
-                    EffectRow(
-                        key=o.item.key,
-                        payment_id=o.item.payment_id,
-                        target=o.item.target,
-                        action=o.item.action,
-                        status=o.status,
-                        result=o.result[:1000],
-                        created_at=now,
-                    )
-                )
-            if o.status == "failed":
-                s.add(
-                    DeadLetterRow(
-                        payment_id=o.item.payment_id,
-                        target=o.item.target,
-                        action=o.item.action,
-                        reason=f"{o.item.key}: {o.result}",
-                        created_at=now,
-                    )
-                )
-
-
 def describe(exc: Exception) -> str:
     """A reason for the ledger: the error's category and vendor text, never a payload."""
     return f"{type(exc).__name__}: {exc}"[:1000]
@@ -164,7 +89,7 @@ def deliver(
     report.already_done.extend(i.key for i in items if i.key in done)
     broken: dict[str, Exception] = {}
     for chunk in chunks([i for i in items if i.key not in done], CHUNK):
-        won, token = claim(ledger, chunk)
+        won, token = ledger.claim_effects(chunk)
         outcomes: list[_Outcome] = []
         for item in chunk:
             if item.key not in won:
@@ -173,7 +98,7 @@ def deliver(
                 outcomes.append(_failure(item, broken[item.channel], report, final_attempt, logger))
             else:
                 outcomes.append(_send(item, broken, report, final_attempt, logger))
-        settle(ledger, outcomes, token)
+        ledger.settle_effects(outcomes, token)
     return report
 
 

@@ -45,6 +45,10 @@ def wait_until(url: str, what: str, timeout: float, procs: list[subprocess.Popen
     raise SystemExit(f"{what} did not start (see the log in .stripeflow/logs)")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 class Launcher:
     def __init__(self, prefect_port: int = 4200, bridge_port: int = 8000, demo: bool | None = None) -> None:
         self.prefect_port = prefect_port
@@ -73,6 +77,9 @@ class Launcher:
         return proc
 
     def run(self) -> None:
+        # a closed terminal or a `kill` stops everything too, not only Ctrl-C
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
         env = self.env()
         exe = [sys.executable, "-m"]
         try:
@@ -165,14 +172,17 @@ class Launcher:
             time.sleep(0.5)
 
     def stop(self) -> None:
+        """Newest first, one at a time: the worker still needs the Prefect server while it stops."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C or a closing terminal must not orphan them
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)
-        deadline = time.monotonic() + 15
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    console.print(f"[yellow]{self.names[proc.pid]} did not stop in 20 s; killing it[/]")
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
         if self.procs:
             console.print("stopped every process Stripeflow started")

@@ -38,6 +38,10 @@ def deployments() -> list[Any]:
     ]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(with_dispatcher: bool = True) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     runtime = build_runtime()
@@ -48,7 +52,7 @@ def main(with_dispatcher: bool = True) -> None:
     dispatcher = Dispatcher(runtime)
     if with_dispatcher:
         dispatcher.start()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: schedules paused, runs finished
     try:
         serve(*deps, limit=4, print_starting_message=True)
     finally:

@@ -372,33 +372,47 @@ class Ledger:
             return Payment.model_validate_json(row.data) if row else None
 
     def record_payment(self, incoming: Payment) -> PaymentChange:
-        """Merge a newly seen fact into the payment's state; the ordering guard lives here."""
+        """Merge one newly seen fact into the payment's state (see `record_payments`)."""
+        return self.record_payments([incoming])[0]
+
+    def record_payments(self, incoming: Sequence[Payment]) -> list[PaymentChange]:
+        """Merge newly seen facts into their payments' states, in one transaction; one change per
+        fact, in order. The ordering guard (`Payment.merged_with`) lives here."""
+        changes: list[PaymentChange] = []
         with self.session() as s:
-            row = s.get(PaymentRow, incoming.payment_id, with_for_update=True)
-            current = Payment.model_validate_json(row.data) if row else None
-            processed = (
-                Payment.model_validate_json(row.processed_data) if row and row.processed_data else None
-            )
-            merged = current.merged_with(incoming) if current else incoming
-            values = dict(
-                provider=merged.provider,
-                status=merged.status.value,
-                currency=merged.currency,
-                amount_minor=money.to_minor(merged.amount, merged.currency),
-                refunded_minor=money.to_minor(merged.refunded_amount, merged.currency),
-                customer_id=merged.customer_id,
-                email=merged.email,
-                occurred_at=merged.occurred_at,
-                livemode=merged.livemode,
-                data=merged.model_dump_json(),
-                updated_at=utcnow(),
-            )
-            if row is None:
-                s.add(PaymentRow(payment_id=merged.payment_id, **values))
-            else:
-                for key, value in values.items():
-                    setattr(row, key, value)
-        return PaymentChange(payment=merged, previous=processed)
+            ids = list(dict.fromkeys(p.payment_id for p in incoming))
+            rows = {
+                r.payment_id: r
+                for r in s.scalars(select(PaymentRow).where(PaymentRow.payment_id.in_(ids)).with_for_update())
+            }
+            for fact in incoming:
+                row = rows.get(fact.payment_id)
+                current = Payment.model_validate_json(row.data) if row else None
+                processed = (
+                    Payment.model_validate_json(row.processed_data) if row and row.processed_data else None
+                )
+                merged = current.merged_with(fact) if current else fact
+                values = dict(
+                    provider=merged.provider,
+                    status=merged.status.value,
+                    currency=merged.currency,
+                    amount_minor=money.to_minor(merged.amount, merged.currency),
+                    refunded_minor=money.to_minor(merged.refunded_amount, merged.currency),
+                    customer_id=merged.customer_id,
+                    email=merged.email,
+                    occurred_at=merged.occurred_at,
+                    livemode=merged.livemode,
+                    data=merged.model_dump_json(),
+                    updated_at=utcnow(),
+                )
+                if row is None:
+                    row = rows[fact.payment_id] = PaymentRow(payment_id=merged.payment_id, **values)
+                    s.add(row)
+                else:
+                    for key, value in values.items():
+                        setattr(row, key, value)
+                changes.append(PaymentChange(payment=merged, previous=processed))
+        return changes
 
     def mark_processed(self, payments: Sequence[Payment]) -> None:
         """Every sink has passed these states on; the next run's changes are counted from here."""
@@ -417,17 +431,27 @@ class Ledger:
             row = s.get(LinkRow, (kind, local_id, target))
             return row.remote_id if row else None
 
-    def set_link(self, kind: str, local_id: str, target: str, remote_id: str) -> None:
+    def set_links(self, kind: str, target: str, remote_ids: dict[str, str]) -> None:
+        """Record many local ids' ids in one target, in one transaction."""
+        if not remote_ids:
+            return
+        now = utcnow()
+        stmt = self._insert(LinkRow.__table__)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["kind", "local_id", "target"],
+            set_={"remote_id": stmt.excluded.remote_id, "updated_at": stmt.excluded.updated_at},
+        )
         with self.session() as s:
-            stmt = self._insert(LinkRow.__table__).values(
-                kind=kind, local_id=local_id, target=target, remote_id=remote_id, updated_at=utcnow()
-            )
             s.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["kind", "local_id", "target"],
-                    set_={"remote_id": remote_id, "updated_at": utcnow()},
-                )
+                stmt,
+                [
+                    dict(kind=kind, local_id=local, target=target, remote_id=remote, updated_at=now)
+                    for local, remote in remote_ids.items()
+                ],
             )
+
+    def set_link(self, kind: str, local_id: str, target: str, remote_id: str) -> None:
+        self.set_links(kind, target, {local_id: remote_id})
 
     def effects_done(self, keys: Iterable[str]) -> set[str]:
         keys = list(keys)
@@ -435,6 +459,30 @@ class Ledger:
             return set()
         with self.session() as s:
             return set(s.scalars(select(EffectRow.key).where(EffectRow.key.in_(keys))))
+
+    def record_effects(
+        self, items: Sequence[EffectItem], results: Sequence[str], status: str = "done"
+    ) -> None:
+        """Record many side effects done, in one transaction (already recorded ones are kept)."""
+        if not items:
+            return
+        now = utcnow()
+        with self.session() as s:
+            s.execute(
+                self._insert(EffectRow.__table__).on_conflict_do_nothing(index_elements=["key"]),
+                [
+                    dict(
+                        key=i.key,
+                        payment_id=i.payment_id,
+                        target=i.target,
+                        action=i.action,
+                        status=status,
+                        result=r,
+                        created_at=now,
+                    )
+                    for i, r in zip(items, results, strict=True)
+                ],
+            )
 
     def record_effect(
         self,

@@ -48,10 +48,9 @@ def record_payments(ledger: Ledger, payments: Sequence[Payment]) -> list[Payment
     """
     first_seen: dict[str, Payment | None] = {}
     latest: dict[str, Payment] = {}
-    for payment in payments:
-        change = ledger.record_payment(payment)
-        first_seen.setdefault(payment.payment_id, change.previous)
-        latest[payment.payment_id] = change.payment
+    for change in ledger.record_payments(payments):
+        first_seen.setdefault(change.payment.payment_id, change.previous)
+        latest[change.payment.payment_id] = change.payment
     return [PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items()]
 
 

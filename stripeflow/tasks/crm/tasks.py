@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -142,8 +143,7 @@ def upsert_contacts(crm: CRM, ledger: Ledger, payments: Sequence[Payment]) -> di
         lambda c, exc: _dead_letter(ledger, crm, "upsert_contact", owners[c.key], exc),
     )
     found = {c.key: i for c, i in zip(items, ids, strict=True) if i is not None}
-    for key, remote in found.items():
-        ledger.set_link("contact", key, crm.name, remote)
+    ledger.set_links("contact", crm.name, found)
     return found
 
 
@@ -178,8 +178,7 @@ def upsert_deals(
         lambda d, exc: _dead_letter(ledger, crm, "upsert_deal", d.payment_id, exc),
     )
     found = {d.payment_id: i for d, i in zip(items, ids, strict=True) if i is not None}
-    for payment_id, remote in found.items():
-        ledger.set_link("deal", payment_id, crm.name, remote)
+    ledger.set_links("deal", crm.name, found)
     return found
 
 
@@ -191,31 +190,45 @@ def add_notes(
     wanted = {note_key(crm.name, c.payment): c.payment for c in changes if c.payment.payment_id in deal_ids}
     done = ledger.effects_done(wanted)
     items = [
-        (key, NoteInput(deal_id=deal_ids[p.payment_id], payment_id=p.payment_id, body=note_text(p, language)))
+        _Note(
+            key,
+            crm.name,
+            NoteInput(deal_id=deal_ids[p.payment_id], payment_id=p.payment_id, body=note_text(p, language)),
+        )
         for key, p in wanted.items()
         if key not in done
     ]
 
-    def send(batch: Sequence[tuple[str, NoteInput]]) -> list[str]:
+    def send(batch: Sequence[_Note]) -> list[str]:
         try:
-            ids = crm.add_notes([n for _, n in batch])
+            ids = crm.add_notes([n.note for n in batch])
         except OutcomeUnknownError as exc:  # the vendor may have made them: never send blind again
-            for key, note in batch:
-                ledger.record_effect(
-                    key, note.payment_id, crm.name, "note", result=str(exc), status="unknown"
-                )
+            ledger.record_effects(batch, [str(exc)] * len(batch), status="unknown")
             return [""] * len(batch)
-        for (key, note), remote in zip(batch, ids, strict=True):
-            ledger.record_effect(key, note.payment_id, crm.name, "note", result=remote)
+        ledger.record_effects(batch, ids)
         return ids
 
     results = call_in_batches(
         items,
         crm.batch_size,
         send,
-        lambda item, exc: _dead_letter(ledger, crm, "add_note", item[1].payment_id, exc),
+        lambda item, exc: _dead_letter(ledger, crm, "add_note", item.payment_id, exc),
     )
     return sum(1 for r in results if r)
+
+
+@dataclass(frozen=True)
+class _Note:
+    """A note and its effect key (what the ledger records once it is made)."""
+
+    key: str
+    target: str
+    note: NoteInput
+    action: str = "note"
+
+    @property
+    def payment_id(self) -> str:
+        return self.note.payment_id
 
 
 @task(cache_policy=NONE)
@@ -229,15 +242,19 @@ def select_unsynced(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange]) 
 @task(cache_policy=NONE)
 def mark_synced(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal_ids: dict[str, str]) -> None:
     """Last step: only now is a payment's state counted as in the CRM (notes included)."""
-    for c in changes:
-        if c.payment.payment_id in deal_ids:
-            ledger.record_effect(
-                deal_state_key(crm.name, c.payment),
-                c.payment.payment_id,
-                crm.name,
-                "deal",
-                result=deal_ids[c.payment.payment_id],
-            )
+    synced = [c.payment for c in changes if c.payment.payment_id in deal_ids]
+    ledger.record_effects(
+        [_DealState(deal_state_key(crm.name, p), p.payment_id, crm.name) for p in synced],
+        [deal_ids[p.payment_id] for p in synced],
+    )
+
+
+@dataclass(frozen=True)
+class _DealState:
+    key: str
+    payment_id: str
+    target: str
+    action: str = "deal"
 
 
 def sync_crm(

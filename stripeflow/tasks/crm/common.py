@@ -1,4 +1,5 @@
-"""What the vendor CRM adapters share: stage and field mapping, option checks, setup/check reports.
+"""What the vendor CRM adapters share: stage and field mapping, option checks, setup/check reports,
+and the client base of the vendors reached with one static token.
 
 Field mapping (one place, one rule): each adapter computes the mapped CRM fields itself from
 `DealInput.payment` and `CRMTarget.fields` (Payment field -> CRM field), typed the way its vendor
@@ -9,6 +10,7 @@ its other keys verbatim, while for a key the mapping also produces the adapter's
 from __future__ import annotations
 
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,10 +18,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+
+import httpx
 
 from stripeflow.core.config import LOGICAL_STAGES, CRMTarget
 from stripeflow.core.errors import ConfigError, VendorError
+from stripeflow.core.http import Clock, Limiter, Sleep, SlidingWindowLimiter, VendorAPI
 from stripeflow.tasks.crm.base import DealInput
 
 K = TypeVar("K", bound=Hashable)
@@ -77,6 +82,55 @@ def check_field_names(target: CRMTarget, pattern: str, what: str) -> None:
     for payment_field, crm_field in target.fields.items():
         if not rx.fullmatch(crm_field):
             raise ConfigError(f"{where(target)}: fields.{payment_field}: {crm_field!r} is not {what}")
+
+
+class TokenAPI(VendorAPI):
+    """A vendor client with one static token, a sliding-window limit on every call and a second,
+    lower one on its search endpoints (paths ending in `/search`).
+
+    A subclass declares `limit` and `search_limit` as (calls, seconds), the defaults its account
+    allows, and `auth` as (header, value with `{}` for the token); `requests` and `searches`
+    override the two call counts.
+    """
+
+    limit: ClassVar[tuple[int, float]]
+    search_limit: ClassVar[tuple[int, float]]
+    auth: ClassVar[tuple[str, str]]
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        requests: int | None = None,
+        searches: int | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        **kw: Any,
+    ) -> None:
+        calls, period = self.limit
+        search_calls, search_period = self.search_limit
+        if requests is not None:
+            calls = requests
+        if searches is not None:
+            search_calls = searches
+        self._token = token
+        self._window = SlidingWindowLimiter(calls, period, clock=clock, sleep=sleep)
+        self.search_limiter = SlidingWindowLimiter(search_calls, search_period, clock=clock, sleep=sleep)
+        super().__init__(base_url, sleep=sleep, **kw)
+
+    def default_limiter(self) -> Limiter:
+        return self._window
+
+    def auth_headers(self) -> dict[str, str]:
+        header, value = self.auth
+        return {header: value.format(self._token)}
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if path.endswith("/search"):  # search has its own, lower limit on top of the account's
+            with self.search_limiter.slot():
+                return super().request(method, path, **kw)
+        return super().request(method, path, **kw)
 
 
 def plain(value: Any) -> Any:

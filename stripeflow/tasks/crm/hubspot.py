@@ -27,14 +27,13 @@ from stripeflow.core.http import (
     Limiter,
     Paginator,
     Sleep,
-    SlidingWindowLimiter,
-    VendorAPI,
 )
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
     SetupReport,
+    TokenAPI,
     check_field_names,
     check_options,
     mapped_fields,
@@ -116,30 +115,11 @@ def clip_note(body: str) -> str:
 # --- the client -----------------------------------------------------------------------------
 
 
-class HubSpotAPI(VendorAPI):
+class HubSpotAPI(TokenAPI):
     vendor = VENDOR
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        requests_per_10s: int = 100,
-        searches_per_second: int = 4,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = time.sleep,
-        **kw: Any,
-    ) -> None:
-        self._token = token
-        self._window = SlidingWindowLimiter(requests_per_10s, 10.0, clock=clock, sleep=sleep)
-        self.search_limiter = SlidingWindowLimiter(searches_per_second, 1.0, clock=clock, sleep=sleep)
-        super().__init__(base_url, sleep=sleep, **kw)
-
-    def default_limiter(self) -> Limiter:
-        return self._window
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token}"}
+    limit = (100, 10.0)  # the portal's ten-secondly limit: 100 on Free/Starter, 190 on Pro/Enterprise
+    search_limit = (4, 1.0)  # the CRM search endpoints' own limit per second
+    auth = ("Authorization", "Bearer {}")
 
     def request_id(self, response: httpx.Response) -> str | None:
         try:
@@ -155,12 +135,6 @@ class HubSpotAPI(VendorAPI):
         if explicit is not None or response.status_code != 429:
             return explicit
         return rate_limit_wait(response)
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        if path.endswith("/search"):  # search has its own, lower limit on top of the portal's
-            with self.search_limiter.slot():
-                return super().request(method, path, **kw)
-        return super().request(method, path, **kw)
 
 
 # --- the adapter ----------------------------------------------------------------------------
@@ -196,8 +170,8 @@ class HubSpotCRM:
         self.api = HubSpotAPI(
             base_url,
             token,
-            requests_per_10s=requests_per_10s,
-            searches_per_second=searches_per_second,
+            requests=requests_per_10s,
+            searches=searches_per_second,
             clock=clock,
             sleep=sleep,
             transport=transport,

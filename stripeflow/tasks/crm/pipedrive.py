@@ -29,8 +29,6 @@ from stripeflow.core.http import (
     OffsetPaginator,
     Paginator,
     Sleep,
-    SlidingWindowLimiter,
-    VendorAPI,
 )
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
@@ -38,6 +36,7 @@ from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
     SetupReport,
+    TokenAPI,
     check_field_names,
     check_options,
     mapped_fields,
@@ -81,30 +80,11 @@ def rate_limit_wait(response: httpx.Response) -> float | None:
     return None
 
 
-class PipedriveAPI(VendorAPI):
+class PipedriveAPI(TokenAPI):
     vendor = VENDOR
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        requests_per_2s: int = 20,
-        searches_per_2s: int = 10,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = time.sleep,
-        **kw: Any,
-    ) -> None:
-        self._token = token
-        self._window = SlidingWindowLimiter(requests_per_2s, 2.0, clock=clock, sleep=sleep)
-        self.search_limiter = SlidingWindowLimiter(searches_per_2s, 2.0, clock=clock, sleep=sleep)
-        super().__init__(base_url, sleep=sleep, **kw)
-
-    def default_limiter(self) -> Limiter:
-        return self._window
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"x-api-token": self._token}
+    limit = (20, 2.0)  # the per-user burst limit over a rolling 2 s
+    search_limit = (10, 2.0)  # the search endpoints' own, lower burst limit
+    auth = ("x-api-token", "{}")
 
     def error_message(self, response: httpx.Response) -> tuple[str, str | None]:
         try:
@@ -123,12 +103,6 @@ class PipedriveAPI(VendorAPI):
         if response.status_code == 429:
             return rate_limit_wait(response)
         return super().retry_after(response)
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        if path.endswith("/search"):  # search has its own, lower burst limit
-            with self.search_limiter.slot():
-                return super().request(method, path, **kw)
-        return super().request(method, path, **kw)
 
     def data(self, method: str, path: str, **kw: Any) -> Any:
         body = self.request_json(method, path, **kw)
@@ -176,8 +150,8 @@ class PipedriveCRM:
         self.api = PipedriveAPI(
             base_url,
             api_token,
-            requests_per_2s=requests_per_2s,
-            searches_per_2s=searches_per_2s,
+            requests=requests_per_2s,
+            searches=searches_per_2s,
             clock=clock,
             sleep=sleep,
             transport=transport,

@@ -10,7 +10,6 @@ secret, so it is never printed: only the portal's host is.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,10 +27,8 @@ from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
     SetupReport,
-    check_field_names,
-    check_options,
+    configure,
     mapped_fields,
-    resolve_stages,
     split_name,
     unique_by,
     where,
@@ -59,6 +56,10 @@ BUILTIN_STAGES = (
     "APOLOGY",
 )
 OPTIONS: dict[str, type | tuple[type, ...]] = {"category_id": int, "payment_id_field": str, "language": str}
+FIELD_NAME = (
+    r"UF_CRM_[A-Z0-9_]+|[A-Z][A-Z_]*",
+    "a Bitrix24 deal field (UF_CRM_... or an upper-case standard field)",
+)
 NO_EVENT = {"REGISTER_SONET_EVENT": "N"}  # do not flood the activity stream with our writes
 
 
@@ -81,6 +82,15 @@ def php_query(params: Mapping[str, Any], prefix: str = "") -> str:
             text = "" if value is None else ("Y" if value is True else "N" if value is False else str(value))
             parts.append(f"{quote(name, safe='[]')}={quote(text, safe='')}")
     return "&".join(p for p in parts if p)
+
+
+def check_key_field(target: CRMTarget, options: Mapping[str, Any]) -> None:
+    """The payment id can live only in the deal's ORIGIN_ID or in a UF_CRM_ field."""
+    key = str(options.get("payment_id_field", PAYMENT_UF))
+    if key != "ORIGIN_ID" and not key.startswith("UF_CRM_"):
+        raise ConfigError(
+            f"{where(target)}: options.payment_id_field: {key!r} must be ORIGIN_ID or UF_CRM_..."
+        )
 
 
 def command(method: str, params: Mapping[str, Any]) -> str:
@@ -229,30 +239,23 @@ class Bitrix24CRM:
     def from_target(
         cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
     ) -> Bitrix24CRM:
-        from stripeflow.blocks.crm import Bitrix24Credentials, load_crm_block
+        from stripeflow.blocks.crm import Bitrix24Credentials
 
-        options = check_options(target, OPTIONS)
-        key = str(options.get("payment_id_field", PAYMENT_UF))
-        if key != "ORIGIN_ID" and not key.startswith("UF_CRM_"):
-            raise ConfigError(
-                f"{where(target)}: options.payment_id_field: {key!r} must be ORIGIN_ID or UF_CRM_..."
-            )
-        check_field_names(
+        block, args = configure(
+            VENDOR,
             target,
-            r"UF_CRM_[A-Z0-9_]+|[A-Z][A-Z_]*",
-            "a Bitrix24 deal field (UF_CRM_... or an upper-case standard field)",
+            env,
+            Bitrix24Credentials,
+            OPTIONS,
+            FIELD_NAME,
+            DEFAULT_STAGES,
+            check=check_key_field,
         )
-        stages = resolve_stages(target, DEFAULT_STAGES)
-        block = load_crm_block(VENDOR, target.block, os.environ if env is None else env)
-        assert isinstance(block, Bitrix24Credentials)
         return cls(
             webhook_url=block.webhook_url.get_secret_value(),
-            stages=stages,
-            fields=target.fields,
             burst=block.burst,
             per_second=block.per_second,
-            name=target.block or VENDOR,
-            **options,
+            **args,
             **kw,
         )
 

@@ -9,6 +9,7 @@ its other keys verbatim, while for a key the mapping also produces the adapter's
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import OrderedDict
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
@@ -27,7 +28,11 @@ from stripeflow.core.errors import ConfigError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, SlidingWindowLimiter, VendorAPI
 from stripeflow.tasks.crm.base import DealInput
 
+if TYPE_CHECKING:
+    from prefect.blocks.core import Block
+
 K = TypeVar("K", bound=Hashable)
+B = TypeVar("B", bound="Block")
 
 # Labels a CRM shows for the logical stages when setup has to create them (DESIGN.md, "Deals and stages").
 STAGE_NAMES = {
@@ -131,6 +136,36 @@ class TokenAPI(VendorAPI):
             with self.search_limiter.slot():
                 return super().request(method, path, **kw)
         return super().request(method, path, **kw)
+
+
+def configure(
+    vendor: str,
+    target: CRMTarget,
+    env: Mapping[str, str] | None,
+    credentials: type[B],
+    options: Mapping[str, type | tuple[type, ...]],
+    field_name: tuple[str, str],
+    stages: Mapping[str, str],
+    *,
+    check: Callable[[CRMTarget, dict[str, Any]], None] | None = None,
+) -> tuple[B, dict[str, Any]]:
+    """What every `from_target` checks and loads before it builds its adapter, in this order:
+    the options' names and types (then the vendor's own `check` of them), the mapped field names
+    (`field_name`: the pattern and what it means), the stages over the vendor's defaults, and
+    last the credentials block (a named one, else built from `env`, by default `os.environ`).
+
+    Returns the block and the arguments every adapter takes: stages, fields, name and the options.
+    """
+    from stripeflow.blocks.crm import load_crm_block  # Prefect is imported only when an adapter is built
+
+    checked = check_options(target, options)
+    if check is not None:
+        check(target, checked)
+    check_field_names(target, *field_name)
+    resolved = resolve_stages(target, stages)
+    block = load_crm_block(vendor, target.block, os.environ if env is None else env)
+    assert isinstance(block, credentials)
+    return block, {"stages": resolved, "fields": target.fields, "name": target.block or vendor, **checked}
 
 
 def plain(value: Any) -> Any:

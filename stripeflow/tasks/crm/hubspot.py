@@ -10,7 +10,6 @@ HubSpot returns batch results in no particular order, so results are matched bac
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -34,10 +33,8 @@ from stripeflow.tasks.crm.common import (
     Remembered,
     SetupReport,
     TokenAPI,
-    check_field_names,
-    check_options,
+    configure,
     mapped_fields,
-    resolve_stages,
     split_name,
     unique_by,
 )
@@ -54,6 +51,7 @@ DEFAULT_STAGES = {  # the default "Sales Pipeline" (pipeline id `default`)
     "overdue": "contractsent",
 }
 OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "send_currency": bool}
+FIELD_NAME = (r"[a-z][a-z0-9_]*", "a HubSpot property name (lower case, digits, _)")
 PAYMENT_ID = "stripe_payment_id"
 CUSTOMER_ID = "stripe_customer_id"
 
@@ -183,22 +181,15 @@ class HubSpotCRM:
     def from_target(
         cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
     ) -> HubSpotCRM:
-        from stripeflow.blocks.crm import HubSpotCredentials, load_crm_block
+        from stripeflow.blocks.crm import HubSpotCredentials
 
-        options = check_options(target, OPTIONS)
-        check_field_names(target, r"[a-z][a-z0-9_]*", "a HubSpot property name (lower case, digits, _)")
-        stages = resolve_stages(target, DEFAULT_STAGES)
-        block = load_crm_block(VENDOR, target.block, os.environ if env is None else env)
-        assert isinstance(block, HubSpotCredentials)
+        block, args = configure(VENDOR, target, env, HubSpotCredentials, OPTIONS, FIELD_NAME, DEFAULT_STAGES)
         return cls(
             token=block.token.get_secret_value(),
             base_url=block.base_url,
-            stages=stages,
-            fields=target.fields,
             requests_per_10s=block.requests_per_10s,
             searches_per_second=block.searches_per_second,
-            name=target.block or VENDOR,
-            **options,
+            **args,
             **kw,
         )
 

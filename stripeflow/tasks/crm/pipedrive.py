@@ -11,7 +11,6 @@ Field keys (40-character hashes), the pipeline and its stage ids are looked up b
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -37,10 +36,8 @@ from stripeflow.tasks.crm.common import (
     Remembered,
     SetupReport,
     TokenAPI,
-    check_field_names,
-    check_options,
+    configure,
     mapped_fields,
-    resolve_stages,
     unique_by,
 )
 
@@ -53,6 +50,10 @@ OPTIONS: dict[str, type | tuple[type, ...]] = {
     "deal_field_key": str,
     "person_field_key": str,
 }
+FIELD_NAME = (
+    r"[0-9a-f]{40}|[a-z][a-z_]*",
+    "a Pipedrive field key (40-hex, or a standard deal field such as expected_close_date)",
+)
 STATUS = {"paid": "won", "invoiced": "won", "failed": "lost", "refunded": "lost"}  # else open
 CUSTOM_KEY = re.compile(r"[0-9a-f]{40}")
 T = TypeVar("T", bound=Hashable)
@@ -167,28 +168,16 @@ class PipedriveCRM:
     def from_target(
         cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
     ) -> PipedriveCRM:
-        from stripeflow.blocks.crm import PipedriveCredentials, load_crm_block
+        from stripeflow.blocks.crm import PipedriveCredentials
 
-        options = check_options(target, OPTIONS)
-        check_field_names(
-            target,
-            r"[0-9a-f]{40}|[a-z][a-z_]*",
-            "a Pipedrive field key (40-hex, or a standard deal field such as expected_close_date)",
-        )
-        stages = resolve_stages(
-            target, STAGE_NAMES.get(str(options.get("language", "pl")), STAGE_NAMES["pl"])
-        )
-        block = load_crm_block(VENDOR, target.block, os.environ if env is None else env)
-        assert isinstance(block, PipedriveCredentials)
+        labels = STAGE_NAMES.get(str(target.options.get("language", "pl")), STAGE_NAMES["pl"])
+        block, args = configure(VENDOR, target, env, PipedriveCredentials, OPTIONS, FIELD_NAME, labels)
         return cls(
             api_token=block.api_token.get_secret_value(),
             base_url=block.base_url,
-            stages=stages,
-            fields=target.fields,
             requests_per_2s=block.requests_per_2s,
             searches_per_2s=block.searches_per_2s,
-            name=target.block or VENDOR,
-            **options,
+            **args,
             **kw,
         )
 

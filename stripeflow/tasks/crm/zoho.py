@@ -10,7 +10,6 @@ a custom field that must not allow duplicates. Zoho answers per record, in input
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,11 +28,9 @@ from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
     SetupReport,
-    check_field_names,
-    check_options,
+    configure,
     mapped_fields,
     plain,
-    resolve_stages,
     split_name,
     unique_by,
 )
@@ -51,6 +48,10 @@ DEFAULT_STAGES = {  # the Stage picklist of a new Zoho CRM org
     "overdue": "Negotiation/Review",
 }
 OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "send_currency": bool}
+FIELD_NAME = (
+    r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*",
+    "a Zoho API name (letters, digits, single underscores)",
+)
 MANUAL_FIELD = (
     "in Zoho CRM: Setup > Customization > Modules and Fields > {module} > Layout: add a Single Line "
     "field labelled '{label}' (API name {api}), tick 'Do not allow duplicate values', save"
@@ -227,17 +228,9 @@ class ZohoCRM:
     def from_target(
         cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
     ) -> ZohoCRM:
-        from stripeflow.blocks.crm import ZohoCredentials, load_crm_block
+        from stripeflow.blocks.crm import ZohoCredentials
 
-        options = check_options(target, OPTIONS)
-        check_field_names(
-            target,
-            r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*",
-            "a Zoho API name (letters, digits, single underscores)",
-        )
-        stages = resolve_stages(target, DEFAULT_STAGES)
-        block = load_crm_block(VENDOR, target.block, os.environ if env is None else env)
-        assert isinstance(block, ZohoCredentials)
+        block, args = configure(VENDOR, target, env, ZohoCredentials, OPTIONS, FIELD_NAME, DEFAULT_STAGES)
         return cls(
             client_id=block.client_id.get_secret_value(),
             client_secret=block.client_secret.get_secret_value(),
@@ -245,10 +238,7 @@ class ZohoCRM:
             accounts_url=block.accounts_url,
             api_domain=block.api_domain,
             concurrency=block.concurrency,
-            stages=stages,
-            fields=target.fields,
-            name=target.block or VENDOR,
-            **options,
+            **args,
             **kw,
         )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -26,6 +26,7 @@ from stripeflow.tasks.crm.common import (
     STAGE_NAMES,
     CheckReport,
     Remembered,
+    Seams,
     SetupReport,
     configure,
     mapped_fields,
@@ -208,11 +209,8 @@ class Bitrix24CRM:
         burst: int = 50,
         per_second: float = 2.0,
         name: str = "bitrix24",
-        transport: httpx.BaseTransport | None = None,
-        sleep: Sleep = time.sleep,
-        clock: Clock = time.monotonic,
         wall: Clock = time.time,
-        limiter: Limiter | None = None,
+        **seams: Unpack[Seams],
     ) -> None:
         self.name = name
         self.category_id = category_id
@@ -222,16 +220,7 @@ class Bitrix24CRM:
         self.fields = dict(fields or {})
         self.key_field = payment_id_field
         self.language = language
-        self.api = Bitrix24API(
-            webhook_url,
-            burst=burst,
-            per_second=per_second,
-            clock=clock,
-            sleep=sleep,
-            wall=wall,
-            transport=transport,
-            limiter=limiter,
-        )
+        self.api = Bitrix24API(webhook_url, burst=burst, per_second=per_second, wall=wall, **seams)
         self.portal = urlsplit(webhook_url).netloc  # printable; the path holds the secret
         self._notes: Remembered[NoteInput] = Remembered()
 

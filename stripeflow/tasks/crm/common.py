@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, TypeVar, runtime_checkable
 
 import httpx
 
@@ -87,6 +87,15 @@ def check_field_names(target: CRMTarget, pattern: str, what: str) -> None:
     for payment_field, crm_field in target.fields.items():
         if not rx.fullmatch(crm_field):
             raise ConfigError(f"{where(target)}: fields.{payment_field}: {crm_field!r} is not {what}")
+
+
+class Seams(TypedDict, total=False):
+    """What tests and benchmarks swap in an adapter's client; an adapter passes them on untouched."""
+
+    transport: httpx.BaseTransport | None
+    sleep: Sleep
+    clock: Clock
+    limiter: Limiter | None
 
 
 class TokenAPI(VendorAPI):

@@ -14,23 +14,21 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 import httpx
 
 from stripeflow.core.config import CRMTarget
 from stripeflow.core.errors import AuthError, PermanentError, VendorError
 from stripeflow.core.http import (
-    Clock,
     CursorPaginator,
-    Limiter,
     Paginator,
-    Sleep,
 )
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
+    Seams,
     SetupReport,
     TokenAPI,
     configure,
@@ -155,10 +153,7 @@ class HubSpotCRM:
         requests_per_10s: int = 100,
         searches_per_second: int = 4,
         name: str = "hubspot",
-        transport: httpx.BaseTransport | None = None,
-        sleep: Sleep = time.sleep,
-        clock: Clock = time.monotonic,
-        limiter: Limiter | None = None,
+        **seams: Unpack[Seams],
     ) -> None:
         self.name = name
         self.stages = {**DEFAULT_STAGES, **(stages or {})}
@@ -166,14 +161,7 @@ class HubSpotCRM:
         self.pipeline = pipeline
         self.send_currency = send_currency
         self.api = HubSpotAPI(
-            base_url,
-            token,
-            requests=requests_per_10s,
-            searches=searches_per_second,
-            clock=clock,
-            sleep=sleep,
-            transport=transport,
-            limiter=limiter,
+            base_url, token, requests=requests_per_10s, searches=searches_per_second, **seams
         )
         self._notes: Remembered[NoteInput] = Remembered()
 

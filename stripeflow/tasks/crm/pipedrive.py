@@ -12,28 +12,25 @@ Field keys (40-character hashes), the pipeline and its stage ids are looked up b
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, Unpack, cast
 
 import httpx
 
 from stripeflow.core.config import CRMTarget
 from stripeflow.core.errors import AuthError, PermanentError, VendorError
 from stripeflow.core.http import (
-    Clock,
-    Limiter,
     OffsetPaginator,
     Paginator,
-    Sleep,
 )
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
     STAGE_NAMES,
     CheckReport,
     Remembered,
+    Seams,
     SetupReport,
     TokenAPI,
     configure,
@@ -139,24 +136,14 @@ class PipedriveCRM:
         requests_per_2s: int = 20,
         searches_per_2s: int = 10,
         name: str = "pipedrive",
-        transport: httpx.BaseTransport | None = None,
-        sleep: Sleep = time.sleep,
-        clock: Clock = time.monotonic,
-        limiter: Limiter | None = None,
+        **seams: Unpack[Seams],
     ) -> None:
         self.name = name
         self.stages = {**STAGE_NAMES.get(language, STAGE_NAMES["pl"]), **(stages or {})}
         self.fields = dict(fields or {})
         self.pipeline = pipeline
         self.api = PipedriveAPI(
-            base_url,
-            api_token,
-            requests=requests_per_2s,
-            searches=searches_per_2s,
-            clock=clock,
-            sleep=sleep,
-            transport=transport,
-            limiter=limiter,
+            base_url, api_token, requests=requests_per_2s, searches=searches_per_2s, **seams
         )
         self._given = Schema(deal_field_key, person_field_key)
         self._schema: Schema | None = None

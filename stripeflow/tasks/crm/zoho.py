@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
@@ -27,6 +27,7 @@ from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
+    Seams,
     SetupReport,
     configure,
     mapped_fields,
@@ -200,10 +201,7 @@ class ZohoCRM:
         send_currency: bool = False,
         concurrency: int = 5,
         name: str = "zoho",
-        transport: httpx.BaseTransport | None = None,
-        sleep: Sleep = time.sleep,
-        clock: Clock = time.monotonic,
-        limiter: Limiter | None = None,
+        **seams: Unpack[Seams],
     ) -> None:
         self.name = name
         self.stages = {**DEFAULT_STAGES, **(stages or {})}
@@ -217,10 +215,7 @@ class ZohoCRM:
             refresh_token=refresh_token,
             api_domain=api_domain,
             concurrency=concurrency,
-            sleep=sleep,
-            clock=clock,
-            transport=transport,
-            limiter=limiter,
+            **seams,
         )
         self._notes: Remembered[NoteInput] = Remembered()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import typer
@@ -78,22 +80,29 @@ def _configured_crm(name: str) -> Manageable:
     return adapter
 
 
+@contextmanager
+def _adapter(crm: str, step: str) -> Iterator[Manageable]:
+    """The configured adapter, closed afterwards; a vendor error exits 1 saying which step failed."""
+    from stripeflow.core.errors import VendorError
+
+    adapter = _configured_crm(crm)
+    try:
+        yield adapter
+    except VendorError as exc:
+        console.print(f"[red]{crm}: {step} failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        adapter.close()
+
+
 CRM_ARG = typer.Argument(..., help="hubspot, pipedrive, bitrix24 or zoho (or a configured block name).")
 
 
 @app.command("setup")
 def setup(crm: str = CRM_ARG) -> None:
     """Create the custom fields and stages the CRM needs (idempotent) and print the mapping."""
-    from stripeflow.core.errors import VendorError
-
-    adapter = _configured_crm(crm)
-    try:
+    with _adapter(crm, "setup") as adapter:
         report = adapter.setup()
-    except VendorError as exc:
-        console.print(f"[red]{crm}: setup failed:[/] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        adapter.close()
     table = Table(title=f"{crm}: what setup needs")
     for col in ("item", "status", "note"):
         table.add_column(col)
@@ -116,16 +125,8 @@ def setup(crm: str = CRM_ARG) -> None:
 @app.command("check")
 def check(crm: str = CRM_ARG) -> None:
     """Try the credentials and the mapping; say exactly what is wrong."""
-    from stripeflow.core.errors import VendorError
-
-    adapter = _configured_crm(crm)
-    try:
+    with _adapter(crm, "check") as adapter:
         report = adapter.check()
-    except VendorError as exc:
-        console.print(f"[red]{crm}: check failed:[/] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        adapter.close()
     for line in report.ok:
         console.print(f"[green]ok[/]  {line}")
     for line in report.problems:

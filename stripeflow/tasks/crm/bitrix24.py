@@ -46,16 +46,6 @@ DEFAULT_STAGES = {  # the built-in stages of the default deal pipeline (category
     "refunded": "APOLOGY",
     "overdue": "FINAL_INVOICE",
 }
-BUILTIN_STAGES = (
-    "NEW",
-    "PREPARATION",
-    "PREPAYMENT_INVOICE",
-    "EXECUTING",
-    "FINAL_INVOICE",
-    "WON",
-    "LOSE",
-    "APOLOGY",
-)
 OPTIONS: dict[str, type | tuple[type, ...]] = {"category_id": int, "payment_id_field": str, "language": str}
 FIELD_NAME = (
     r"UF_CRM_[A-Z0-9_]+|[A-Z][A-Z_]*",

@@ -62,17 +62,21 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 # -- the client ----------------------------------------------------------------------------------
 
+def raw_request(body: str, secret: str, port: int) -> bytes:
+    """One complete HTTP request delivering a signed event, as Stripe sends it."""
+    head = (f"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json; charset=utf-8\r\nUser-Agent: Stripe/1.0\r\n"
+            f"Stripe-Signature: {sign(body, secret)}\r\nContent-Length: {len(body.encode())}\r\n\r\n")
+    return head.encode() + body.encode()
+
+
 def build_requests(n: int, secret: str, port: int, world: StripeWorld) -> list[bytes]:
     """n complete HTTP requests, each a distinct signed payment_intent.succeeded."""
     out = []
     for i in range(n):
         customer = world.customer(f"klient{i}@example.pl", "Anna Nowak")
         pi, _ = world.payment_intent(24900, "pln", customer, product="Subskrypcja Pro")
-        body = json.dumps(world.event("payment_intent.succeeded", pi))
-        head = (f"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Content-Type: application/json; charset=utf-8\r\nUser-Agent: Stripe/1.0\r\n"
-                f"Stripe-Signature: {sign(body, secret)}\r\nContent-Length: {len(body.encode())}\r\n\r\n")
-        out.append(head.encode() + body.encode())
+        out.append(raw_request(json.dumps(world.event("payment_intent.succeeded", pi)), secret, port))
     return out
 
 

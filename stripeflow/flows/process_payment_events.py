@@ -9,8 +9,6 @@ from stripeflow.tasks.crm.tasks import sync_crm
 from stripeflow.tasks.ledger import (
     claim_pending_events,
     finish_events,
-    load_events,
-    mark_processed,
     record_payments,
 )
 from stripeflow.tasks.notify import hand_off_changes, notify_changes
@@ -33,18 +31,16 @@ def process_payment_events(event_ids: list[str] | None = None) -> dict[str, int]
         event_ids = claim_pending_events(
             rt.ledger, rt.settings.dispatcher.batch_size, rt.settings.dispatcher.lease_seconds
         )
-    events = load_events(rt.ledger, event_ids)
-    normalised = normalise_events(events, rt.lookup)
+    normalised = normalise_events(rt.ledger, event_ids, rt.lookup)
     name_run_after(normalised.payments, rt.settings.language)
     changes = record_payments(rt.ledger, normalised.payments)
     for crm, target in zip(rt.crms, rt.settings.crm, strict=True):
         sync_crm(crm, target, changes, rt.ledger, rt.settings)
     notify_changes(changes, rt.settings, rt.ledger)
     hand_off_changes(changes, rt.settings, rt.ledger)
-    mark_processed(rt.ledger, changes)
-    finish_events(rt.ledger, normalised)
+    finish_events(rt.ledger, normalised, changes)
     return {
-        "events": len(events),
+        "events": normalised.events,
         "payments": len(normalised.payments),
         "changed": len(changes),
         "skipped": len(normalised.skipped),

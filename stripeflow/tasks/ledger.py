@@ -16,6 +16,7 @@ from stripeflow.core.payment import Payment
 class Normalised:
     """What normalisation made of a run's events."""
 
+    events: int = 0  # how many of the run's events were found in the inbox
     payments: list[Payment] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # ids of events of types we do not handle
     dead: dict[str, str] = field(default_factory=dict)  # event id -> why it cannot be processed
@@ -29,13 +30,6 @@ class Normalised:
 def claim_pending_events(ledger: Ledger, limit: int, lease_seconds: float) -> list[str]:
     """For a run started by hand: take whatever is waiting in the inbox."""
     return ledger.claim_events(limit, lease_seconds)
-
-
-@task(cache_policy=NONE)
-def load_events(ledger: Ledger, event_ids: Sequence[str]) -> list[dict]:
-    events = ledger.load_events(event_ids)
-    get_run_logger().info("loaded %d of %d events", len(events), len(event_ids))
-    return events
 
 
 @task(cache_policy=NONE)
@@ -55,13 +49,9 @@ def record_payments(ledger: Ledger, payments: Sequence[Payment]) -> list[Payment
 
 
 @task(cache_policy=NONE)
-def mark_processed(ledger: Ledger, changes: Sequence[PaymentChange]) -> None:
-    """The last step: every sink has these states now."""
+def finish_events(ledger: Ledger, normalised: Normalised, changes: Sequence[PaymentChange]) -> None:
+    """The last step: every sink has these payments' states now; the events are closed."""
     ledger.mark_processed([c.payment for c in changes])
-
-
-@task(cache_policy=NONE)
-def finish_events(ledger: Ledger, normalised: Normalised) -> None:
     ledger.finish_events(normalised.done_event_ids, "done")
     ledger.finish_events(normalised.skipped, "skipped", note="event type not handled")
     for event_id, reason in normalised.dead.items():

@@ -38,7 +38,7 @@ def dispatcher(runtime: Runtime) -> Dispatcher:
 
 def deliver(runtime: Runtime, *events: dict[str, Any]) -> list[str]:
     """Store events in the inbox exactly as the bridge does (after verification)."""
-    incoming = [parse_event(json.dumps(e).encode()) for e in events]
+    incoming = [parse_event(e, json.dumps(e)) for e in events]
     runtime.ledger.store_events(incoming)
     return [e.event_id for e in incoming]
 

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from stripeflow.core.errors import InputError
+from stripeflow.core.ledger import Ledger
 from stripeflow.tasks.ledger import Normalised
 from stripeflow.tasks.retry import retry_if_retriable
 from stripeflow.tasks.stripe.normalise import Lookup, normalise
 
 
 @task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_if_retriable)
-def normalise_events(events: Sequence[dict[str, Any]], lookup: Lookup) -> Normalised:
-    """Each event -> a Payment (Stripe API only when the payload lacks something).
+def normalise_events(ledger: Ledger, event_ids: Sequence[str], lookup: Lookup) -> Normalised:
+    """Each inbox event -> a Payment (Stripe API only when the payload lacks something).
 
-    Unknown types are skipped; malformed ones are set aside with the reason; a Stripe API
-    outage raises a RetriableError, and this task's retries (keyed: reads only) handle it.
+    The events are read here rather than passed in: Prefect walks every task argument, and a
+    thousand raw events cost it seconds. Unknown types are skipped; malformed ones are set
+    aside with the reason; a Stripe API outage raises a RetriableError, which this task's
+    retries (reads only) handle.
     """
     log = get_run_logger()
-    out = Normalised()
+    events = ledger.load_events(event_ids)
+    out = Normalised(events=len(events))
     for event in events:
         try:
             payment = normalise(event, lookup)

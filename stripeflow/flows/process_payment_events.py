@@ -32,8 +32,8 @@ def process_payment_events(event_ids: list[str] | None = None) -> dict[str, int]
             rt.ledger, rt.settings.dispatcher.batch_size, rt.settings.dispatcher.lease_seconds
         )
     normalised = normalise_events(rt.ledger, event_ids, rt.lookup)
-    name_run_after(normalised.payments, rt.settings.language)
-    changes = record_payments(rt.ledger, normalised.payments)
+    name_run_after(normalised, rt.settings.language)
+    changes = record_payments(rt.ledger, normalised)
     for crm, target in zip(rt.crms, rt.settings.crm, strict=True):
         sync_crm(crm, target, changes, rt.ledger, rt.settings)
     notify_changes(changes, rt.settings, rt.ledger)

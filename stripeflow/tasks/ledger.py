@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from stripeflow.core.ledger import Ledger, PaymentChange
+from stripeflow.core.ledger import Changes, Ledger, PaymentChange
 from stripeflow.core.payment import Payment
 
 
-@dataclass
 class Normalised:
-    """What normalisation made of a run's events."""
+    """What normalisation made of a run's events. A plain class, not a dataclass, so Prefect
+    hands it to tasks as it is rather than walking every payment in it (see `Changes`)."""
 
-    events: int = 0  # how many of the run's events were found in the inbox
-    payments: list[Payment] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # ids of events of types we do not handle
-    dead: dict[str, str] = field(default_factory=dict)  # event id -> why it cannot be processed
+    def __init__(self, events: int = 0) -> None:
+        self.events = events  # how many of the run's events were found in the inbox
+        self.payments: list[Payment] = []
+        self.skipped: list[str] = []  # ids of events of types we do not handle
+        self.dead: dict[str, str] = {}  # event id -> why it cannot be processed
+
+    def __repr__(self) -> str:
+        return (
+            f"Normalised({len(self.payments)} payments, {len(self.skipped)} skipped, {len(self.dead)} dead)"
+        )
 
     @property
     def done_event_ids(self) -> list[str]:
@@ -33,7 +38,7 @@ def claim_pending_events(ledger: Ledger, limit: int, lease_seconds: float) -> li
 
 
 @task(cache_policy=NONE)
-def record_payments(ledger: Ledger, payments: Sequence[Payment]) -> list[PaymentChange]:
+def record_payments(ledger: Ledger, normalised: Normalised) -> Changes:
     """Merge each payment into the ledger; one change per payment the run touched.
 
     A change compares the merged state with the state the sinks last finished with, so a rerun
@@ -42,16 +47,16 @@ def record_payments(ledger: Ledger, payments: Sequence[Payment]) -> list[Payment
     """
     first_seen: dict[str, Payment | None] = {}
     latest: dict[str, Payment] = {}
-    for change in ledger.record_payments(payments):
+    for change in ledger.record_payments(normalised.payments):
         first_seen.setdefault(change.payment.payment_id, change.previous)
         latest[change.payment.payment_id] = change.payment
-    return [PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items()]
+    return Changes(PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items())
 
 
 @task(cache_policy=NONE)
-def finish_events(ledger: Ledger, normalised: Normalised, changes: Sequence[PaymentChange]) -> None:
+def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes) -> None:
     """The last step: every sink has these payments' states now; the events are closed."""
-    ledger.mark_processed([c.payment for c in changes])
+    ledger.mark_processed(changes.payments)
     ledger.finish_events(normalised.done_event_ids, "done")
     ledger.finish_events(normalised.skipped, "skipped", note="event type not handled")
     for event_id, reason in normalised.dead.items():

@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 
 from stripeflow.core.money import format_money
 from stripeflow.core.payment import Payment
+from stripeflow.tasks.ledger import Normalised
 
 
 def run_name_for(payments: Sequence[Payment], language: str = "pl") -> str | None:
@@ -24,9 +25,9 @@ def run_name_for(payments: Sequence[Payment], language: str = "pl") -> str | Non
 
 
 @task(cache_policy=NONE)
-def name_run_after(payments: Sequence[Payment], language: str) -> None:
+def name_run_after(normalised: Normalised, language: str) -> None:
     """Rename the running flow run after its payment, so the UI lists runs by payment."""
-    name = run_name_for(payments, language)
+    name = run_name_for(normalised.payments, language)
     run_id = flow_run.get_id()
     if name and run_id and flow_run.get_name() != name:
         with get_client(sync_client=True) as client:

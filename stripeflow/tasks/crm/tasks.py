@@ -19,7 +19,7 @@ from prefect.cache_policies import NONE
 from stripeflow.core.batching import call_in_batches
 from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError
-from stripeflow.core.ledger import Ledger, PaymentChange
+from stripeflow.core.ledger import Changes, Ledger
 from stripeflow.core.money import format_money, to_minor
 from stripeflow.core.payment import Payment, PaymentStatus
 from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
@@ -126,11 +126,11 @@ def _dead_letter(ledger: Ledger, crm: CRM, action: str, payment_id: str, exc: Pe
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
-def upsert_contacts(crm: CRM, ledger: Ledger, payments: Sequence[Payment]) -> dict[str, str]:
+def upsert_contacts(crm: CRM, ledger: Ledger, changes: Changes) -> dict[str, str]:
     """Find or create each payment's contact (by e-mail, else Stripe customer id); key -> CRM id."""
     inputs: dict[str, ContactInput] = {}
     owners: dict[str, str] = {}
-    for p in payments:
+    for p in changes.payments:
         key = contact_key(p)
         if key and key not in inputs:
             inputs[key] = ContactInput(key=key, email=p.email, name=p.name, customer_id=p.customer_id)
@@ -151,7 +151,7 @@ def upsert_contacts(crm: CRM, ledger: Ledger, payments: Sequence[Payment]) -> di
 def upsert_deals(
     crm: CRM,
     ledger: Ledger,
-    payments: Sequence[Payment],
+    changes: Changes,
     contact_ids: dict[str, str],
     target: CRMTarget,
     settings: Settings,
@@ -169,7 +169,7 @@ def upsert_deals(
             payment=p,
             fields=mapped_fields(p, target.fields),
         )
-        for p in payments
+        for p in changes.payments
     ]
     ids = call_in_batches(
         items,
@@ -183,9 +183,7 @@ def upsert_deals(
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
-def add_notes(
-    crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal_ids: dict[str, str], language: str
-) -> int:
+def add_notes(crm: CRM, ledger: Ledger, changes: Changes, deal_ids: dict[str, str], language: str) -> int:
     """One note per real change of a payment's state; the ledger's effects make it once, ever."""
     wanted = {note_key(crm.name, c.payment): c.payment for c in changes if c.payment.payment_id in deal_ids}
     done = ledger.effects_done(wanted)
@@ -232,15 +230,15 @@ class _Note:
 
 
 @task(cache_policy=NONE)
-def select_unsynced(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange]) -> list[PaymentChange]:
+def select_unsynced(crm: CRM, ledger: Ledger, changes: Changes) -> Changes:
     """Leave out payments whose deal is already in this state in this CRM (duplicates, reruns)."""
     keys = {deal_state_key(crm.name, c.payment): c for c in changes}
     done = ledger.effects_done(keys)
-    return [c for key, c in keys.items() if key not in done]
+    return Changes(c for key, c in keys.items() if key not in done)
 
 
 @task(cache_policy=NONE)
-def mark_synced(crm: CRM, ledger: Ledger, changes: Sequence[PaymentChange], deal_ids: dict[str, str]) -> None:
+def mark_synced(crm: CRM, ledger: Ledger, changes: Changes, deal_ids: dict[str, str]) -> None:
     """Last step: only now is a payment's state counted as in the CRM (notes included)."""
     synced = [c.payment for c in changes if c.payment.payment_id in deal_ids]
     ledger.record_effects(
@@ -257,9 +255,7 @@ class _DealState:
     action: str = "deal"
 
 
-def sync_crm(
-    crm: CRM, target: CRMTarget, changes: Sequence[PaymentChange], ledger: Ledger, settings: Settings
-) -> None:
+def sync_crm(crm: CRM, target: CRMTarget, changes: Changes, ledger: Ledger, settings: Settings) -> None:
     """The CRM part of the recipe: contacts, deals, notes, each a batched and keyed task.
 
     A payment whose earlier sync failed half-way is not yet marked synced, so it goes again.
@@ -267,8 +263,7 @@ def sync_crm(
     todo = select_unsynced(crm, ledger, changes)
     if not todo:
         return
-    payments = [c.payment for c in todo]
-    contact_ids = upsert_contacts(crm, ledger, payments)
-    deal_ids = upsert_deals(crm, ledger, payments, contact_ids, target, settings)
+    contact_ids = upsert_contacts(crm, ledger, todo)
+    deal_ids = upsert_deals(crm, ledger, todo, contact_ids, target, settings)
     add_notes(crm, ledger, todo, deal_ids, settings.language)
     mark_synced(crm, ledger, todo, deal_ids)

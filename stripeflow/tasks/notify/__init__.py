@@ -151,7 +151,7 @@ def _finish(report: NotifyReport, what: str) -> NotifyReport:
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
 def notify_changes(
-    changes: list[PaymentChange], settings: Settings, ledger: Ledger, channels: Channels | None = None
+    changes: Sequence[PaymentChange], settings: Settings, ledger: Ledger, channels: Channels | None = None
 ) -> NotifyReport:
     """Send the customer e-mails and team messages these payment changes call for, once each."""
     logger = _logger()
@@ -171,7 +171,7 @@ def notify_changes(
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
 def hand_off_changes(
-    changes: list[PaymentChange], settings: Settings, ledger: Ledger, client: HandoffAPI | None = None
+    changes: Sequence[PaymentChange], settings: Settings, ledger: Ledger, client: HandoffAPI | None = None
 ) -> NotifyReport:
     """POST each payment change, signed, to the configured accounting/ERP webhook, once each."""
     cfg = settings.handoff

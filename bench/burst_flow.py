@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument(
         "--with-email", action="store_true", help="also send customer e-mails (to the outbox)"
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="most events a run drains (default: settings)"
+    )
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
@@ -101,6 +104,7 @@ def main() -> None:
                 home=home,
                 crm=[{"type": "hubspot"}],
                 notify={"customer_messages": ["payment_confirmation"] if args.with_email else []},
+                dispatcher={"batch_size": args.batch_size} if args.batch_size else {},
             )
             runtime = build_runtime(settings)
             set_runtime(runtime)

@@ -76,7 +76,7 @@ class BridgeSettings(Section):
 
 class DispatcherSettings(Section):
     poll_interval: float = Field(0.2, description="seconds between looks at the inbox")
-    batch_size: int = Field(5000, description="most events one flow run drains (a burst: few, large runs)")
+    batch_size: int = Field(10_000, description="most events one flow run drains (a burst: few, large runs)")
     lease_seconds: float = Field(300, description="a claimed event not finished by then is dispatched again")
 
 

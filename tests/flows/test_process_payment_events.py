@@ -110,7 +110,7 @@ def test_a_burst_is_drained_by_few_runs(
     events = [expanded_success(world, amount=1000 + i, email=f"c{i % 50}@example.pl")[0] for i in range(300)]
     deliver(runtime, *events)
     runs = drain(dispatcher)
-    assert runs == 1  # one run drains the whole burst (batch size 5,000)
+    assert runs == 1  # one run drains the whole burst (batch size 10,000)
     assert len(crm.list_deals()) == 300 and len(crm.list_contacts()) == 50
 
 

@@ -68,28 +68,43 @@ class _TimedLimiter:
 
 
 class SlidingWindowLimiter(_TimedLimiter):
-    """At most `max_calls` started in any rolling `period` seconds (HubSpot's ten-secondly limit).
+    """At most `max_calls` in any rolling `period` seconds (HubSpot's ten-secondly limit).
 
-    `margin` widens the window a little, since the vendor counts arrivals, not our starts.
+    The vendor counts a call when it arrives, which is some time after we start it; so each
+    call is counted here from when it *ended* (by then it had arrived), and a new call waits
+    until the call `max_calls` back ended a whole period ago. A busy client can then never
+    look, to the vendor, like one over its limit. `margin` adds a little for clock steps.
     """
 
-    def __init__(self, max_calls: int, period: float, margin: float = 0.1, **kw: Any) -> None:
+    def __init__(self, max_calls: int, period: float, margin: float = 0.05, **kw: Any) -> None:
         super().__init__(**kw)
         self.max_calls = max_calls
         self.period = period + margin
-        self._starts: deque[float] = deque()
+        self._calls: deque[list[float]] = deque()  # one cell per call: its start, then its end
 
-    def _reserve(self) -> float:
+    def _reserve_call(self) -> tuple[float, list[float]]:
         now = self.clock()
-        while self._starts and self._starts[0] <= now - self.period:
-            self._starts.popleft()
+        while self._calls and self._calls[0][0] <= now - self.period:
+            self._calls.popleft()
         start = now
-        if len(self._starts) >= self.max_calls:
-            start = max(start, self._starts[-self.max_calls] + self.period)
-        if self._starts:
-            start = max(start, self._starts[-1])  # reservations stay in order
-        self._starts.append(start)
-        return start - now
+        if len(self._calls) >= self.max_calls:
+            times = sorted(cell[0] for cell in self._calls)
+            start = max(start, times[-self.max_calls] + self.period)
+        cell = [start]
+        self._calls.append(cell)
+        return start - now, cell
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._lock:
+            delay, cell = self._reserve_call()
+        if delay > 0:
+            self.sleep(delay)
+        try:
+            yield
+        finally:
+            with self._lock:
+                cell[0] = max(cell[0], self.clock())
 
 
 class TokenBucketLimiter(_TimedLimiter):

@@ -196,3 +196,17 @@ def test_stripe_style_pagination_uses_the_last_id() -> None:
 def test_retry_after_as_http_date() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
     assert parse_retry_after("soon") is None
+
+
+def test_sliding_window_counts_a_call_from_when_it_ended() -> None:
+    """A slow call arrives late at the vendor: the next window waits for its end, not its start."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(10, 10.0, margin=0.0, clock=clock, sleep=clock.sleep)
+    spans = []
+    for _ in range(35):
+        with limiter.slot():
+            start = clock.now
+            clock.now += 0.3  # the call takes 0.3 s; the vendor saw it some time in between
+            spans.append((start, clock.now))
+    for i in range(10, len(spans)):
+        assert spans[i][0] >= spans[i - 10][1] + 10.0

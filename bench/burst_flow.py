@@ -144,7 +144,7 @@ def main() -> None:
         "floor for the calls made by then", f"{floor_for(calls_at_deals):.1f} s ({calls_at_deals} calls)", ""
     )
     ratio = deals_at / max(floor_for(calls_at_deals), 1e-9)
-    table.add_row("ratio to the floor (deals)", f"{ratio:.2f}", "≤ 1.25")
+    table.add_row("ratio to the floor (deals)", f"{ratio:.3f}", "≤ 1.25")
     table.add_row("everything done (notes, ledger)", f"{done_at:.1f} s", "")
     table.add_row("ratio to the floor (all calls)", f"{done_at / max(floor_for(total_calls), 1e-9):.2f}", "")
     table.add_row("CRM calls per payment", f"{total_calls / args.payments:.3f}", "≤ 0.05")

@@ -38,10 +38,6 @@ def deployments() -> list[Any]:
     ]
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(with_dispatcher: bool = True) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     runtime = build_runtime()
@@ -52,7 +48,14 @@ def main(with_dispatcher: bool = True) -> None:
     dispatcher = Dispatcher(runtime)
     if with_dispatcher:
         dispatcher.start()
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: schedules paused, runs finished
+
+    def interrupt(signum: int, frame: object) -> None:
+        dispatcher.stop_event.set()  # no new run starts while `serve` winds down
+        raise KeyboardInterrupt
+
+    # Ctrl-C and `kill` alike: the dispatcher stops first, then `serve` pauses the schedules
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         serve(*deps, limit=4, print_starting_message=True)
     finally:

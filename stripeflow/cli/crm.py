@@ -24,8 +24,9 @@ def deals(limit: int = typer.Option(50, help="Show at most this many deals, newe
     """Print the deals in the built-in local CRM as a table."""
     from decimal import Decimal
 
+    from stripeflow.core.config import STAGE_NAMES
     from stripeflow.core.money import format_money
-    from stripeflow.tasks.crm.local import STAGE_LABELS, LocalCRM
+    from stripeflow.tasks.crm.local import LocalCRM
 
     settings = load_settings()
     target = next((t for t in settings.crm if t.type == "local"), None)
@@ -34,10 +35,11 @@ def deals(limit: int = typer.Option(50, help="Show at most this many deals, newe
         raise typer.Exit(1)
     crm = LocalCRM.from_target(target, settings.home)
     rows = crm.list_deals()[-limit:]
-    labels = STAGE_LABELS[settings.language]
+    labels = STAGE_NAMES[settings.language]
     table = Table(title=f"Deals in the local CRM ({crm.path})")
+    # ids and amounts never wrap; the title takes what width is left
     for col in ("#", "payment", "title", "amount", "refunded", "stage", "contact", "notes"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "title", ratio=1 if col == "title" else None)
     for d in rows:
         table.add_row(
             str(d.id),

@@ -17,6 +17,26 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from stripeflow.core.errors import ConfigError
 
 LOGICAL_STAGES = ("new", "paid", "invoiced", "failed", "refunded", "overdue")
+# What people read for each logical stage (DESIGN.md, "Deals and stages"): the local CRM shows
+# these, and `stripeflow crm setup` names the stages it creates in a vendor's pipeline with them.
+STAGE_NAMES = {
+    "pl": {
+        "new": "Nowe płatności",
+        "paid": "Zrealizowane",
+        "invoiced": "Zafakturowane",
+        "failed": "Nieudane",
+        "refunded": "Zwrócone",
+        "overdue": "Zaległe",
+    },
+    "en": {
+        "new": "New payments",
+        "paid": "Paid",
+        "invoiced": "Invoiced",
+        "failed": "Failed",
+        "refunded": "Refunded",
+        "overdue": "Overdue",
+    },
+}
 DEFAULT_TITLE = "Płatność Stripe – {product}, {amount}"
 
 

@@ -13,11 +13,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
+from stripeflow.core.config import STAGE_NAMES
 from stripeflow.core.payment import Payment, PaymentStatus
 from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput
 from stripeflow.tasks.crm.bitrix24 import DEFAULT_STAGES as BITRIX_STAGES
 from stripeflow.tasks.crm.bitrix24 import Bitrix24CRM
-from stripeflow.tasks.crm.common import STAGE_NAMES
 from stripeflow.tasks.crm.hubspot import DEFAULT_STAGES as HUBSPOT_STAGES
 from stripeflow.tasks.crm.hubspot import HubSpotCRM
 from stripeflow.tasks.crm.local import LocalCRM

@@ -440,7 +440,7 @@ class FakePipedrive(FakeVendor):
 
     def ready(self, stage_names: list[str] | None = None) -> FakePipedrive:
         """As `stripeflow crm setup pipedrive` leaves it: fields, a "Stripe" pipeline and its stages."""
-        from stripeflow.tasks.crm.common import STAGE_NAMES
+        from stripeflow.core.config import STAGE_NAMES
 
         for kind, name in (("dealFields", "Stripe payment id"), ("personFields", "Stripe customer id")):
             body = json.dumps({"name": name, "field_type": "varchar"}).encode()

@@ -18,12 +18,11 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from stripeflow.core.config import CRMTarget
+from stripeflow.core.config import STAGE_NAMES, CRMTarget
 from stripeflow.core.errors import AuthError, ConfigError, PermanentError, RateLimitedError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
-    STAGE_NAMES,
     CheckReport,
     Remembered,
     Seams,

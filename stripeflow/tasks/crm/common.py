@@ -34,26 +34,6 @@ if TYPE_CHECKING:
 K = TypeVar("K", bound=Hashable)
 B = TypeVar("B", bound="Block")
 
-# Labels a CRM shows for the logical stages when setup has to create them (DESIGN.md, "Deals and stages").
-STAGE_NAMES = {
-    "pl": {
-        "new": "Nowe płatności",
-        "paid": "Zrealizowane",
-        "invoiced": "Zafakturowane",
-        "failed": "Nieudane",
-        "refunded": "Zwrócone",
-        "overdue": "Zaległe",
-    },
-    "en": {
-        "new": "New payments",
-        "paid": "Paid",
-        "invoiced": "Invoiced",
-        "failed": "Failed",
-        "refunded": "Refunded",
-        "overdue": "Overdue",
-    },
-}
-
 
 def where(target: CRMTarget) -> str:
     """How an error names the configured target: `crm (hubspot, block 'hubspot-prod')`."""

@@ -32,25 +32,6 @@ from sqlalchemy.dialects.sqlite import insert
 from stripeflow.core.config import CRMTarget
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 
-STAGE_LABELS = {
-    "pl": {
-        "new": "Nowe płatności",
-        "paid": "Zrealizowane",
-        "invoiced": "Zafakturowane",
-        "failed": "Nieudane",
-        "refunded": "Zwrócone",
-        "overdue": "Zaległe",
-    },
-    "en": {
-        "new": "New payments",
-        "paid": "Won",
-        "invoiced": "Invoiced",
-        "failed": "Failed",
-        "refunded": "Refunded",
-        "overdue": "Overdue",
-    },
-}
-
 metadata = MetaData()
 contacts = Table(
     "contacts",

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, Unpack, cast
 
 import httpx
 
-from stripeflow.core.config import CRMTarget
+from stripeflow.core.config import STAGE_NAMES, CRMTarget
 from stripeflow.core.errors import AuthError, PermanentError, VendorError
 from stripeflow.core.http import (
     OffsetPaginator,
@@ -27,7 +27,6 @@ from stripeflow.core.http import (
 )
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
-    STAGE_NAMES,
     CheckReport,
     Remembered,
     Seams,

@@ -21,6 +21,7 @@ import httpx
 from stripeflow.core.config import STAGE_NAMES, CRMTarget
 from stripeflow.core.errors import AuthError, ConfigError, PermanentError, RateLimitedError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
+from stripeflow.core.redact import hide_in_logs
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import (
     CheckReport,
@@ -136,6 +137,7 @@ class Bitrix24API(VendorAPI):
         self.per_second = per_second
         self.wall = wall
         self._bucket = TokenBucketLimiter(burst, per_second, clock=clock, sleep=sleep)
+        hide_in_logs(urlsplit(webhook_url).path.rstrip("/"))  # /rest/<user>/<code>: the code is the secret
         super().__init__(webhook_url.rstrip("/") + "/", sleep=sleep, **kw)
 
     def default_limiter(self) -> Limiter:

@@ -23,7 +23,7 @@ from stripeflow.core.errors import (
     VendorError,
 )
 from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
-from stripeflow.tasks.notify.redact import redact_tokens
+from stripeflow.core.redact import hide_in_logs
 
 AUTH_ERRORS = frozenset(
     {
@@ -119,8 +119,8 @@ class SlackWebhookAPI(VendorAPI):
     vendor = "slack"
 
     def __init__(self, url: str, **kw: Any) -> None:
-        redact_tokens()
         parts = urlsplit(url)
+        hide_in_logs(parts.path)
         # the path goes per request: a base URL would gain a trailing slash the webhook rejects
         self._path = parts.path + (f"?{parts.query}" if parts.query else "")
         clock = kw.pop("clock", time.monotonic)

@@ -1,7 +1,7 @@
 """Telegram: the Bot API's `sendMessage`, HTML parse mode, over our `VendorAPI`.
 
 The token is part of the URL (`/bot<token>/sendMessage`), so it lives in the client's base URL
-only: request paths (which `CallStats` counts) never carry it, and `redact_tokens` keeps httpx's
+only: request paths (which `CallStats` counts) never carry it, and `hide_in_logs` keeps httpx's
 own request log from printing it.
 
 Errors: `{"ok": false, "error_code": 400, "description": "Bad Request: chat not found"}`;
@@ -18,7 +18,7 @@ import httpx
 
 from stripeflow.core.errors import AuthError, PermanentError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
-from stripeflow.tasks.notify.redact import redact_tokens
+from stripeflow.core.redact import hide_in_logs
 
 
 def per_chat_limiter(sleep: Sleep, clock: Clock = time.monotonic) -> Limiter:
@@ -30,7 +30,7 @@ class TelegramAPI(VendorAPI):
     vendor = "telegram"
 
     def __init__(self, token: str, base_url: str = "https://api.telegram.org", **kw: Any) -> None:
-        redact_tokens()
+        hide_in_logs(token)
         clock = kw.pop("clock", time.monotonic)
         kw.setdefault("limiter", per_chat_limiter(kw.get("sleep", time.sleep), clock))
         super().__init__(f"{base_url.rstrip('/')}/bot{token}", **kw)

@@ -34,10 +34,13 @@ def process_payment_events(event_ids: list[str] | None = None) -> dict[str, int]
     normalised = normalise_events(rt.ledger, event_ids, rt.lookup)
     name_run_after(normalised, rt.settings.language)
     changes = record_payments(rt.ledger, normalised)
+    # customer e-mails need nothing from the CRM: they go out while the CRM calls wait on its limits
+    customer_mail = notify_changes.submit(changes, rt.settings, rt.ledger, audience="customer")
     for crm, target in zip(rt.crms, rt.settings.crm, strict=True):
         sync_crm(crm, target, changes, rt.ledger, rt.settings)
-    notify_changes(changes, rt.settings, rt.ledger)
+    notify_changes(changes, rt.settings, rt.ledger, audience="team")  # links to the deals
     hand_off_changes(changes, rt.settings, rt.ledger)
+    customer_mail.result()
     finish_events(rt.ledger, normalised, changes)
     return {
         "events": normalised.events,

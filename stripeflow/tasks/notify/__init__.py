@@ -29,7 +29,7 @@ from stripeflow.tasks.notify.channels import Channels, NotifySecrets, load_secre
 from stripeflow.tasks.notify.delivery import NotifyReport, Outgoing, deliver
 from stripeflow.tasks.notify.email import Envelope, build_email, message_id
 from stripeflow.tasks.notify.handoff import HandoffAPI, handoff_key
-from stripeflow.tasks.notify.plan import Planned, plan_messages
+from stripeflow.tasks.notify.plan import Audience, Planned, plan_messages
 from stripeflow.tasks.notify.render import Renderer, message_context
 from stripeflow.tasks.retry import retry_if_retriable
 
@@ -66,12 +66,15 @@ def build_messages(
     ledger: Ledger,
     channels: Channels,
     renderer: Renderer,
+    audience: Audience | None = None,
 ) -> list[Outgoing]:
-    """Every message the changes call for, each with a `send` that renders it when it goes."""
+    """Every message the changes call for (for one audience, if given), each with a `send` that
+    renders it when it goes."""
     return [
         _outgoing(planned, settings, ledger, channels, renderer)
         for change in changes
         for planned in plan_messages(change, settings.notify)
+        if audience is None or planned.audience == audience
     ]
 
 
@@ -151,15 +154,28 @@ def _finish(report: NotifyReport, what: str) -> NotifyReport:
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
 def notify_changes(
-    changes: Sequence[PaymentChange], settings: Settings, ledger: Ledger, channels: Channels | None = None
+    changes: Sequence[PaymentChange],
+    settings: Settings,
+    ledger: Ledger,
+    channels: Channels | None = None,
+    audience: Audience | None = None,
 ) -> NotifyReport:
-    """Send the customer e-mails and team messages these payment changes call for, once each."""
+    """Send the customer e-mails and team messages these payment changes call for, once each.
+
+    `audience="customer"` needs nothing from the CRM, so a flow may send it beside the CRM sync;
+    `audience="team"` links to the deals, so it goes after.
+    """
     logger = _logger()
     own = channels is None
     channels = channels or Channels(settings)
     try:
         items = build_messages(
-            changes, settings, ledger, channels, Renderer(settings.language, settings.notify.templates_dir)
+            changes,
+            settings,
+            ledger,
+            channels,
+            Renderer(settings.language, settings.notify.templates_dir),
+            audience,
         )
         report = deliver(items, ledger, final_attempt=_final_attempt(), logger=logger)
     finally:

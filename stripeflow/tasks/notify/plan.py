@@ -34,10 +34,13 @@ class Occurrence:
     suffix: str = ""  # tells repeated occurrences apart (each partial refund)
 
 
+Audience = Literal["customer", "team"]
+
+
 @dataclass(frozen=True)
 class Planned:
     key: str
-    audience: Literal["customer", "team"]
+    audience: Audience
     kind: str  # the team or customer kind
     channel: str  # "email:<address>", "slack:#payments", "slack-webhook", "telegram:<chat_id>"
     change: PaymentChange

@@ -2,7 +2,7 @@
 
 Each round claims up to `batch_size` pending events (so a burst is drained by few runs),
 creates a flow run of the `process-payment-events` deployment for them (Pending, so the
-served runner does not also pick it up; its id is the batch's idempotency key), and executes
+served runner does not also pick it up; one idempotency key per claim), and executes
 it here, in a long-lived process: a run reaches its first task in ~0.1 s instead of the
 2–4 s a fresh process costs. The run is a real deployment run: it shows in the UI, and
 "Retry" there reruns it through the served deployment.
@@ -18,6 +18,7 @@ import contextvars
 import hashlib
 import logging
 import threading
+import uuid
 from typing import Any
 from uuid import UUID
 
@@ -64,7 +65,10 @@ class Dispatcher:
 
     def create_run(self, event_ids: list[str]) -> FlowRun:
         """A Pending flow run for these events; raises when Prefect is unreachable."""
-        key = "events-" + hashlib.sha256("\n".join(event_ids).encode()).hexdigest()[:32]
+        # one key per claim: the client's own retries of this call make one run, while the same
+        # events claimed again after a dead run get a new run (the old key names a finished one)
+        batch = hashlib.sha256("\n".join(event_ids).encode()).hexdigest()[:24]
+        key = f"events-{batch}-{uuid.uuid4().hex[:12]}"
         name = event_ids[0] if len(event_ids) == 1 else f"{event_ids[0]} +{len(event_ids) - 1}"
         params = {"event_ids": event_ids}
         with get_client(sync_client=True) as client:

@@ -214,3 +214,26 @@ def test_runs_belong_to_the_flow_and_are_named_after_the_payment(
         runs = client.read_flow_runs()
     names = [r.name for r in runs]
     assert f"{pi['id']} · 249,00\u00a0zł" in names
+
+
+def test_events_of_a_dead_deployment_run_go_again_in_a_new_run(
+    runtime: Runtime, crm: LocalCRM, world: StripeWorld
+) -> None:
+    """With the deployment registered (as `stripeflow worker` does), a re-claim is a new run of it."""
+    from stripeflow.deployments.serve_all import deployments
+
+    for deployment in deployments():
+        deployment.apply()
+    dispatcher = Dispatcher(runtime)
+    CrashingCRM.crashed = False
+    runtime.__dict__["crms"] = [CrashingCRM(crm, reject="-")]
+    event, pi, _ = expanded_success(world)
+    deliver(runtime, event)
+    with pytest.raises(KeyboardInterrupt):
+        dispatcher.run_once()
+    runtime.settings.dispatcher.lease_seconds = 0
+    drain(dispatcher)
+    assert len(crm.notes_for(pi["id"])) == 1 and runtime.ledger.inbox_counts() == {"done": 1}
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.parameters.get("event_ids") == [event["id"]]]
+    assert len(runs) == 2 and all(r.deployment_id is not None for r in runs)

@@ -64,6 +64,8 @@ class Launcher:
         env.setdefault("PREFECT_HOME", str(self.home / "prefect"))
         env["PREFECT_API_URL"] = f"http://127.0.0.1:{self.prefect_port}/api"
         env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # one flow run per batch of payments adds up: old runs are vacuumed (90 days by default)
+        env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", "events,flow_runs")
         env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
         env["STRIPEFLOW_HOME"] = str(self.home)
         return env

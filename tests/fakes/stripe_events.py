@@ -45,9 +45,7 @@ def new_id(prefix: str) -> str:
 
 def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
     """A valid `Stripe-Signature` header, made by stripe-python itself."""
-    ts = int(time.time()) if timestamp is None else timestamp
-    signature = stripe.WebhookSignature._compute_signature(f"{ts}.{payload}", secret)
-    return f"t={ts},v1={signature}"
+    return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
 
 
 class StripeWorld:

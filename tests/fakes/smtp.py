@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -90,8 +91,15 @@ class SMTPServer:
 
 @contextmanager
 def smtp_server(
-    users: dict[str, str] | None = None, *, auth_required: bool = False, reject: set[str] | None = None
+    users: dict[str, str] | None = None,
+    *,
+    auth_required: bool = False,
+    reject: set[str] | None = None,
+    tls: ssl.SSLContext | None = None,
+    implicit_tls: bool = False,
 ) -> Iterator[SMTPServer]:
+    """`tls`: the server's certificate, offered by STARTTLS (and then required before AUTH), or
+    from the first byte with `implicit_tls` (port-465 style, smtplib.SMTP_SSL)."""
     handler = RecordingHandler(reject={r.lower() for r in reject or set()})
 
     def authenticator(
@@ -109,10 +117,14 @@ def smtp_server(
     if users is not None:
         kwargs.update(
             authenticator=authenticator,
-            auth_require_tls=False,
+            auth_require_tls=tls is not None and not implicit_tls,  # aiosmtpd only sees STARTTLS as TLS
             auth_required=auth_required,
             auth_exclude_mechanism=["PLAIN"],
         )
+    if tls is not None and implicit_tls:
+        kwargs["ssl_context"] = tls
+    elif tls is not None:
+        kwargs.update(tls_context=tls, require_starttls=True)
     controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import trustme
 
 from stripeflow.core.config import Settings
 from stripeflow.core.ledger import Ledger
@@ -166,3 +168,35 @@ def test_without_smtp_mail_goes_to_the_outbox(
     msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert msg["Subject"] == "Potwierdzenie płatności – Pakiet Automatyzacji CRM"
     assert msg["Message-ID"] == message_id(report.sent[0], "pi_3Q0001", "sklep@example.pl")
+
+
+@pytest.fixture
+def tls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ssl.SSLContext:
+    """A certificate for 127.0.0.1 from a throw-away CA that this test's clients trust."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # ssl.create_default_context() reads it
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    return server
+
+
+@pytest.mark.parametrize(("security", "implicit"), [("starttls", False), ("ssl", True)])
+def test_mail_goes_over_tls_with_login(
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+    tls: ssl.SSLContext,
+    security: str,
+    implicit: bool,
+) -> None:
+    """STARTTLS (port 587) or TLS from the start (port 465), then AUTH LOGIN: how Gmail is reached."""
+    with smtp_server(users={USER: PASSWORD}, auth_required=True, tls=tls, implicit_tls=implicit) as server:
+        settings = smtp_settings(make_settings, server.port)
+        settings.notify.smtp.security = security  # type: ignore[assignment]
+        report = notify_changes.fn(
+            [change(make_payment())], settings, ledger, with_password(make_channels)(settings)
+        )
+        assert len(report.sent) == 2 and not report.dead
+        assert {m.login for m in server.messages} == {USER}

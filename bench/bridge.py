@@ -62,11 +62,14 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 # -- the client ----------------------------------------------------------------------------------
 
+
 def raw_request(body: str, secret: str, port: int) -> bytes:
     """One complete HTTP request delivering a signed event, as Stripe sends it."""
-    head = (f"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json; charset=utf-8\r\nUser-Agent: Stripe/1.0\r\n"
-            f"Stripe-Signature: {sign(body, secret)}\r\nContent-Length: {len(body.encode())}\r\n\r\n")
+    head = (
+        f"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json; charset=utf-8\r\nUser-Agent: Stripe/1.0\r\n"
+        f"Stripe-Signature: {sign(body, secret)}\r\nContent-Length: {len(body.encode())}\r\n\r\n"
+    )
     return head.encode() + body.encode()
 
 
@@ -186,6 +189,7 @@ async def open_loop(port: int, requests: list[bytes], rate: float, warm_connecti
 
 # -- one scenario (a database) -------------------------------------------------------------------
 
+
 @dataclass
 class Result:
     backend: str
@@ -216,8 +220,9 @@ def inbox_stats(url: str) -> tuple[int, int]:
         ledger.dispose()
 
 
-def run_backend(backend: str, ledger_url: str | None, args: argparse.Namespace, tmp: Path,
-                procs: Procs) -> Result:
+def run_backend(
+    backend: str, ledger_url: str | None, args: argparse.Namespace, tmp: Path, procs: Procs
+) -> Result:
     home = tmp / backend
     port = free_port()
     secret = "whsec_bench_" + secrets.token_hex(16)
@@ -227,8 +232,9 @@ def run_backend(backend: str, ledger_url: str | None, args: argparse.Namespace, 
         env["DATABASE_URL"] = ledger_url
     home.mkdir(parents=True)
     # cwd = the temp home, so no stripeflow.toml of the developer's is read.
-    procs.start(f"bridge-{backend}", [python(), "-m", "stripeflow.cli", "bridge", "--port", str(port)],
-                env, cwd=home)
+    procs.start(
+        f"bridge-{backend}", [python(), "-m", "stripeflow.cli", "bridge", "--port", str(port)], env, cwd=home
+    )
     wait_http(f"http://127.0.0.1:{port}/healthz", f"the bridge ({backend})", 60, procs)
 
     world = StripeWorld()
@@ -242,8 +248,10 @@ def run_backend(backend: str, ledger_url: str | None, args: argparse.Namespace, 
     pid = procs.pid(f"bridge-{backend}")
     # A PostgreSQL backend's CPU is the bench's too: its process title names the database.
     load = MachineLoad(procs.groups, also_ours=ledger_url.rsplit("/", 1)[-1] if ledger_url else None)
-    with console.status(f"[{backend}] warm-up ({args.warmup}) and throughput ({args.events} events, "
-                        f"{args.concurrency} in flight)…"):
+    with console.status(
+        f"[{backend}] warm-up ({args.warmup}) and throughput ({args.events} events, "
+        f"{args.concurrency} in flight)…"
+    ):
         asyncio.run(closed_loop(port, warm, min(args.concurrency, 16)))
         stored_before, commits_before = inbox_stats(url)
         cpu_before = cpu_seconds(pid)
@@ -277,6 +285,7 @@ def run_backend(backend: str, ledger_url: str | None, args: argparse.Namespace, 
 
 # -- PostgreSQL: a fresh database per run --------------------------------------------------------
 
+
 def pg_available() -> bool:
     try:
         import psycopg
@@ -305,6 +314,7 @@ def pg_drop(name: str) -> None:
 
 # -- main ----------------------------------------------------------------------------------------
 
+
 def report(results: list[Result], args: argparse.Namespace) -> None:
     rows = []
     for r in results:
@@ -312,43 +322,65 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             rows.append([r.backend, "skipped (not reachable)", "", "", "", "", "", "", "", ""])
             continue
         lat = r.latency
-        rows.append([
-            r.backend,
-            f"{r.throughput:,.0f}/s {verdict(r.throughput, TARGET_THROUGHPUT, higher_is_better=True)}",
-            f"{r.stored:,}/{r.sent:,}",
-            f"{r.cpu_per_event * 1e6:.0f} µs",
-            f"{r.stored / r.commits:.0f}" if r.commits else "—",
-            ms(lat["p50"]), ms(lat["p95"]),
-            f"{ms(lat['p99'])} {verdict(lat['p99'], TARGET_P99)}",
-            ms(lat["max"]),
-            ", ".join(f"{s}×{c}" for s, c in sorted(r.errors.items())) or "none",
-        ])
+        rows.append(
+            [
+                r.backend,
+                f"{r.throughput:,.0f}/s {verdict(r.throughput, TARGET_THROUGHPUT, higher_is_better=True)}",
+                f"{r.stored:,}/{r.sent:,}",
+                f"{r.cpu_per_event * 1e6:.0f} µs",
+                f"{r.stored / r.commits:.0f}" if r.commits else "—",
+                ms(lat["p50"]),
+                ms(lat["p95"]),
+                f"{ms(lat['p99'])} {verdict(lat['p99'], TARGET_P99)}",
+                ms(lat["max"]),
+                ", ".join(f"{s}×{c}" for s, c in sorted(r.errors.items())) or "none",
+            ]
+        )
     print_table(
         f"Bridge: {args.events:,} events at {args.concurrency} in flight; "
         f"latency at {args.rate:g}/s for {args.seconds:g} s (open loop)",
-        ["ledger", f"stored/s (≥ {TARGET_THROUGHPUT:,.0f})", "stored/sent", "bridge CPU/event",
-         "events/commit", "p50", "p95", f"p99 (< {TARGET_P99 * 1000:.0f} ms)", "max", "non-2xx"],
-        rows, caption=machine())
+        [
+            "ledger",
+            f"stored/s (≥ {TARGET_THROUGHPUT:,.0f})",
+            "stored/sent",
+            "bridge CPU/event",
+            "events/commit",
+            "p50",
+            "p95",
+            f"p99 (< {TARGET_P99 * 1000:.0f} ms)",
+            "max",
+            "non-2xx",
+        ],
+        rows,
+        caption=machine(),
+    )
     for r in results:
         if r.note and r.note != "skipped":
             console.print(f"[yellow]{r.backend}: {r.note.strip()}[/]")
         if r.latency:
-            console.print(f"[dim]{r.backend}: open loop achieved {r.rate_achieved:.1f}/s, "
-                          f"{r.open_loop_conns} connections ({r.reconnects} reopened after the server's "
-                          f"keep-alive timeout), {int(r.latency['n'])} samples; "
-                          f"{r.load}[/]")
+            console.print(
+                f"[dim]{r.backend}: open loop achieved {r.rate_achieved:.1f}/s, "
+                f"{r.open_loop_conns} connections ({r.reconnects} reopened after the server's "
+                f"keep-alive timeout), {int(r.latency['n'])} samples; "
+                f"{r.load}[/]"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=5000, help="events in the throughput run")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (throughput run)")
     parser.add_argument("--warmup", type=int, default=300, help="events sent first, not timed")
     parser.add_argument("--rate", type=float, default=200.0, help="events a second in the latency run")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
-    parser.add_argument("--postgres", choices=["auto", "yes", "no"], default="auto",
-                        help="also run on PostgreSQL at 127.0.0.1:5432 (auto: when it answers)")
+    parser.add_argument(
+        "--postgres",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="also run on PostgreSQL at 127.0.0.1:5432 (auto: when it answers)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp directory and logs")
     args = parser.parse_args(argv)
 

@@ -32,8 +32,17 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 ROOT = Path(__file__).resolve().parent.parent  # the repository: tests.fakes imports from here
 
 # Variables a developer's shell may carry that would point a bench at someone else's state.
-_HERMETIC_DROP = ("STRIPEFLOW_CONFIG", "STRIPEFLOW_HOME", "DATABASE_URL", "PREFECT_API_URL", "PREFECT_HOME",
-                  "STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY", "STRIPE_API_BASE", "PREFECT_PROFILES_PATH")
+_HERMETIC_DROP = (
+    "STRIPEFLOW_CONFIG",
+    "STRIPEFLOW_HOME",
+    "DATABASE_URL",
+    "PREFECT_API_URL",
+    "PREFECT_HOME",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_KEY",
+    "STRIPE_API_BASE",
+    "PREFECT_PROFILES_PATH",
+)
 
 
 def free_port() -> int:
@@ -74,8 +83,9 @@ class Procs:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")
         # A new session: the child gets no terminal SIGINT of its own, and we stop its whole group.
-        self.procs[name] = subprocess.Popen(list(args), env=env, cwd=cwd, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            list(args), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()  # the child holds its own copy of the descriptor
 
     def pid(self, name: str) -> int:
@@ -95,8 +105,9 @@ class Procs:
         """Print the log tail of every child that has exited."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                console.print(f"[red]{name} exited with code {proc.returncode}; its log ends:[/]\n"
-                              f"{self.tail(name)}")
+                console.print(
+                    f"[red]{name} exited with code {proc.returncode}; its log ends:[/]\n{self.tail(name)}"
+                )
 
     def tail(self, name: str, lines: int = 25) -> str:
         try:
@@ -170,8 +181,13 @@ def bench_session(prefix: str, keep: bool = False) -> Iterator[tuple[Path, Procs
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def wait_http(url: str, what: str, timeout: float, procs: Procs | None = None,
-              ok: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200) -> float:
+def wait_http(
+    url: str,
+    what: str,
+    timeout: float,
+    procs: Procs | None = None,
+    ok: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
+) -> float:
     """Poll `url` until `ok(response)`; returns the seconds it took. Fails fast if a child died."""
     start = time.monotonic()
     deadline = start + timeout
@@ -245,8 +261,9 @@ class MachineLoad:
 
     def _sample(self) -> tuple[float, float, float]:
         try:
-            busy = sum(int(v) for i, v in enumerate(Path("/proc/stat").read_text().split()[1:9])
-                       if i not in (3, 4)) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+            busy = sum(
+                int(v) for i, v in enumerate(Path("/proc/stat").read_text().split()[1:9]) if i not in (3, 4)
+            ) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
         except (OSError, ValueError):
             busy = math.nan
         ours = sum(t for t in (cpu_seconds(g) for g in self.groups()) if not math.isnan(t))
@@ -284,9 +301,14 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
 
 def summary(values: Sequence[float]) -> dict[str, float]:
     s = sorted(values)
-    return {"n": float(len(s)), "p50": percentile(s, 50), "p95": percentile(s, 95),
-            "p99": percentile(s, 99), "max": s[-1] if s else math.nan,
-            "mean": sum(s) / len(s) if s else math.nan}
+    return {
+        "n": float(len(s)),
+        "p50": percentile(s, 50),
+        "p95": percentile(s, 95),
+        "p99": percentile(s, 99),
+        "max": s[-1] if s else math.nan,
+        "mean": sum(s) / len(s) if s else math.nan,
+    }
 
 
 def verdict(value: float, target: float, higher_is_better: bool = False) -> str:
@@ -304,8 +326,9 @@ def secs(seconds: float) -> str:
     return "—" if math.isnan(seconds) else f"{seconds:.2f} s"
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
-                caption: str | None = None) -> None:
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None
+) -> None:
     table = Table(title=title, caption=caption, title_justify="left")
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right")

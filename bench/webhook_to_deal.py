@@ -60,8 +60,12 @@ from tests.fakes.stripe_events import StripeWorld, sign
 TARGET_P50 = 2.0  # seconds, webhook to deal (DESIGN.md, "Numbers to reach")
 TARGET_P95 = 5.0
 DEPLOYMENT = "process-payment-events/process-payment-events"
-PRODUCTS = [("Subskrypcja Pro", 24900, "pln"), ("Konsultacja 1h", 35000, "pln"),
-            ("Audyt CRM", 199900, "pln"), ("Starter plan", 2900, "eur")]
+PRODUCTS = [
+    ("Subskrypcja Pro", 24900, "pln"),
+    ("Konsultacja 1h", 35000, "pln"),
+    ("Audyt CRM", 199900, "pln"),
+    ("Starter plan", 2900, "eur"),
+]
 
 
 class DealWatcher(threading.Thread):
@@ -83,8 +87,9 @@ class DealWatcher(threading.Thread):
                 if conn is None:
                     # mode=ro: we must never write to, or take a write lock on, the worker's CRM.
                     conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=1)
-                rows = conn.execute("SELECT id, payment_id FROM deals WHERE id > ? ORDER BY id",
-                                    (self._last_id,)).fetchall()
+                rows = conn.execute(
+                    "SELECT id, payment_id FROM deals WHERE id > ? ORDER BY id", (self._last_id,)
+                ).fetchall()
                 seen_at = time.monotonic()
                 for deal_id, payment_id in rows:
                     self.seen.setdefault(payment_id, seen_at)
@@ -212,25 +217,39 @@ def gaps_between_runs(runs: list[dict[str, Any]]) -> list[float]:
     Under steady traffic events are already waiting when a run ends, so this is overhead:
     the engine's teardown, the inbox poll and creating the next run.
     """
-    timed = sorted((_when(r["start_time"]), _when(r["end_time"])) for r in runs
-                   if r.get("start_time") and r.get("end_time"))
+    timed = sorted(
+        (_when(r["start_time"]), _when(r["end_time"]))
+        for r in runs
+        if r.get("start_time") and r.get("end_time")
+    )
     return [(nxt[0] - cur[1]).total_seconds() for cur, nxt in itertools.pairwise(timed)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=2.0, help="payments a second")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the steady traffic")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="payments sent (and awaited) first, reported apart")
-    parser.add_argument("--idle", type=float, default=5.0,
-                        help="seconds of no traffic to measure the processes' idle CPU")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="payments sent (and awaited) first, reported apart"
+    )
+    parser.add_argument(
+        "--idle", type=float, default=5.0, help="seconds of no traffic to measure the processes' idle CPU"
+    )
     parser.add_argument("--poll", type=float, default=0.02, help="seconds between looks at the CRM")
-    parser.add_argument("--drain-timeout", type=float, default=90.0,
-                        help="seconds to wait for the last deals after the traffic ends")
-    parser.add_argument("--stripe-rate-limit", type=int, default=25,
-                        help="FakeStripe's requests a second (Stripe test mode: 25)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=90.0,
+        help="seconds to wait for the last deals after the traffic ends",
+    )
+    parser.add_argument(
+        "--stripe-rate-limit",
+        type=int,
+        default=25,
+        help="FakeStripe's requests a second (Stripe test mode: 25)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp directory and the logs")
     args = parser.parse_args(argv)
 
@@ -247,21 +266,43 @@ def main(argv: list[str] | None = None) -> int:
             fake = FakeStripe(rate_per_second=args.stripe_rate_limit)
             fake_server = ServerThread(fake.app).start()
             env = base_env(
-                PREFECT_HOME=str(prefect_home), PREFECT_API_URL=api,
-                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
+                PREFECT_HOME=str(prefect_home),
+                PREFECT_API_URL=api,
+                PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                PREFECT_UI_ENABLED="false",
                 PREFECT_RUNNER_POLL_FREQUENCY="2",  # as `stripeflow run` sets it
-                STRIPEFLOW_HOME=str(home), STRIPE_WEBHOOK_SECRET=secret,
-                STRIPE_API_KEY="sk_test_x", STRIPE_API_BASE=fake_server.url)
+                STRIPEFLOW_HOME=str(home),
+                STRIPE_WEBHOOK_SECRET=secret,
+                STRIPE_API_KEY="sk_test_x",
+                STRIPE_API_BASE=fake_server.url,
+            )
 
             t = time.monotonic()
             # The server logs each request it answers 503 (e.g. SQLite "database is locked"); the
             # client retries those after ~2 s, so they are counted in the report.
-            procs.start("prefect-server", [python(), "-m", "prefect", "server", "start",
-                                           "--host", "127.0.0.1", "--port", str(prefect_port)],
-                        {**env, "PREFECT_API_LOG_RETRYABLE_ERRORS": "true"}, cwd=tmp)
+            procs.start(
+                "prefect-server",
+                [
+                    python(),
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(prefect_port),
+                ],
+                {**env, "PREFECT_API_LOG_RETRYABLE_ERRORS": "true"},
+                cwd=tmp,
+            )
             prefect_up = wait_http(f"{api}/health", "the Prefect server", 180, procs)
-            procs.start("bridge", [python(), "-m", "stripeflow.cli", "bridge", "--port", str(bridge_port)],
-                        env, cwd=home)
+            procs.start(
+                "bridge",
+                [python(), "-m", "stripeflow.cli", "bridge", "--port", str(bridge_port)],
+                env,
+                cwd=home,
+            )
             procs.start("worker", [python(), "-m", "stripeflow.cli", "worker"], env, cwd=home)
             wait_http(f"http://127.0.0.1:{bridge_port}/healthz", "the bridge", 60, procs)
             wait_http(f"{api}/deployments/name/{DEPLOYMENT}", "the worker's deployments", 120, procs)
@@ -290,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(2)  # let the warm-up's last run finish its teardown first
                 idle_before = {name: cpu_seconds(procs.pid(name)) for name in names}
                 time.sleep(args.idle)
-                idle = {name: (cpu_seconds(procs.pid(name)) - idle_before[name]) / args.idle
-                        for name in names}
+                idle = {
+                    name: (cpu_seconds(procs.pid(name)) - idle_before[name]) / args.idle for name in names
+                }
 
             since = datetime.now(UTC)
             window = time.monotonic()
@@ -308,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             busy = {name: cpu[name] - idle[name] * window for name in names}  # above the idle baseline
             lat = to_deal(watcher, measured)
             runs_total = flow_run_count(api) - runs_before
-            runs = [r for r in flow_runs(api, since)
-                    if r.get("parameters", {}).get("event_ids")]  # the dispatcher's runs
+            runs = [
+                r for r in flow_runs(api, since) if r.get("parameters", {}).get("event_ids")
+            ]  # the dispatcher's runs
             stripe_calls = len(fake.requests) - stripe_calls_before
             others = load_note(load.others())
             locked = busy_answers(procs.log_dir / "prefect-server.log")
@@ -327,15 +370,43 @@ def main(argv: list[str] | None = None) -> int:
                 fake_server.stop()
 
     assert watcher is not None
-    report(args, measured, lat, warm_lat, runs_total, runs, cpu, busy, stripe_calls, startup, prefect_up,
-           others, watcher.polls, time.monotonic() - started, locked)
+    report(
+        args,
+        measured,
+        lat,
+        warm_lat,
+        runs_total,
+        runs,
+        cpu,
+        busy,
+        stripe_calls,
+        startup,
+        prefect_up,
+        others,
+        watcher.polls,
+        time.monotonic() - started,
+        locked,
+    )
     return 0
 
 
-def report(args: argparse.Namespace, measured: list[Sent], lat: list[float], warm_lat: list[float],
-           runs_total: int, runs: list[dict[str, Any]], cpu: dict[str, float], busy: dict[str, float],
-           stripe_calls: int,
-           startup: float, prefect_up: float, load: str, polls: int, wall: float, locked: int) -> None:
+def report(
+    args: argparse.Namespace,
+    measured: list[Sent],
+    lat: list[float],
+    warm_lat: list[float],
+    runs_total: int,
+    runs: list[dict[str, Any]],
+    cpu: dict[str, float],
+    busy: dict[str, float],
+    stripe_calls: int,
+    startup: float,
+    prefect_up: float,
+    load: str,
+    polls: int,
+    wall: float,
+    locked: int,
+) -> None:
     s = summary(lat)
     missing = sum(1 for v in lat if math.isinf(v))
     acks = summary([m.ack for m in measured])
@@ -360,21 +431,35 @@ def report(args: argparse.Namespace, measured: list[Sent], lat: list[float], war
             ["bridge 2xx p50 / max", f"{acks['p50'] * 1000:.1f} / {acks['max'] * 1000:.1f} ms", "", ""],
             ["non-2xx answers", str(bad), "0", verdict(-bad, 0, True)],
             ["flow runs (all, in the window)", str(runs_total), "", ""],
-            ["dispatcher runs / payments a run",
-             f"{len(runs)} / {sum(per_run) / len(per_run):.1f}" if per_run else "0", "", ""],
+            [
+                "dispatcher runs / payments a run",
+                f"{len(runs)} / {sum(per_run) / len(per_run):.1f}" if per_run else "0",
+                "",
+                "",
+            ],
             ["flow run duration p50 / max", f"{secs(durations['p50'])} / {secs(durations['max'])}", "", ""],
             ["gap, a run's end → next start p50 / max", f"{secs(gaps['p50'])} / {secs(gaps['max'])}", "", ""],
             ["Prefect API 503s (retryable, e.g. SQLite locked)", str(locked), "", ""],
             ["Stripe API calls a payment", f"{stripe_calls / n:.2f}" if n else "—", "", ""],
-            ["CPU s: worker / bridge / Prefect server",
-             f"{cpu['worker']:.1f} / {cpu['bridge']:.1f} / {cpu['prefect-server']:.1f}", "", ""],
-            ["CPU s a flow run, above idle: worker / Prefect",
-             f"{busy['worker'] / runs_total:.2f} / {busy['prefect-server'] / runs_total:.2f}"
-             if runs_total else "—", "", ""],
+            [
+                "CPU s: worker / bridge / Prefect server",
+                f"{cpu['worker']:.1f} / {cpu['bridge']:.1f} / {cpu['prefect-server']:.1f}",
+                "",
+                "",
+            ],
+            [
+                "CPU s a flow run, above idle: worker / Prefect",
+                f"{busy['worker'] / runs_total:.2f} / {busy['prefect-server'] / runs_total:.2f}"
+                if runs_total
+                else "—",
+                "",
+                "",
+            ],
             ["warm-up → deal (each)", ", ".join(fmt(v) for v in warm_lat), "", ""],
             ["start-up: Prefect / all three", f"{secs(prefect_up)} / {secs(startup)}", "", ""],
         ],
-        caption=machine())
+        caption=machine(),
+    )
     console.print(f"[dim]{load}; CRM polled {polls} times; bench wall time {wall:.0f} s[/]")
 
 

@@ -42,7 +42,6 @@ from bench.common import (
     bench_session,
     console,
     cpu_seconds,
-    free_port,
     load_note,
     machine,
     ms,
@@ -53,6 +52,7 @@ from bench.common import (
     wait_http,
 )
 from stripeflow.core.ledger import Ledger
+from stripeflow.launcher import free_port
 from tests.fakes.stripe_events import StripeWorld, sign
 
 TARGET_THROUGHPUT = 1000.0  # events/s (DESIGN.md, "Numbers to reach")

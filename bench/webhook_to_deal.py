@@ -43,7 +43,6 @@ from bench.common import (
     bench_session,
     console,
     cpu_seconds,
-    free_port,
     load_note,
     machine,
     print_table,
@@ -53,6 +52,7 @@ from bench.common import (
     verdict,
     wait_http,
 )
+from stripeflow.launcher import free_port
 from tests.fakes.server import ServerThread
 from tests.fakes.stripe_api import FakeStripe
 from tests.fakes.stripe_events import StripeWorld, sign

@@ -25,6 +25,13 @@ from rich.panel import Panel
 console = Console()
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -107,7 +114,7 @@ class Launcher:
             if self.demo:
                 env["STRIPE_WEBHOOK_SECRET"] = "whsec_demo_" + secrets.token_hex(16)
                 env["STRIPE_API_KEY"] = "sk_test_demo_" + secrets.token_hex(8)
-                stripe_port = self._free_port()
+                stripe_port = free_port()
                 env["STRIPE_API_BASE"] = f"http://127.0.0.1:{stripe_port}"
             if not port_free(self.bridge_port):
                 raise SystemExit(
@@ -136,12 +143,6 @@ class Launcher:
             pass
         finally:
             self.stop()
-
-    @staticmethod
-    def _free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
 
     def banner(self) -> None:
         mode = (

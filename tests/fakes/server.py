@@ -9,7 +9,6 @@ and is stopped when the block ends. The same helper serves the tests, the benchm
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +16,7 @@ from typing import Any
 
 import uvicorn
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from stripeflow.launcher import free_port
 
 
 class ServerThread:

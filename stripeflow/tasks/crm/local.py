@@ -23,13 +23,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     select,
 )
 from sqlalchemy.dialects.sqlite import insert
 
 from stripeflow.core.config import CRMTarget
+from stripeflow.core.ledger import make_engine
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 
 metadata = MetaData()
@@ -93,8 +92,7 @@ class LocalCRM:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.stages = stages or {}
-        self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
-        event.listen(self.engine, "connect", _pragmas)
+        self.engine = make_engine(f"sqlite:///{self.path}")  # WAL and busy timeout, as the ledger
         metadata.create_all(self.engine)
 
     @classmethod
@@ -229,10 +227,3 @@ class LocalCRM:
 def _new_id(result: Any) -> str:
     """The id SQLite gave the row just inserted."""
     return str(result.inserted_primary_key[0])
-
-
-def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()

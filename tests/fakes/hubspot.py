@@ -435,14 +435,14 @@ class FakeHubSpot(FakeVendor):
         return respond(200 if upsert else 201, body)
 
     def batch_read(self, call: Call) -> httpx.Response:
-        """`batch/read` by id (or a unique `idProperty`): the asked `properties`; unknown ids are 207 errors."""
+        """`batch/read` by id (or a unique `idProperty`): the asked `properties`; unknown ids: 207 errors."""
         type_ = call.match["type"]
         body = call.json() or {}
         inputs = body.get("inputs") or []
         if len(inputs) > 100:
             return error(400, "Batch input limit is 100 inputs", "VALIDATION_ERROR")
         prop = body.get("idProperty")
-        wanted = list(body.get("properties") or []) + ["hs_object_id", "createdate", "lastmodifieddate"]
+        wanted = [*(body.get("properties") or []), "hs_object_id", "createdate", "lastmodifieddate"]
         results, missing = [], []
         for item in inputs:
             key = str(item.get("id"))
@@ -465,7 +465,7 @@ class FakeHubSpot(FakeVendor):
                     {
                         "status": "error",
                         "category": "OBJECT_NOT_FOUND",
-                        "message": "Could not get some " + type_ + " objects, they may be deleted or not exist.",
+                        "message": f"Could not get some {type_} objects, they may be deleted or not exist.",
                         "context": {"ids": missing},
                     }
                 ],

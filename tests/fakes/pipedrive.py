@@ -380,7 +380,9 @@ class FakePipedrive(FakeVendor):
             n
             for n in self.notes.values()
             if all(
-                str(n.get(k)) == call.params[k] for k in ("deal_id", "person_id", "org_id") if k in call.params
+                str(n.get(k)) == call.params[k]
+                for k in ("deal_id", "person_id", "org_id")
+                if k in call.params
             )
         ]
         field, _, direction = call.params.get("sort", "id ASC").partition(" ")

@@ -425,7 +425,7 @@ class FakeZoho(FakeVendor):
         return respond(200, {"data": [rec]})
 
     def deal_notes(self, call: Call) -> httpx.Response:
-        """A deal's Notes related list: `fields` is required (v4+), `page`/`per_page` (≤200) pages, 204 when empty."""
+        """A deal's Notes related list: `fields` required (v4+), `page`/`per_page` (≤200), 204 when empty."""
         if not call.params.get("fields"):
             return zerror(
                 400, "REQUIRED_PARAM_MISSING", "One of the expected parameter is missing", {"param": "fields"}

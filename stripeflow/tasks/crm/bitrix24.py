@@ -20,7 +20,15 @@ import httpx
 
 from stripeflow.core.config import STAGE_NAMES, CRMTarget
 from stripeflow.core.errors import AuthError, ConfigError, PermanentError, RateLimitedError, VendorError
-from stripeflow.core.http import Clock, Limiter, OffsetPaginator, Paginator, Sleep, TokenBucketLimiter, VendorAPI
+from stripeflow.core.http import (
+    Clock,
+    Limiter,
+    OffsetPaginator,
+    Paginator,
+    Sleep,
+    TokenBucketLimiter,
+    VendorAPI,
+)
 from stripeflow.core.redact import hide_in_logs
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput, has_marker
 from stripeflow.tasks.crm.common import (
@@ -390,7 +398,10 @@ class Bitrix24CRM:
         for start in range(0, len(deals), MAX_COMMANDS):
             chunk = deals[start : start + MAX_COMMANDS]
             found, errors = self.api.batch(
-                {f"n{k}": command("crm.timeline.comment.list", _comments_of(deal)) for k, deal in enumerate(chunk)}
+                {
+                    f"n{k}": command("crm.timeline.comment.list", _comments_of(deal))
+                    for k, deal in enumerate(chunk)
+                }
             )
             _raise_errors(errors, "timeline comment lookup")
             for k, deal in enumerate(chunk):

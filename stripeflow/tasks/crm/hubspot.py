@@ -394,7 +394,10 @@ class HubSpotCRM:
                 ids = [
                     str(t["toObjectId"])
                     for t in self.api.paginate(
-                        "GET", f"/crm/v4/objects/deals/{deal}/associations/notes", pages, params={"limit": 500}
+                        "GET",
+                        f"/crm/v4/objects/deals/{deal}/associations/notes",
+                        pages,
+                        params={"limit": 500},
                     )
                 ]
             found.setdefault(deal, []).extend(ids)

@@ -65,7 +65,7 @@ notes = Table(
     Column("deal_id", Integer, ForeignKey("deals.id")),
     Column("payment_id", String(255)),
     Column("body", Text),
-    Column("marker", String(32), nullable=True, index=True),  # the note's effect marker, as a CRM's external id
+    Column("marker", String(32), nullable=True, index=True),  # the note's effect key, as an external id
     Column("created_at", DateTime(timezone=True)),
 )
 

@@ -342,7 +342,11 @@ class ZohoCRM:
             )
         return [
             next(
-                (str(r["id"]) for r in on_deal.get(n.deal_id, []) if has_marker(r.get("Note_Content"), n.marker)),
+                (
+                    str(r["id"])
+                    for r in on_deal.get(n.deal_id, [])
+                    if has_marker(r.get("Note_Content"), n.marker)
+                ),
                 None,
             )
             for n in notes

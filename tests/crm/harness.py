@@ -127,6 +127,11 @@ class Harness:
         path, method = self.creates[kind]
         self.fake.inject(502, path=path, method=method, after_write=True, timeout=timeout)
 
+    def refuse_create(self, kind: str, count: int = 1) -> None:
+        """The next `count` creates of `kind` answer 502 before the fake writes anything."""
+        path, method = self.creates[kind]
+        self.fake.inject(502, count, path=path, method=method)
+
     def after_write_faults(self) -> int:
         got = self.fake.injected()
         return int(got["timeout_after_write"] + got["5xx_after_write"])
@@ -276,6 +281,10 @@ class Bitrix24Harness(Harness):
 
     def lose_create_answer(self, kind: str, *, timeout: bool = True) -> None:
         self.fake.inject_on_command(self.creates[kind][0], 502, after_write=True, timeout=timeout)
+
+    def refuse_create(self, kind: str, count: int = 1) -> None:
+        for _ in range(count):
+            self.fake.inject_on_command(self.creates[kind][0], 502)
 
     def build(
         self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None

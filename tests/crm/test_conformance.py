@@ -1,36 +1,18 @@
-"""The one conformance suite every CRM adapter and its fake must pass (harness.py lists them)."""
+"""The one conformance suite every CRM adapter and its fake must pass (harness.py lists them;
+conftest.py runs each test for each of them)."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from stripeflow.core.batching import call_in_batches
 from stripeflow.core.errors import AuthError, OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.tasks.crm.base import CRM, NoteInput
-from tests.crm.harness import HARNESSES, Harness, contact, deal
+from tests.crm.harness import Harness, contact, deal
 from tests.fakes.server import serve_app
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every CRM for every test; the tests marked `http` only for CRMs reached over HTTP."""
-    if "harness_class" in metafunc.fixturenames:
-        http = metafunc.definition.get_closest_marker("http") is not None
-        classes = [h for h in HARNESSES if h.http or not http]
-        metafunc.parametrize("harness_class", classes, ids=[h.name for h in classes])
-
-
-@pytest.fixture
-def harness(harness_class: type[Harness], tmp_path: Path) -> Harness:
-    return harness_class(tmp_path)
-
-
-@pytest.fixture
-def crm(harness: Harness) -> CRM:
-    return harness.build()
 
 
 def test_the_adapter_is_a_crm(crm: CRM) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import secrets
 import sys
 import time
@@ -189,7 +190,7 @@ def _value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # JSON's string escapes are valid TOML basic-string escapes
+        return json.dumps(value, ensure_ascii=False)  # JSON's string escapes are valid in TOML
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
@@ -203,15 +204,16 @@ def _table(lines: list[str], path: list[str], data: Mapping[str, Any]) -> None:
         ):
             nested.append((key, value))
         else:
-            lines.append(f"{json.dumps(key)} = {_value(value)}")
+            lines.append(f"{_key(key)} = {_value(value)}")
     for key, value in nested:
-        if isinstance(value, Mapping):
-            lines += ["", "[" + ".".join(json.dumps(p) for p in [*path, key]) + "]"]
-            _table(lines, [*path, key], value)
-        else:
-            for item in value:
-                lines += ["", "[[" + ".".join(json.dumps(p) for p in [*path, key]) + "]]"]
-                _table(lines, [*path, key], item)
+        name = ".".join(_key(p) for p in [*path, key])
+        for item in [value] if isinstance(value, Mapping) else value:
+            lines += ["", f"[{name}]" if isinstance(value, Mapping) else f"[[{name}]]"]
+            _table(lines, [*path, key], item)
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
 def _fakes() -> Any:

@@ -143,7 +143,9 @@ def test_the_demo_reaches_none_of_the_users_systems(cwd: Path) -> None:
 
     child = load_settings(env=plan.env)  # exactly as the bridge and the worker will load it
     assert [t.type for t in child.crm] == ["local"]
-    assert child.database_url is None and child.ledger_url == f"sqlite:///{cwd / '.stripeflow/demo/ledger.db'}"
+    assert (
+        child.database_url is None and child.ledger_url == f"sqlite:///{cwd / '.stripeflow/demo/ledger.db'}"
+    )
     assert child.notify.smtp.host is None and child.notify.smtp.password is None
     assert child.notify.routes == {} and child.notify.block is None
     assert child.notify.slack_token is None and child.notify.telegram_token is None

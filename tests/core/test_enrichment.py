@@ -65,6 +65,7 @@ def test_every_question_normalise_asks_stripe_is_a_named_gap_and_every_gap_is_as
         assert normalise(event, lookup) is not None
         obj = event["data"]["object"]["object"]
         asked |= {(obj, method, kind) for method, kind in lookup.calls}
+
     def gap_for(obj: str, method: str, kind: str) -> Any:
         return next((g for g in GAPS if g.lookup == (method, kind) and obj in (g.objects or (obj,))), None)
 

@@ -108,6 +108,7 @@ def status(
     """
     from rich.table import Table
 
+    from stripeflow.core.config import load_settings
     from stripeflow.core.enrichment import health
     from stripeflow.core.errors import ConfigError
     from stripeflow.core.ledger import Ledger
@@ -127,6 +128,8 @@ def status(
         stripe = health(settings)
     except ConfigError as exc:
         stripe = {"api_key": None, "missing": [], "error": str(exc)}
+    # the demo talks to its Stripe fake; what the user's own settings would miss live is said too
+    own = health(load_settings()) if demo_config is not None else None
     ledger = Ledger(settings.ledger_url)
     ledger.migrate()
     counts = dict(sorted(ledger.inbox_counts().items()))
@@ -152,6 +155,8 @@ def status(
             "crm": [t.block or t.type for t in settings.crm],
             "stripe": stripe,
         }
+        if own is not None:
+            report["configured_stripe"] = own
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
     if demo_config is not None:
@@ -173,18 +178,21 @@ def status(
             dl.add_row(str(d.id), d.target, d.action, d.payment_id or d.event_id or "", d.reason[:120])
         console.print(dl)
     console.print("CRMs: " + ", ".join(t.block or t.type for t in settings.crm))
-    console.print(escape(stripe_text(stripe, settings.stripe.api_base)))
+    if own is None:
+        console.print(escape(stripe_text(stripe, settings.stripe.api_base)))
+        return
+    console.print(escape(f"Stripe API: the demo's Stripe fake ({settings.stripe.api_base})."))
+    if not own["api_key"]:
+        console.print(escape(stripe_text(own, "", "Your settings: no Stripe API key; live")))
 
 
-def stripe_text(stripe: dict[str, Any], api_base: str) -> str:
+def stripe_text(stripe: dict[str, Any], api_base: str, lead: str = "Stripe API: no key") -> str:
     """The Stripe API line of `stripeflow status`, and what is missing without a key."""
     if stripe.get("error"):
         return f"Stripe API: cannot tell: {stripe['error']}"
     if stripe["api_key"]:
         return f"Stripe API: key set ({api_base}); payloads are completed from the API."
-    lines = [
-        "Stripe API: no key (STRIPE_API_KEY or a [stripe] block); only what the webhooks carry. Missing:"
-    ]
+    lines = [f"{lead} (STRIPE_API_KEY or a [stripe] block), only what the webhooks carry. Missing:"]
     lines += [f"  - {item}" for item in stripe["missing"]]
     return "\n".join(lines)
 

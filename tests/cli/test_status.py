@@ -79,7 +79,7 @@ def test_status_json_with_an_api_key_misses_nothing_and_never_shows_the_key(cwd:
 def test_status_text_says_what_an_api_key_would_add(cwd: Path) -> None:
     result = runner.invoke(app, ["status"], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
-    assert "Stripe API: no key (STRIPE_API_KEY or a [stripe] block)" in result.stdout
+    assert "Stripe API: no key (STRIPE_API_KEY or a [stripe] block), only what" in result.stdout
     for gap in GAPS:
         assert gap.what in result.stdout
     keyed = runner.invoke(app, ["status"], env={"STRIPE_API_KEY": "sk_test_x", "COLUMNS": "300"})
@@ -131,8 +131,11 @@ def test_status_and_deals_show_the_demos_data_while_the_demo_runs(cwd: Path, wor
     assert report["demo"] is True and report["home"] == str(demo_home)
     assert report["inbox"] == {"pending": 3}
     assert report["stripe"]["api_key"] is True  # the demo's Stripe fake answers the lookups
+    assert report["configured_stripe"] == {"api_key": False, "missing": [str(g) for g in GAPS]}
     text = runner.invoke(app, ["status"], env={"COLUMNS": "300"}).stdout
-    assert "Demo" in text and str(demo_home) in text
+    assert "Demo" in text and str(demo_home) in text and "the demo's Stripe fake" in text
+    assert "Your settings: no Stripe API key; live (STRIPE_API_KEY" in text
+    assert all(gap.what in text for gap in GAPS)
 
     deals = runner.invoke(app, ["crm", "deals"], env={"COLUMNS": "300"})
     assert deals.exit_code == 0, deals.output

@@ -7,6 +7,7 @@ class here and one line to `HARNESSES`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -119,6 +120,7 @@ class Harness:
 
     # the vendor's own create request for each kind of record: (path regex, method) for `inject`
     creates: ClassVar[dict[str, tuple[str, str]]] = {}
+    keyed: ClassVar[set[str]] = set()  # the kinds whose create is an upsert on a unique field
     notes_page: ClassVar[int] = 50  # notes the vendor lists in one page of a deal's notes
 
     def lose_create_answer(self, kind: str, *, timeout: bool = True) -> None:
@@ -131,6 +133,14 @@ class Harness:
         """The next `count` creates of `kind` answer 502 before the fake writes anything."""
         path, method = self.creates[kind]
         self.fake.inject(502, count, path=path, method=method)
+
+    def unkeyed_creates_sent(self, kind: str) -> int | None:
+        """How many unkeyed create requests of `kind` reached the fake; None when that create is
+        keyed (an upsert on a unique field, which the seam may resend) or the log cannot tell."""
+        if kind in self.keyed:
+            return None
+        path, method = self.creates[kind]
+        return sum(1 for r in self.fake.log if r.method == method and re.search(path, r.path))
 
     def after_write_faults(self) -> int:
         got = self.fake.injected()
@@ -181,6 +191,7 @@ class HubSpotHarness(Harness):
         "deal": (r"/deals/batch/upsert$", "POST"),  # keyed by the unique payment-id property
         "note": (r"/notes/batch/create$", "POST"),
     }
+    keyed: ClassVar[set[str]] = {"contact", "deal"}
     notes_page = 500  # v4 associations per page
 
     def build(
@@ -282,6 +293,9 @@ class Bitrix24Harness(Harness):
     def lose_create_answer(self, kind: str, *, timeout: bool = True) -> None:
         self.fake.inject_on_command(self.creates[kind][0], 502, after_write=True, timeout=timeout)
 
+    def unkeyed_creates_sent(self, kind: str) -> int | None:
+        return None  # the commands travel inside `batch` bodies
+
     def refuse_create(self, kind: str, count: int = 1) -> None:
         for _ in range(count):
             self.fake.inject_on_command(self.creates[kind][0], 502)
@@ -338,6 +352,7 @@ class ZohoHarness(Harness):
         "deal": (r"/Deals/upsert$", "POST"),
         "note": (r"/crm/v7/Notes$", "POST"),
     }
+    keyed: ClassVar[set[str]] = {"contact", "contact-without-email", "deal"}
     notes_page = 200
 
     def build(

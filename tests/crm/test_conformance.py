@@ -215,3 +215,4 @@ def test_a_create_whose_answer_was_lost_leaves_one_record(
     assert harness.after_write_faults() == 1  # the vendor wrote, and its answer never came
     assert upsert(crm) == ids  # and a rerun finds the same records
     assert getattr(harness, count)() - before == len(set(ids))  # one record each, no duplicate
+    assert harness.unkeyed_creates_sent(kind) in (len(set(ids)), None)  # each create sent once

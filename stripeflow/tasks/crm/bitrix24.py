@@ -6,6 +6,9 @@ then one `batch` of `*.add` / `*.update`. Notes are one `batch` of `crm.timeline
 The payment id lives in a UF field (`UF_CRM_STRIPE_PAYMENT_ID`, made by `setup()`) or, with
 `options.payment_id_field = "ORIGIN_ID"`, in the deal's ORIGIN_ID. The webhook URL holds the
 secret, so it is never printed: only the portal's host is.
+`*.add` carries no key: a batch with adds is sent unretried, and when its answer is lost the
+lookups run again at once (they read the records, not an index) and only what is still missing
+is added. A note is found among its deal's `crm.timeline.comment.list` by its marker.
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@ one v4 `batch/associate/default` deal->contact, and notes `batch/create` with an
 association to the deal (type 214). Contacts without an e-mail are found by the
 `stripe_customer_id` property through one search (operator IN) and the missing ones batch-created.
 HubSpot returns batch results in no particular order, so results are matched back by their key.
+
+The upserts are keyed, so the seam may resend them. The two creates are not: a lost answer of the
+contacts `batch/create` is left to the task's retry, whose search looks first (HubSpot's search
+lags fresh records, so looking at once could miss it); notes carry their marker and are found by
+reading the deal's note associations and the notes themselves, never by search. The customer id
+property cannot be unique (a customer whose e-mail changes would then collide), so those
+contacts cannot use a keyed upsert; notes have no unique property at all.
 """
 
 from __future__ import annotations

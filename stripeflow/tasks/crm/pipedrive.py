@@ -7,6 +7,8 @@ That is two calls per record (search + write) where HubSpot needs a hundredth of
 vendor's reality. Ids found or made are remembered for the adapter's life, which saves the
 search on a stage move and covers Pipedrive's search index lagging a fresh record.
 Field keys (40-character hashes), the pipeline and its stage ids are looked up by name once.
+Creates carry no key: a lost answer is never resent; the task's retry searches again first, and a
+note is found on its deal (`GET /v1/notes?deal_id=`) by its marker.
 """
 
 from __future__ import annotations

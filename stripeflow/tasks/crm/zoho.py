@@ -6,6 +6,7 @@ URL. A 401 INVALID_TOKEN refreshes once more and repeats the call. Contacts are 
 `duplicate_check_fields = ["Email", "Stripe_Customer_Id"]` (Zoho tries them in that order, so
 a contact is matched by e-mail, else by customer id), deals with `["Stripe_Payment_Id"]`,
 a custom field that must not allow duplicates. Zoho answers per record, in input order.
+The upserts are keyed; only notes are not: a note is found in its deal's Notes by its marker.
 """
 
 from __future__ import annotations

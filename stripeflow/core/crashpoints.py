@@ -7,6 +7,7 @@ before its ledger settle, exactly as a power cut would leave it.
 
 Points in use (keep this list in step with the calls):
 - crm.note.after_call     a batch of CRM notes sent, not yet settled in the ledger (tasks/crm/tasks.py)
+- crm.deal.after_call     the CRM's deals created or updated, not yet linked in the ledger (same)
 """
 
 from __future__ import annotations

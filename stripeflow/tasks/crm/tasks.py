@@ -182,6 +182,7 @@ def upsert_deals(
         crm.upsert_deals,
         lambda d, exc: _dead_letter(ledger, crm, "upsert_deal", d.payment_id, exc),
     )
+    crash_point("crm.deal.after_call")
     found = {d.payment_id: i for d, i in zip(items, ids, strict=True) if i is not None}
     ledger.set_links("deal", crm.name, found)
     return found

@@ -81,6 +81,8 @@ def verify(payload: str, header: str | None, secrets: list[str], tolerance: int)
     """
     if not header:
         raise stripe.SignatureVerificationError("No Stripe-Signature header value was provided.", header)
+    if not header.isascii():  # hmac.compare_digest raises TypeError on non-ASCII str
+        raise stripe.SignatureVerificationError("The Stripe-Signature header is not ASCII.", header)
     error: stripe.SignatureVerificationError | None = None
     for secret in secrets:
         try:

@@ -196,7 +196,7 @@ class InboxWriter:
                 self.refused += 1
                 event = batch[0].event
                 reason = _describe(exc)
-                log.error("the ledger refused event %s: %s", event.event_id[:255], reason)
+                log.error("the ledger refused event %s: %s", ascii(event.event_id[:255]), reason)
                 self._answer_error(batch, EventRefused, reason)
                 return
             middle = len(batch) // 2

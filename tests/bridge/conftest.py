@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from stripeflow.bridge.app import create_app
 from stripeflow.bridge.inbox_writer import InboxWriter
 from stripeflow.core.config import Settings
 from stripeflow.core.ledger import Ledger
+from tests.conftest import PG_ADMIN
 from tests.fakes.server import serve_app
 from tests.fakes.stripe_events import StripeWorld, sign
 
@@ -28,7 +30,9 @@ SECRET = "whsec_test_primary"  # the secret of the `settings` fixture
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    url = (
+        f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    )
     ledger = Ledger(url)
     ledger.migrate()
     yield ledger
@@ -72,6 +76,52 @@ def bridge_on(settings: Settings) -> Callable[..., Any]:
         return run_bridge(settings, ledger, timeout, **overrides)
 
     return start
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards (tests.conftest's `pg_url`, for any scope)."""
+    name = f"stripeflow_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_bridge(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bridge]:
+    """One bridge for a module's many parametrised cases (a server per case would cost ~0.4 s each);
+    each case compares the inbox before and after itself."""
+    home = tmp_path_factory.mktemp("bridge")
+    settings = Settings(home=home / "home", stripe={"webhook_secrets": [SECRET]})
+    with ExitStack() as stack:
+        url = stack.enter_context(pg_database()) if request.param == "postgresql" else settings.ledger_url
+        ledger = Ledger(url)
+        ledger.migrate()
+        stack.callback(ledger.dispose)
+        yield stack.enter_context(run_bridge(settings, ledger, timeout=5))
+
+
+@pytest.fixture(scope="module")
+def sqlite_bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
+    home = tmp_path_factory.mktemp("bridge")
+    settings = Settings(home=home / "home", stripe={"webhook_secrets": [SECRET]})
+    ledger = Ledger(settings.ledger_url)
+    ledger.migrate()
+    try:
+        with run_bridge(settings, ledger, timeout=5) as bridge:
+            yield bridge
+    finally:
+        ledger.dispose()
+
+
+def stored(ledger: Ledger) -> int:
+    return sum(ledger.inbox_counts().values())
 
 
 def good_event(world: StripeWorld) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import asyncio
 import json
 import logging
 import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -166,9 +167,12 @@ def decode_json(payload: str) -> Any:
     """json.loads, with every way hostile text can fail it turned into ValueError."""
     try:
         return json.loads(payload)
+    except json.JSONDecodeError:
+        raise
     except RecursionError:
         raise ValueError("nested too deeply") from None
-    # ValueError covers JSONDecodeError and integers over Python's int-string conversion limit.
+    except ValueError:  # the only other ValueError json.loads raises: Python's int-string limit
+        raise ValueError(f"an integer has more than {sys.get_int_max_str_digits():,} digits") from None
 
 
 class LedgerProbe:

@@ -48,6 +48,7 @@ from starlette.routing import Route
 
 from stripeflow.bridge.inbox_writer import EventRefused, InboxWriter, LedgerUnavailable
 from stripeflow.core.config import Settings
+from stripeflow.core.enrichment import health as enrichment_health
 from stripeflow.core.ledger import IncomingEvent, Ledger
 
 log = logging.getLogger("stripeflow.bridge")
@@ -261,11 +262,14 @@ def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None =
         log.debug("stored %s %s (%s)", event.event_id, event.type, "new" if new else "duplicate")
         return JSONResponse({"received": True, "id": event.event_id, "duplicate": not new})
 
+    stripe_health = enrichment_health(settings)
+
     async def healthz(request: Request) -> JSONResponse:
         checks: dict[str, Any] = {
             "ledger": await probe.check(),
             "writer": writer.health(settings.bridge.writer_stuck_after),
             "prefect": await prefect_health(prefect_api_url, prefect_state),
+            "stripe": stripe_health,  # which enrichment works without an API key, and its cost
         }
         ok = checks["ledger"]["ok"] and checks["writer"]["ok"]
         return JSONResponse({"ok": ok, **checks}, 200 if ok else 503)

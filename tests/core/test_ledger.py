@@ -155,6 +155,7 @@ def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     """A ledger made by the first version gains the new column; its payments count as processed."""
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     ledger = Ledger(f"sqlite:///{tmp_path}/old.db")
     cfg = Config()
@@ -171,7 +172,12 @@ def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     ledger.migrate()
     with ledger.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT processed_data FROM payments").scalar() == "{}"
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
+        # every payment recorded before aliases existed is known by its own id
+        assert conn.exec_driver_sql("SELECT alias_id, payment_id FROM payment_aliases").all() == [
+            ("pi_old", "pi_old")
+        ]
 
 
 def ledger_module_path() -> str:

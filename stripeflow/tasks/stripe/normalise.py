@@ -112,6 +112,15 @@ def method_of(details: Obj | None) -> PaymentMethod:
     return METHODS.get(kind, PaymentMethod.other)
 
 
+# Descriptions Stripe writes itself on a subscription's PaymentIntent and charge: not a product.
+STRIPE_DESCRIPTIONS = frozenset({"Subscription creation", "Subscription update", "Subscription cycle"})
+
+
+def _description(obj: Obj) -> tuple[str, ...]:
+    text = obj.get("description")
+    return (text,) if isinstance(text, str) and text and text not in STRIPE_DESCRIPTIONS else ()
+
+
 def _products_from_metadata(obj: Obj) -> list[str]:
     meta = obj.get("metadata") or {}
     for key in ("product", "product_name", "service", "plan"):
@@ -263,15 +272,15 @@ def _payment_intent(b: _Builder, pi: Obj) -> Skipped | None:
         pm = error["payment_method"]
         b.data["method"] = method_of({"type": pm.get("type"), "card": pm.get("card")})
     types = pi.get("payment_method_types") or []
-    if "method" not in b.data and len(types) == 1:  # only one way it could have been paid
+    if "method" not in b.data and len(types) == 1 and types[0] != "card":
+        # only one way it could have been paid (a card might still have been a wallet)
         b.data["method"] = METHODS.get(types[0], PaymentMethod.other)
     b.customer_details(pi.get("customer"))
     if pi.get("invoice") or (pi.get("metadata") or {}).get("subscription"):
         b.data["kind"] = PaymentKind.subscription
         b.link(pi.get("invoice"))
         b.fill(invoice_id=_id(pi.get("invoice")))
-    if not b.data.get("products") and pi.get("description"):
-        b.data["products"] = (pi["description"],)
+    b.fill(products=_description(pi))
     return None
 
 
@@ -312,10 +321,7 @@ def _charge(b: _Builder, charge: Obj) -> Skipped | None:
     b.data["occurred_at"] = _ts(charge["created"])
     _charge_state(b, charge, b.event["type"])
     b.charge_details(charge)
-    b.fill(
-        products=tuple(_products_from_metadata(charge))
-        or ((charge["description"],) if charge.get("description") else ())
-    )
+    b.fill(products=tuple(_products_from_metadata(charge)) or _description(charge))
     b.customer_details(charge.get("customer"))
     return None
 
@@ -334,7 +340,7 @@ def _related_charge(b: _Builder, obj: Obj, what: str) -> None:
             if charge["amount_captured"] > 0:
                 b.amounts(charge["currency"], captured=charge["amount_captured"])
         b.charge_details(charge)
-        b.fill(products=(charge["description"],) if charge.get("description") else ())
+        b.fill(products=_description(charge))
         b.customer_details(charge.get("customer"))
 
 

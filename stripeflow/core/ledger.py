@@ -343,7 +343,9 @@ class _AliasMerge:
         self._load(target)
         fact = fact.model_copy(update={"payment_id": target})
         current = self.current[target]
-        self.current[target] = current.merged_with(fact) if current else Payment.model_validate(fact.model_dump())
+        self.current[target] = (
+            current.merged_with(fact) if current else Payment.model_validate(fact.model_dump())
+        )
         self.write(target)
         return target
 

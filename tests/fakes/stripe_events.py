@@ -262,7 +262,9 @@ class StripeWorld:
         """An authorisation not captured in time: the charge is released, the PI canceled."""
         pi, ch = self.objects[pi["id"]], self.objects[ch["id"]]
         ch.update(refunded=True, amount_refunded=ch["amount"])
-        pi.update(status="canceled", amount_capturable=0, canceled_at=self.now(), cancellation_reason="automatic")
+        pi.update(
+            status="canceled", amount_capturable=0, canceled_at=self.now(), cancellation_reason="automatic"
+        )
         return copy.deepcopy(pi), copy.deepcopy(ch)
 
     def invoice_payment(self, invoice: Obj) -> Obj:
@@ -294,7 +296,9 @@ class StripeWorld:
         """A subscription with a free trial: a `no_payment_required` session and a $0 invoice."""
         inv = self.invoice(0, currency, customer, product=product, paid=True)
         inv["billing_reason"] = "subscription_create"
-        session = self.checkout_session(0, currency, customer["email"], customer.get("name"), products=[product])
+        session = self.checkout_session(
+            0, currency, customer["email"], customer.get("name"), products=[product]
+        )
         session.update(mode="subscription", payment_status="no_payment_required", invoice=inv["id"])
         return session, inv
 

@@ -377,7 +377,9 @@ def _checkout_session(b: _Builder, session: Obj) -> Skipped | None:
     _require(session, "id", "currency", "created")
     status = session.get("payment_status")
     if status == "no_payment_required" or (status == "paid" and session.get("amount_total") == 0):
-        return Skipped(f"checkout session {session['id']} charged nothing ({status}: a trial or a free order)")
+        return Skipped(
+            f"checkout session {session['id']} charged nothing ({status}: a trial or a free order)"
+        )
     b.link(session["id"], session.get("payment_intent"), session.get("invoice"))
     b.data["occurred_at"] = _ts(session["created"])
     if b.event["type"] == "checkout.session.async_payment_failed":
@@ -385,7 +387,9 @@ def _checkout_session(b: _Builder, session: Obj) -> Skipped | None:
         b.amounts(session["currency"], requested=session.get("amount_total"))
     elif status == "paid":
         b.lifecycle(Lifecycle.succeeded)
-        b.amounts(session["currency"], requested=session.get("amount_total"), captured=session.get("amount_total"))
+        b.amounts(
+            session["currency"], requested=session.get("amount_total"), captured=session.get("amount_total")
+        )
         b.data["paid_at"] = _ts(b.event.get("created", session["created"]))
     else:  # unpaid: an asynchronous method (a bank transfer) has not arrived yet
         b.amounts(session["currency"], requested=session.get("amount_total"))

@@ -8,8 +8,8 @@ in every permutation (up to 4 events) or in many seeded shuffles, split into ran
 from __future__ import annotations
 
 import itertools
-import re
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -22,6 +22,7 @@ from stripeflow.core.config import StripeSettings
 from stripeflow.core.ledger import Ledger, PaymentAliasRow, PaymentRow
 from stripeflow.core.payment import Payment, PaymentKind, PaymentStatus
 from stripeflow.tasks.crm.tasks import note_text, stage_for
+from stripeflow.tasks.notify.plan import occurrences
 from stripeflow.tasks.stripe.client import StripeLookup, make_client
 from stripeflow.tasks.stripe.normalise import Lookup, NoLookup, Skipped, normalise
 from tests.fakes.server import serve_app
@@ -88,9 +89,7 @@ def partial_refunds_one_failed(w: StripeWorld) -> Scenario:
     events.append(w.event("charge.refunded", dict(ch)))  # says 60.00 refunded: r2 had not failed yet
     failed = w.refund_failed(ch, r2)
     events += [w.event("refund.failed", failed), w.event("refund.updated", failed)]
-    return Scenario(
-        events, {pi["id"], ch["id"]}, PaymentStatus.partially_refunded, "100.00", "30.00"
-    )
+    return Scenario(events, {pi["id"], ch["id"]}, PaymentStatus.partially_refunded, "100.00", "30.00")
 
 
 def partial_capture(w: StripeWorld) -> Scenario:
@@ -297,3 +296,81 @@ def test_one_payment_in_one_final_state_whatever_the_order(ledger: Ledger, name:
         assert getattr(final, key) == value, key
     if mode == "with_api":
         assert final.missing == ()
+
+
+def facts(*events: Obj) -> list[Payment]:
+    out = [normalise(e, NoLookup()) for e in events]
+    assert all(isinstance(p, Payment) for p in out)
+    return out  # type: ignore[return-value]
+
+
+def test_two_payments_a_late_link_joins_keep_the_deal_the_sinks_know(
+    ledger: Ledger, world: StripeWorld
+) -> None:
+    """Session + invoice were passed on as `in_…`, the charge as `pi_…`; then invoice_payment.paid
+    says they are one: one payment remains, under the id the sinks saw first-hand, and nothing
+    that was already said about either half (the thank-you) is planned again."""
+    cus = world.customer("x@example.pl", "X")
+    session, inv, pi, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
+    first = ledger.record_payments(facts(world.event("checkout.session.completed", session)))
+    ledger.mark_processed([first[-1].payment])
+    # no customer on the charge, so the strict match cannot join them before the link does
+    other = facts(world.event("charge.succeeded", {**ch, "customer": None}))
+    second = ledger.record_payments(other)
+    ledger.mark_processed([second[-1].payment])
+    assert {first[-1].payment.payment_id, second[-1].payment.payment_id} == {inv["id"], pi["id"]}
+    joined = ledger.record_payments(facts(world.event("invoice_payment.paid", world.invoice_payment(inv))))
+    assert joined[-1].payment.payment_id == pi["id"]  # both were processed: the PaymentIntent stays
+    with ledger.session() as s:
+        assert [r.payment_id for r in s.scalars(select(PaymentRow))] == [pi["id"]]
+        aliases = dict(s.execute(select(PaymentAliasRow.alias_id, PaymentAliasRow.payment_id)).all())
+    assert {aliases[i] for i in (session["id"], inv["id"], pi["id"], ch["id"])} == {pi["id"]}
+    assert [o.team_kind for o in occurrences(joined[-1])] == []  # no second "new payment"
+
+
+def test_an_unprocessed_half_joins_the_processed_one(ledger: Ledger, world: StripeWorld) -> None:
+    cus = world.customer("y@example.pl", "Y")
+    session, inv, _, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
+    seen = ledger.record_payments(facts(world.event("checkout.session.completed", session)))
+    ledger.mark_processed([seen[-1].payment])
+    ledger.record_payments(facts(world.event("charge.succeeded", {**ch, "customer": None})))
+    joined = ledger.record_payments(facts(world.event("invoice_payment.paid", world.invoice_payment(inv))))
+    assert joined[-1].payment.payment_id == inv["id"]  # its deal exists already: it keeps its id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": 4800, "amount_captured": 4800},  # not the same money
+        {"customer": "cus_someone_else"},
+        {"created": "later"},  # paid outside the window
+    ],
+)
+def test_the_strict_match_is_strict(ledger: Ledger, world: StripeWorld, change: dict[str, Any]) -> None:
+    cus = world.customer("z@example.pl", "Z")
+    _, inv, _, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
+    if change.get("created") == "later":
+        change = {"created": ch["created"] + 3600}
+    ledger.record_payments(
+        facts(world.event("invoice.paid", inv), world.event("charge.succeeded", {**ch, **change}))
+    )
+    with ledger.session() as s:
+        assert len(list(s.scalars(select(PaymentRow)))) == 2
+
+
+def test_the_strict_match_refuses_when_two_could_be_it(ledger: Ledger, world: StripeWorld) -> None:
+    cus = world.customer("w@example.pl", "W")
+    _, inv, _, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
+    _, twin = world.payment_intent(4900, "pln", cus)
+    ledger.record_payments(facts(world.event("charge.succeeded", ch), world.event("charge.succeeded", twin)))
+    ledger.record_payments(facts(world.event("invoice.paid", inv)))
+    with ledger.session() as s:
+        assert len(list(s.scalars(select(PaymentRow)))) == 3  # the invoice stays on its own
+
+
+def test_a_dispute_after_a_full_refund_keeps_the_deal_refunded(ledger: Ledger, world: StripeWorld) -> None:
+    _, ch = world.payment_intent(24900, "pln", world.customer("q@example.pl"))
+    refunded = ledger.record_payments(facts(world.event("charge.refunded", world.refund(ch))))[-1]
+    disputed = ledger.record_payments(facts(world.event("charge.dispute.created", world.dispute(ch))))[-1]
+    assert stage_for(refunded.payment) == stage_for(disputed.payment) == "refunded"
+    assert disputed.payment.status == PaymentStatus.disputed

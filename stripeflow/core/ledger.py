@@ -1,7 +1,8 @@
 """The ledger: the durable memory that makes every side effect happen exactly once.
 
 Tables: `inbox` (every Stripe event as received, unique on its id), `payments` (the latest
-truth per payment, ordered by the payment's own state, never by arrival), `links` (a local
+truth per payment, ordered by the payment's own state, never by arrival), `payment_aliases`
+(every Stripe id a payment is known by: PaymentIntent, charge, invoice, session), `links` (a local
 id's id in each target system), `effects` (one row per side effect done, keyed so it happens
 once), `dead_letters` (what could not be done, with the vendor's reason) and `stripe_objects`
 (a cache of objects fetched from the Stripe API).
@@ -313,9 +314,6 @@ class _AliasMerge:
         assert current is not None  # every canonical id has had a fact merged into it
         return current, self.processed[pid]
 
-    def aliases_of(self, pid: str) -> list[str]:
-        return list(self.s.scalars(select(PaymentAliasRow.alias_id).where(PaymentAliasRow.payment_id == pid)))
-
     def _set_alias(self, alias: str, pid: str) -> None:
         if self.alias.get(alias) == pid:
             return
@@ -392,23 +390,33 @@ class _AliasMerge:
         if fact.lifecycle != Lifecycle.succeeded:
             return None
         minor = money.to_minor(fact.amount, fact.currency)
-        found: list[str] = []
-        for row in self.s.scalars(
-            select(PaymentRow).where(
-                PaymentRow.customer_id == fact.customer_id,
-                PaymentRow.currency == fact.currency,
-                PaymentRow.amount_minor == minor,
+        query = select(PaymentRow).where(
+            PaymentRow.customer_id == fact.customer_id,
+            PaymentRow.currency == fact.currency,
+            PaymentRow.amount_minor == minor,
+        )
+        if paid:  # looking for an invoice on its own: known by an invoice's (or session's) id
+            query = query.where(
+                or_(
+                    PaymentRow.payment_id.like("in\\_%", escape="\\"),
+                    PaymentRow.payment_id.like("cs\\_%", escape="\\"),
+                )
             )
-        ):
+        else:  # looking for a charge on its own, created before it was paid
+            query = query.where(
+                PaymentRow.occurred_at >= fact.paid_at - timedelta(days=1),
+                PaymentRow.occurred_at <= fact.paid_at + MATCH_WINDOW,
+            )
+        found: list[str] = []
+        for row in self.s.scalars(query):
             self.rows.setdefault(row.payment_id, row)
-            aliases = self.aliases_of(row.payment_id)
-            has_invoice = any(a.startswith("in_") for a in aliases)
-            has_payment = any(a.startswith(PAYMENT_PREFIXES) for a in aliases)
-            if (has_invoice, has_payment) != (paid, invoice):  # the other side, and only it
-                continue
             self._load(row.payment_id)
             other = self.current[row.payment_id]
             if other is None or other.paid_at is None or other.lifecycle != Lifecycle.succeeded:
+                continue
+            has_invoice = any(a.startswith("in_") for a in other.ids)
+            has_payment = any(a.startswith(PAYMENT_PREFIXES) for a in other.ids)
+            if (has_invoice, has_payment) != (paid, invoice):  # the other side, and only it
                 continue
             if abs(other.paid_at - fact.paid_at) <= MATCH_WINDOW:
                 found.append(row.payment_id)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -298,6 +299,17 @@ def test_one_payment_in_one_final_state_whatever_the_order(ledger: Ledger, name:
         assert final.missing == ()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    url = (
+        f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    ledger = Ledger(url)
+    ledger.migrate()
+    yield ledger
+    ledger.dispose()
+
+
 def facts(*events: Obj) -> list[Payment]:
     out = [normalise(e, NoLookup()) for e in events]
     assert all(isinstance(p, Payment) for p in out)
@@ -305,36 +317,40 @@ def facts(*events: Obj) -> list[Payment]:
 
 
 def test_two_payments_a_late_link_joins_keep_the_deal_the_sinks_know(
-    ledger: Ledger, world: StripeWorld
+    any_ledger: Ledger, world: StripeWorld
 ) -> None:
     """Session + invoice were passed on as `in_…`, the charge as `pi_…`; then invoice_payment.paid
     says they are one: one payment remains, under the id the sinks saw first-hand, and nothing
     that was already said about either half (the thank-you) is planned again."""
     cus = world.customer("x@example.pl", "X")
     session, inv, pi, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
-    first = ledger.record_payments(facts(world.event("checkout.session.completed", session)))
-    ledger.mark_processed([first[-1].payment])
+    first = any_ledger.record_payments(facts(world.event("checkout.session.completed", session)))
+    any_ledger.mark_processed([first[-1].payment])
     # no customer on the charge, so the strict match cannot join them before the link does
     other = facts(world.event("charge.succeeded", {**ch, "customer": None}))
-    second = ledger.record_payments(other)
-    ledger.mark_processed([second[-1].payment])
+    second = any_ledger.record_payments(other)
+    any_ledger.mark_processed([second[-1].payment])
     assert {first[-1].payment.payment_id, second[-1].payment.payment_id} == {inv["id"], pi["id"]}
-    joined = ledger.record_payments(facts(world.event("invoice_payment.paid", world.invoice_payment(inv))))
+    joined = any_ledger.record_payments(
+        facts(world.event("invoice_payment.paid", world.invoice_payment(inv)))
+    )
     assert joined[-1].payment.payment_id == pi["id"]  # both were processed: the PaymentIntent stays
-    with ledger.session() as s:
+    with any_ledger.session() as s:
         assert [r.payment_id for r in s.scalars(select(PaymentRow))] == [pi["id"]]
         aliases = dict(s.execute(select(PaymentAliasRow.alias_id, PaymentAliasRow.payment_id)).all())
     assert {aliases[i] for i in (session["id"], inv["id"], pi["id"], ch["id"])} == {pi["id"]}
     assert [o.team_kind for o in occurrences(joined[-1])] == []  # no second "new payment"
 
 
-def test_an_unprocessed_half_joins_the_processed_one(ledger: Ledger, world: StripeWorld) -> None:
+def test_an_unprocessed_half_joins_the_processed_one(any_ledger: Ledger, world: StripeWorld) -> None:
     cus = world.customer("y@example.pl", "Y")
     session, inv, _, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
-    seen = ledger.record_payments(facts(world.event("checkout.session.completed", session)))
-    ledger.mark_processed([seen[-1].payment])
-    ledger.record_payments(facts(world.event("charge.succeeded", {**ch, "customer": None})))
-    joined = ledger.record_payments(facts(world.event("invoice_payment.paid", world.invoice_payment(inv))))
+    seen = any_ledger.record_payments(facts(world.event("checkout.session.completed", session)))
+    any_ledger.mark_processed([seen[-1].payment])
+    any_ledger.record_payments(facts(world.event("charge.succeeded", {**ch, "customer": None})))
+    joined = any_ledger.record_payments(
+        facts(world.event("invoice_payment.paid", world.invoice_payment(inv)))
+    )
     assert joined[-1].payment.payment_id == inv["id"]  # its deal exists already: it keeps its id
 
 
@@ -346,25 +362,27 @@ def test_an_unprocessed_half_joins_the_processed_one(ledger: Ledger, world: Stri
         {"created": "later"},  # paid outside the window
     ],
 )
-def test_the_strict_match_is_strict(ledger: Ledger, world: StripeWorld, change: dict[str, Any]) -> None:
+def test_the_strict_match_is_strict(any_ledger: Ledger, world: StripeWorld, change: dict[str, Any]) -> None:
     cus = world.customer("z@example.pl", "Z")
     _, inv, _, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
     if change.get("created") == "later":
         change = {"created": ch["created"] + 3600}
-    ledger.record_payments(
+    any_ledger.record_payments(
         facts(world.event("invoice.paid", inv), world.event("charge.succeeded", {**ch, **change}))
     )
-    with ledger.session() as s:
+    with any_ledger.session() as s:
         assert len(list(s.scalars(select(PaymentRow)))) == 2
 
 
-def test_the_strict_match_refuses_when_two_could_be_it(ledger: Ledger, world: StripeWorld) -> None:
+def test_the_strict_match_refuses_when_two_could_be_it(any_ledger: Ledger, world: StripeWorld) -> None:
     cus = world.customer("w@example.pl", "W")
     _, inv, _, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
     _, twin = world.payment_intent(4900, "pln", cus)
-    ledger.record_payments(facts(world.event("charge.succeeded", ch), world.event("charge.succeeded", twin)))
-    ledger.record_payments(facts(world.event("invoice.paid", inv)))
-    with ledger.session() as s:
+    any_ledger.record_payments(
+        facts(world.event("charge.succeeded", ch), world.event("charge.succeeded", twin))
+    )
+    any_ledger.record_payments(facts(world.event("invoice.paid", inv)))
+    with any_ledger.session() as s:
         assert len(list(s.scalars(select(PaymentRow)))) == 3  # the invoice stays on its own
 
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     or_,
     select,
     update,
@@ -289,6 +290,47 @@ class _AliasMerge:
         self.current: dict[str, Payment | None] = {}
         self.processed: dict[str, Payment | None] = {}
         self.joined: dict[str, str] = {}  # absorbed payment id -> the one it joined
+        self.new_aliases: set[str] = set()
+        # payments this batch touched, by (customer, currency, amount): the strict match finds
+        # them here, so the session need not flush before every query
+        self.by_money: dict[tuple[str, str | None, str, int], set[str]] = {}
+        self.money_key: dict[str, tuple[str, str | None, str, int]] = {}
+        # invoices on their own that a charge of this batch could be: one query for the batch
+        customers = {f.customer_id for f in facts if self._side(f, [*f.ids, f.payment_id]) == "charge"}
+        if customers:
+            alone = or_(
+                PaymentRow.payment_id.like("in\\_%", escape="\\"),
+                PaymentRow.payment_id.like("cs\\_%", escape="\\"),
+            )
+            for row in s.scalars(
+                select(PaymentRow).where(PaymentRow.customer_id.in_(sorted(c for c in customers if c)), alone)
+            ):
+                self.rows.setdefault(row.payment_id, row)
+                self._load(row.payment_id)
+                self._index(row.payment_id)
+
+    @staticmethod
+    def _side(fact: Payment, ids: Sequence[str]) -> str | None:
+        """ "charge" / "invoice" for a paid fact that only one side's ids name, else None."""
+        invoice = any(i.startswith("in_") for i in ids)
+        paid = any(i.startswith(PAYMENT_PREFIXES) for i in ids)
+        if invoice == paid or not fact.customer_id or fact.paid_at is None:
+            return None
+        if fact.lifecycle != Lifecycle.succeeded:
+            return None
+        return "charge" if paid else "invoice"
+
+    def _index(self, pid: str) -> None:
+        current = self.current.get(pid)
+        old = self.money_key.pop(pid, None)
+        if old is not None:
+            self.by_money[old].discard(pid)
+        side = self._side(current, current.ids) if current is not None else None
+        if current is not None and side is not None and pid not in self.joined:
+            minor = money.to_minor(current.amount, current.currency)
+            key = (side, current.customer_id, current.currency, minor)
+            self.money_key[pid] = key
+            self.by_money.setdefault(key, set()).add(pid)
 
     def row(self, pid: str) -> PaymentRow | None:
         if pid not in self.rows:
@@ -317,13 +359,24 @@ class _AliasMerge:
     def _set_alias(self, alias: str, pid: str) -> None:
         if self.alias.get(alias) == pid:
             return
-        if alias in self.alias:
+        if alias in self.alias and alias not in self.new_aliases:
             self.s.execute(
                 update(PaymentAliasRow).where(PaymentAliasRow.alias_id == alias).values(payment_id=pid)
             )
-        else:
-            self.s.add(PaymentAliasRow(alias_id=alias, payment_id=pid, created_at=utcnow()))
+        elif alias not in self.alias:
+            self.new_aliases.add(alias)  # inserted together by `write_aliases`
         self.alias[alias] = pid
+
+    def write_aliases(self) -> None:
+        if self.new_aliases:
+            now = utcnow()
+            self.s.execute(
+                insert(PaymentAliasRow),
+                [
+                    dict(alias_id=a, payment_id=self.alias[a], created_at=now)
+                    for a in sorted(self.new_aliases)
+                ],
+            )
 
     def record(self, fact: Payment) -> str:
         ids = sorted({*fact.ids, fact.payment_id})
@@ -344,7 +397,7 @@ class _AliasMerge:
         self.current[target] = (
             current.merged_with(fact) if current else Payment.model_validate(fact.model_dump())
         )
-        self.write(target)
+        self._index(target)
         return target
 
     def survivor(self, known: set[str]) -> str:
@@ -378,52 +431,55 @@ class _AliasMerge:
             self.s.delete(row)
             self.rows[other] = None
         self.joined[other] = target
+        self._index(other)
+        self._index(target)
         log.warning("payment %s is %s: joined (its ids link them)", other, target)
 
     def match(self, fact: Payment, ids: list[str]) -> str | None:
         """The one payment an unlinked invoice (or charge) must be: same customer, currency and
         amount, paid within `MATCH_WINDOW`, and not linked to another invoice (or charge)."""
-        invoice = any(i.startswith("in_") for i in ids)
-        paid = any(i.startswith(PAYMENT_PREFIXES) for i in ids)
-        if invoice == paid or not fact.customer_id or fact.paid_at is None:
+        side = self._side(fact, ids)
+        if side is None or fact.paid_at is None:
             return None
-        if fact.lifecycle != Lifecycle.succeeded:
-            return None
+        paid, invoice = side == "charge", side == "invoice"
         minor = money.to_minor(fact.amount, fact.currency)
-        query = select(PaymentRow).where(
-            PaymentRow.customer_id == fact.customer_id,
-            PaymentRow.currency == fact.currency,
-            PaymentRow.amount_minor == minor,
-        )
-        if paid:  # looking for an invoice on its own: known by an invoice's (or session's) id
-            query = query.where(
-                or_(
-                    PaymentRow.payment_id.like("in\\_%", escape="\\"),
-                    PaymentRow.payment_id.like("cs\\_%", escape="\\"),
-                )
-            )
-        else:  # looking for a charge on its own, created before it was paid
-            query = query.where(
+        stored: list[PaymentRow] = []
+        if invoice:  # a charge on its own, created before it was paid (the charge side is preloaded)
+            query = select(PaymentRow).where(
+                PaymentRow.customer_id == fact.customer_id,
+                PaymentRow.currency == fact.currency,
+                PaymentRow.amount_minor == minor,
                 PaymentRow.occurred_at >= fact.paid_at - timedelta(days=1),
                 PaymentRow.occurred_at <= fact.paid_at + MATCH_WINDOW,
             )
-        found: list[str] = []
-        for row in self.s.scalars(query):
+            with self.s.no_autoflush:  # rows of this batch are in `by_money`
+                stored = [row for row in self.s.scalars(query) if row.payment_id not in self.joined]
+        for row in stored:
             self.rows.setdefault(row.payment_id, row)
-            self._load(row.payment_id)
-            other = self.current[row.payment_id]
+        other_side = "invoice" if paid else "charge"
+        candidates = {row.payment_id for row in stored} | self.by_money.get(
+            (other_side, fact.customer_id, fact.currency, minor), set()
+        )
+        found: list[str] = []
+        for pid in sorted(candidates):
+            self._load(pid)
+            other = self.current[pid]
             if other is None or other.paid_at is None or other.lifecycle != Lifecycle.succeeded:
+                continue
+            if (other.customer_id, other.currency) != (fact.customer_id, fact.currency):
+                continue
+            if money.to_minor(other.amount, other.currency) != minor:
                 continue
             has_invoice = any(a.startswith("in_") for a in other.ids)
             has_payment = any(a.startswith(PAYMENT_PREFIXES) for a in other.ids)
             if (has_invoice, has_payment) != (paid, invoice):  # the other side, and only it
                 continue
             if abs(other.paid_at - fact.paid_at) <= MATCH_WINDOW:
-                found.append(row.payment_id)
+                found.append(pid)
         return found[0] if len(found) == 1 else None
 
     def write(self, pid: str) -> None:
-        """The payment's row as the merge has it now (later facts of the batch may match it)."""
+        """The payment's row as the merge left it."""
         merged, processed = self.state(pid)
         values = dict(
             provider=merged.provider,
@@ -616,6 +672,9 @@ class Ledger:
             merge = _AliasMerge(s, incoming)
             targets = [merge.record(fact) for fact in incoming]
             final = {pid: merge.state(pid) for pid in dict.fromkeys(merge.canonical(t) for t in targets)}
+            for pid in final:
+                merge.write(pid)
+            merge.write_aliases()
             return [
                 PaymentChange(payment=final[pid][0], previous=final[pid][1])
                 for pid in (merge.canonical(t) for t in targets)

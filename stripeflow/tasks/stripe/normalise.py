@@ -381,6 +381,12 @@ def _checkout_session(b: _Builder, session: Obj) -> Skipped | None:
             f"checkout session {session['id']} charged nothing ({status}: a trial or a free order)"
         )
     b.link(session["id"], session.get("payment_intent"), session.get("invoice"))
+    invoice = _id(session.get("invoice"))
+    if invoice and not session.get("payment_intent"):  # subscription mode: the invoice's payment
+        found = b.lookup.invoice_payment_intent(invoice)
+        b.link(found)
+        if found is None and b.offline:
+            b.missing.append(f"invoice {invoice}: the PaymentIntent that paid it")
     b.data["occurred_at"] = _ts(session["created"])
     if b.event["type"] == "checkout.session.async_payment_failed":
         b.lifecycle(Lifecycle.failed)

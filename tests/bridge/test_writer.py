@@ -212,7 +212,7 @@ def test_health_probes_do_not_scan_the_inbox_on_every_call(
         elapsed = time.monotonic() - started
     assert {a.status_code for a in answers} == {200}
     assert answers[-1].json()["ledger"] == {"ok": True, "inbox": {"pending": 1}}
-    assert set(answers[-1].json()) == {"ok", "ledger", "writer", "prefect"}
+    assert set(answers[-1].json()) == {"ok", "ledger", "writer", "prefect", "stripe"}
     assert len(scans) <= math.ceil(elapsed / 2) + 1  # one scan per 2 s at most, not one per probe
 
 

@@ -334,6 +334,8 @@ class Figures:
     inbox: dict[str, int] = field(default_factory=dict)
     effects: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    # effects the ledger holds as done/unknown whose target never got them: lost whatever the deadline
+    vanished: Counter[str] = field(default_factory=Counter)
 
     @property
     def drained(self) -> bool:
@@ -453,6 +455,19 @@ def measure(
             f.handoffs_lost += 1
 
     f.inbox, f.effects, f.dead_letters = ledger_counts(ledger)
+    notes_by_payment = {pid: {state_of(b) for b in notes_of.get(did, [])} for pid, did in deal_of.items()}
+    delivered_keys = set(per_key)
+    for key, pid, action, status in ledger_effects(ledger):
+        if action == "note":  # hubspot:note:<pid>:<status>:<refunded minor>
+            present = key.split(":")[3] in notes_by_payment.get(pid, set())
+        elif action.startswith("customer_"):
+            present = bool(got[message_id(key, pid, SENDER)])
+        elif action == "payment_changed":
+            present = key in delivered_keys
+        else:
+            continue
+        if not present:
+            f.vanished[f"{action.removeprefix('customer_')} {status}"] += 1
     return f
 
 
@@ -471,6 +486,20 @@ def ledger_counts(path: Path) -> tuple[dict[str, int], dict[str, int], int]:
         return inbox, effects, int(dead)
     except sqlite3.OperationalError:  # not created yet, or locked past the timeout: look again
         return {"pending": -1}, {}, 0
+    finally:
+        conn.close()
+
+
+def ledger_effects(path: Path) -> list[tuple[str, str, str, str]]:
+    """(key, payment id, action, status) of every effect the ledger recorded."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return []
+    try:
+        return [tuple(r) for r in conn.execute("SELECT key, payment_id, action, status FROM effects")]
+    except sqlite3.OperationalError:
+        return []
     finally:
         conn.close()
 
@@ -757,7 +786,7 @@ def report(
     print_table(
         f"Chaos: {n:,} payments ({kinds['succeeded']:,} paid, {kinds['refunded']:,} refunded, "
         f"{kinds['partially_refunded']:,} part-refunded, {kinds['failed']:,} failed), seed {args.seed}",
-        ["", "expected", "found", "lost", "duplicated", "target", ""],
+        ["", "expected", "found", "missing", "duplicated", "target", ""],
         [
             row(
                 "deals (by stripe_payment_id)",
@@ -806,8 +835,8 @@ def report(
                 f.handoffs_redelivered,
             ),
         ],
-        caption="lost: the final state's deal/note/e-mail/hand-off never appeared; "
-        "duplicated: more than one for the same thing",
+        caption="missing: the final state's deal/note/e-mail/hand-off was not there at the end "
+        "(converged, or the deadline: see the inbox below); duplicated: more than one of the same",
     )
     converged = not math.isnan(converge)
     print_table(
@@ -871,6 +900,12 @@ def report(
                 ", ".join(f"{k} {v}" for k, v in sorted(f.effects.items())),
                 "",
                 "",
+            ],
+            [
+                "ledger: recorded, never arrived (lost for good)",
+                ", ".join(f"{k} {v}" for k, v in sorted(f.vanished.items())) or "0",
+                "0",
+                verdict(-float(sum(f.vanished.values())), 0.0, True),
             ],
             ["open dead letters", str(f.dead_letters), "0", verdict(-float(f.dead_letters), 0.0, True)],
             [

@@ -36,6 +36,7 @@ bench: setup
 	PYTHONPATH=. $(BIN)/python bench/fuzz.py
 	PYTHONPATH=. $(BIN)/python bench/webhook_to_deal.py
 	PYTHONPATH=. $(BIN)/python bench/crm_burst.py
+	PYTHONPATH=. $(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) .stripeflow

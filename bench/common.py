@@ -133,6 +133,16 @@ class Procs:
             if time.monotonic() - started > 3:
                 console.print(f"[dim]{n} took {time.monotonic() - started:.1f} s to stop[/]")
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a child's whole process group, as a crash (or the OOM killer) would; no cleanup."""
+        proc = self.procs.pop(name)
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def exited(self) -> list[str]:
+        """Names of the children that have exited (a supervisor restarts these)."""
+        return [n for n, p in self.procs.items() if p.poll() is not None]
+
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     try:

@@ -281,6 +281,7 @@ import sys, time
 from pathlib import Path
 from stripeflow.core.ledger import Ledger
 ledger = Ledger(sys.argv[1])
+ledger.ping()  # connected, as a bridge or worker is by the time it migrates
 Path(sys.argv[2] + ".ready").touch()
 while not Path(sys.argv[3]).exists():  # every process starts migrating at the same moment
     time.sleep(0.005)

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -402,12 +402,10 @@ class Ledger:
     # whose lease ran out (its run died) is claimable again.
 
     def _claimable(self, now: datetime) -> Any:
-        return or_(
-            InboxRow.status == "pending",
-            and_(
-                InboxRow.status == "claimed",
-                or_(InboxRow.lease_until < now, InboxRow.lease_until.is_(None)),
-            ),
+        # pending with a lease: it waits for the run that holds its payment (see `defer_events`)
+        return and_(
+            InboxRow.status.in_(("pending", "claimed")),
+            or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now),
         )
 
     def claim_events(self, limit: int, lease_seconds: float, token: str | None = None) -> list[str]:
@@ -460,7 +458,7 @@ class Ledger:
             update(InboxRow)
             .where(
                 InboxRow.event_id.in_(ids),
-                or_(self._claimable(now), mine, InboxRow.status.in_(FINISHED)),
+                or_(self._claimable(now), mine, InboxRow.status.in_(("pending", *FINISHED))),
             )
             .values(
                 status="claimed",
@@ -538,9 +536,47 @@ class Ledger:
         return won
 
     def release_payments(self, token: str) -> None:
-        """The run is over: its payments are free for the next one."""
+        """The run is over: its payments are free, and the events that waited for them with it."""
         with self.session() as s:
             s.execute(delete(PaymentLeaseRow).where(PaymentLeaseRow.token == token))
+            s.execute(
+                update(InboxRow)
+                .where(InboxRow.status == "pending", InboxRow.claim_token == token)
+                .values(claim_token=None, lease_until=None)
+            )
+
+    def defer_events(self, event_payments: Mapping[str, str], token: str) -> None:
+        """Give back, uncounted, events `token` claimed whose payment (event id -> payment id)
+        another run holds: each waits, pending, until that run frees the payment or its lease
+        ends, so the dispatcher does not claim it again and again meanwhile."""
+        if not event_payments:
+            return
+        with self.session() as s:
+            holders = {
+                r.payment_id: r
+                for r in s.scalars(
+                    select(PaymentLeaseRow).where(
+                        PaymentLeaseRow.payment_id.in_(set(event_payments.values()))
+                    )
+                )
+            }
+            for event_id, payment_id in event_payments.items():
+                holder = holders.get(payment_id)
+                s.execute(
+                    update(InboxRow)
+                    .where(
+                        InboxRow.event_id == event_id,
+                        InboxRow.status == "claimed",
+                        InboxRow.claim_token == token,
+                    )
+                    .values(
+                        status="pending",
+                        claim_token=holder.token if holder else None,
+                        claimed_at=None,
+                        lease_until=holder.lease_until if holder else None,
+                        attempts=case((InboxRow.attempts > 0, InboxRow.attempts - 1), else_=0),
+                    )
+                )
 
     def payment_holder(self, payment_id: str) -> str | None:
         """The token whose live lease holds this payment, if any."""

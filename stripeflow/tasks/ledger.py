@@ -90,15 +90,18 @@ def claim_run_events(
 @task(cache_policy=NONE)
 def lock_payments(ledger: Ledger, normalised: Normalised, token: str, lease_seconds: float) -> Normalised:
     """Take the lease on every payment the run is about to record. Events of a payment another
-    live run holds go back to the inbox, uncounted, for a later round: two runs never work on
-    the same payment at once."""
+    live run holds go back to the inbox, uncounted, and wait for that run to end: two runs
+    never work on the same payment at once."""
     won = ledger.lock_payments((p.payment_id for p in normalised.payments), token, lease_seconds)
     out = Normalised(normalised.events)
     out.skipped, out.dead = normalised.skipped, normalised.dead
     out.payments = [p for p in normalised.payments if p.payment_id in won]
-    out.released = [eid for p in normalised.payments if p.payment_id not in won for eid in p.event_ids]
-    if out.released:
-        ledger.release_events(out.released, token)
+    waiting = {
+        eid: p.payment_id for p in normalised.payments if p.payment_id not in won for eid in p.event_ids
+    }
+    out.released = list(waiting)
+    if waiting:
+        ledger.defer_events(waiting, token)
         get_run_logger().info("%d events wait for another run that holds their payment", len(out.released))
     return out
 

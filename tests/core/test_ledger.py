@@ -230,6 +230,23 @@ def test_a_payment_is_held_by_one_live_run_at_a_time(any_ledger: Ledger) -> None
     assert sum(len(w) for w in wins) == 50 and len(set().union(*wins)) == 50
 
 
+def test_an_event_whose_payment_another_run_holds_waits_for_that_run(any_ledger: Ledger) -> None:
+    any_ledger.store_events([incoming("evt_1"), incoming("evt_2", created=2)])
+    assert any_ledger.lock_payments(["pi_1"], "a", 300) == {"pi_1"}
+    assert any_ledger.lock_payments(["pi_2"], "dying", 0.5) == {"pi_2"}
+    assert any_ledger.claim_events(10, 300, token="b") == ["evt_1", "evt_2"]
+    assert any_ledger.lock_payments(["pi_1", "pi_2"], "b", 300) == set()
+    any_ledger.defer_events({"evt_1": "pi_1", "evt_2": "pi_2"}, "b")
+    assert any_ledger.inbox_counts() == {"pending": 2}
+    assert any_ledger.claim_events(10, 300, token="c") == []  # no claiming again and again meanwhile
+    # the dying holder's lease ends: its payment's event is claimable; the live holder's still waits
+    assert wait_for(lambda: any_ledger.claim_events(10, 300, token="c"), 3, "a lease to end") == ["evt_2"]
+    any_ledger.release_payments("a")  # run a ends: what waited for it goes at once
+    assert any_ledger.claim_events(10, 300, token="c") == ["evt_1"]
+    with any_ledger.session() as s:
+        assert set(s.scalars(select(InboxRow.attempts))) == {1}  # waiting cost no attempt
+
+
 def test_an_event_claimed_too_often_goes_to_the_dead_letters(any_ledger: Ledger) -> None:
     any_ledger.store_events([incoming("evt_1"), incoming("evt_2")])
     for attempt in range(3):

@@ -8,6 +8,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -197,3 +198,36 @@ def test_a_run_started_by_hand_without_parameters_claims_like_the_dispatcher(
     assert (result["events"], result["payments"]) == (1, 1)
     assert inbox(runtime)[taken_id] == ("claimed", 1, "another-live-run")
     assert inbox(runtime)[free_id][0] == "done"
+
+
+def test_two_workers_draining_one_inbox_do_everything_once(
+    runtime: Runtime, crm: LocalCRM, world: StripeWorld
+) -> None:
+    """Two dispatchers (two `stripeflow worker` processes' worth) claim from the same inbox
+    while events arrive; every payment's success and partial refund reach the CRM once."""
+    workers = [Dispatcher(runtime), Dispatcher(runtime)]
+    successes, refunds, payment_ids = [], [], []
+    for i in range(40):
+        event, pi, ch = expanded_success(world, amount=10_000 + i, email=f"c{i}@example.pl")
+        successes.append(event)
+        refunds.append(world.event("charge.refunded", world.refund(ch, 1000)))
+        payment_ids.append(pi["id"])
+    runtime.settings.dispatcher.poll_interval = 0.05
+    for worker in workers:
+        worker.start()
+    try:
+        for start in range(0, 40, 5):  # a success and its refund arrive close together
+            deliver(runtime, *successes[start : start + 5], *refunds[start : start + 5])
+        wait_for(lambda: runtime.ledger.inbox_counts() == {"done": 80}, 120, "every event done")
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert all(w.runs for w in workers)  # both took part
+    deals = {d.payment_id: d for d in crm.list_deals()}
+    assert sorted(deals) == sorted(payment_ids)
+    assert {Decimal(d.refunded_amount) for d in deals.values()} == {Decimal("10.00")}
+    for pid in payment_ids:
+        # one note per change a run saw (a success and its refund in one run are one change),
+        # none twice, and the last one says what the payment is now
+        notes = crm.notes_for(pid)
+        assert len(notes) == len(set(notes)) and notes[-1].startswith("Częściowy zwrot"), notes

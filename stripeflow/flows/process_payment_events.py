@@ -32,8 +32,13 @@ def process_payment_events(
 ) -> dict[str, int]:
     """Drain these inbox events (all pending ones when none are given) into every sink, once.
 
-    The run works only on what it claims (`claim_token`: the dispatcher's claim; by default this
-    run's id) and on payments no other live run holds; its leases live while it works.
+    The run works only on what it claims and on payments no other live run holds; its leases
+    live while it works.
+
+    Args:
+        event_ids: the inbox events to process; empty: whatever is pending, as the dispatcher does
+        claim_token: set by the dispatcher, which claimed the events before the run existed;
+            leave it empty (the run's own id is used)
     """
     rt = get_runtime()
     cfg = rt.settings.dispatcher

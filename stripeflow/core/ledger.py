@@ -41,6 +41,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -412,21 +413,40 @@ class Ledger:
         """Claim up to `limit` pending (or lease-expired) events for `token`; their ids, oldest first."""
         token = token or new_token()
         now = utcnow()
+        pg = self.engine.dialect.name == "postgresql"
+        free = or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now)
+        # pending ones by age and expired ones by lease, each read from its own index (one query
+        # over both statuses would sort the whole backlog on every claim), then the oldest of both
+        parts = []
+        for status, order in (
+            ("pending", (InboxRow.received_at, InboxRow.created)),  # ix_inbox_status_received's order
+            ("claimed", (InboxRow.lease_until,)),
+        ):
+            part = (
+                select(InboxRow.event_id, InboxRow.received_at, InboxRow.created)
+                .where(InboxRow.status == status, free)
+                .order_by(*order)
+                .limit(limit)
+            )
+            if pg:  # concurrent claimers take different rows
+                part = part.with_for_update(skip_locked=True)
+            parts.append(part.subquery().select())
+        both = union_all(*parts).subquery()
         pick = (
-            select(InboxRow.event_id)
-            .where(self._claimable(now))
-            .order_by(InboxRow.received_at, InboxRow.created, InboxRow.event_id)
-            .limit(limit)
+            select(both.c.event_id).order_by(both.c.received_at, both.c.created, both.c.event_id).limit(limit)
         )
         picked: Any = pick.scalar_subquery()
-        if self.engine.dialect.name == "postgresql":
-            # concurrent claimers take different rows; MATERIALIZED, so the LIMIT is applied once
-            # (a subquery in IN may be run again by the planner, locking more rows each time)
-            cte = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        if pg:
+            # MATERIALIZED, so the LIMIT is applied once (a subquery in IN may be run again by the
+            # planner, locking more rows each time)
+            cte = pick.cte("picked").prefix_with("MATERIALIZED")
             picked = select(cte.c.event_id)
         stmt = (
             update(InboxRow)
-            .where(InboxRow.event_id.in_(picked), self._claimable(now))
+            # no second look at the status here: the pick runs inside this statement's write
+            # transaction (SQLite: one writer at a time; PostgreSQL: the rows are locked), and a
+            # second condition would make SQLite scan the backlog instead of the primary key
+            .where(InboxRow.event_id.in_(picked))
             .values(
                 status="claimed",
                 claim_token=token,
@@ -522,9 +542,9 @@ class Ledger:
         now = utcnow()
         until = now + timedelta(seconds=lease_seconds)
         table = PaymentLeaseRow.__table__
-        for start in range(0, len(ids), 500):
+        for start in range(0, len(ids), 2000):  # 6,000 parameters a statement: within every limit
             stmt = self._insert(table).values(
-                [dict(payment_id=pid, token=token, lease_until=until) for pid in ids[start : start + 500]]
+                [dict(payment_id=pid, token=token, lease_until=until) for pid in ids[start : start + 2000]]
             )
             stmt = stmt.on_conflict_do_update(
                 index_elements=["payment_id"],

@@ -88,7 +88,7 @@ class Dispatcher:
         """One round: claim, create the run, execute it. Returns how many events it took."""
         cfg = self.rt.settings.dispatcher
         token = new_token()
-        event_ids = self.rt.ledger.claim_events(cfg.batch_size, cfg.lease_seconds, token)
+        event_ids = self.rt.ledger.claim_next(cfg.batch_size, cfg.lease_seconds, token)
         if not event_ids:
             return 0
         try:

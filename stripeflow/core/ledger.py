@@ -411,27 +411,66 @@ class Ledger:
 
     def claim_events(self, limit: int, lease_seconds: float, token: str | None = None) -> list[str]:
         """Claim up to `limit` pending (or lease-expired) events for `token`; their ids, oldest first."""
-        token = token or new_token()
+        # pending ones by age and expired ones by lease, each read from its own index (one query
+        # over both statuses would sort the whole backlog on every claim), then the oldest of both
+        return self._claim(
+            [
+                (InboxRow.status == "pending", (InboxRow.received_at, InboxRow.created)),
+                (InboxRow.status == "claimed", (InboxRow.lease_until,)),
+            ],
+            limit,
+            lease_seconds,
+            token or new_token(),
+        )
+
+    def claim_next(self, limit: int, lease_seconds: float, token: str) -> list[str]:
+        """What a dispatcher claims next: first the events whose run died or failed, in a batch
+        ten times smaller for each attempt they have had (10,000, 1,000, 100, 10, 1), so one event
+        that fails its whole batch ends up alone before it runs out of attempts, and the others
+        get through; else up to `limit` pending ones, oldest first."""
+        now = utcnow()
+        with self.session() as s:
+            tried = s.scalar(
+                select(func.max(InboxRow.attempts)).where(
+                    InboxRow.status == "claimed", InboxRow.lease_until < now
+                )
+            )
+        if tried:
+            retry = self._claim(
+                [(InboxRow.status == "claimed", (InboxRow.attempts.desc(), InboxRow.lease_until))],
+                max(1, limit // 10 ** min(int(tried), 9)),
+                lease_seconds,
+                token,
+            )
+            if retry:
+                return retry
+        return self._claim(
+            [(InboxRow.status == "pending", (InboxRow.received_at, InboxRow.created))],
+            limit,
+            lease_seconds,
+            token,
+        )
+
+    def _claim(
+        self, parts: Sequence[tuple[Any, tuple[Any, ...]]], limit: int, lease_seconds: float, token: str
+    ) -> list[str]:
+        """One conditional UPDATE ... RETURNING over the first `limit` free rows of each part
+        (a condition and its index's order), oldest first."""
         now = utcnow()
         pg = self.engine.dialect.name == "postgresql"
         free = or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now)
-        # pending ones by age and expired ones by lease, each read from its own index (one query
-        # over both statuses would sort the whole backlog on every claim), then the oldest of both
-        parts = []
-        for status, order in (
-            ("pending", (InboxRow.received_at, InboxRow.created)),  # ix_inbox_status_received's order
-            ("claimed", (InboxRow.lease_until,)),
-        ):
+        selects = []
+        for condition, order in parts:
             part = (
                 select(InboxRow.event_id, InboxRow.received_at, InboxRow.created)
-                .where(InboxRow.status == status, free)
+                .where(condition, free)
                 .order_by(*order)
                 .limit(limit)
             )
             if pg:  # concurrent claimers take different rows
                 part = part.with_for_update(skip_locked=True)
-            parts.append(part.subquery().select())
-        both = union_all(*parts).subquery()
+            selects.append(part.subquery().select())
+        both = (union_all(*selects) if len(selects) > 1 else selects[0]).subquery()
         pick = (
             select(both.c.event_id).order_by(both.c.received_at, both.c.created, both.c.event_id).limit(limit)
         )

@@ -80,7 +80,7 @@ def claim_run_events(
                 ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""),
             )
     else:
-        claimed = ledger.claim_events(cfg.batch_size, cfg.lease_seconds, token)
+        claimed = ledger.claim_next(cfg.batch_size, cfg.lease_seconds, token)
     buried = ledger.bury_exhausted(claimed, token, cfg.max_attempts)
     for event_id, reason in buried.items():
         log.error("event %s goes to the dead letters: %s", event_id, reason)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, update
 
-from stripeflow.core.ledger import InboxRow, IncomingEvent, LeaseKeeper, Ledger
+from stripeflow.core.ledger import InboxRow, IncomingEvent, LeaseKeeper, Ledger, utcnow
 from stripeflow.core.payment import Payment, PaymentStatus
 
 
@@ -245,6 +245,25 @@ def test_an_event_whose_payment_another_run_holds_waits_for_that_run(any_ledger:
     assert any_ledger.claim_events(10, 300, token="c") == ["evt_1"]
     with any_ledger.session() as s:
         assert set(s.scalars(select(InboxRow.attempts))) == {1}  # waiting cost no attempt
+
+
+def test_events_whose_run_failed_are_claimed_again_in_ever_smaller_batches(any_ledger: Ledger) -> None:
+    any_ledger.store_events([incoming(f"evt_{i:03}", created=i) for i in range(100)])
+    sizes = []
+    for attempt in range(3):
+        sizes.append(len(any_ledger.claim_next(100, 0.2, token=f"run{attempt}")))
+        wait_for(lambda: _expired(any_ledger), 5, "the failed run's lease to end")
+    assert sizes == [100, 10, 1]  # a batch that failed is split tenfold each time
+    any_ledger.store_events([incoming("evt_new", created=1000)])
+    # retries first; the new event waits its turn rather than join a batch that may fail again
+    assert "evt_new" not in any_ledger.claim_next(100, 300, token="next")
+
+
+def _expired(ledger: Ledger) -> bool:
+    with ledger.session() as s:
+        return not s.scalar(
+            select(InboxRow.event_id).where(InboxRow.status == "claimed", InboxRow.lease_until > utcnow())
+        )
 
 
 def test_an_event_claimed_too_often_goes_to_the_dead_letters(any_ledger: Ledger) -> None:

@@ -231,3 +231,45 @@ def test_two_workers_draining_one_inbox_do_everything_once(
         # none twice, and the last one says what the payment is now
         notes = crm.notes_for(pid)
         assert len(notes) == len(set(notes)) and notes[-1].startswith("Częściowy zwrot"), notes
+
+
+class OnePoisonedDealCRM(HoldingCRM):
+    """A CRM adapter that fails a whole deals batch, not with a vendor error, whenever one
+    payment is in it: the kind of failure no task-level isolation sees."""
+
+    def __init__(self, inner: LocalCRM, poisoned: str) -> None:
+        super().__init__(inner)
+        self.poisoned = poisoned
+        self.entered.set()  # never holds
+
+    def upsert_deals(self, items: Sequence[DealInput]) -> list[str]:
+        if any(i.payment_id == self.poisoned for i in items):
+            raise RuntimeError("adapter bug on one payment")
+        return self.inner.upsert_deals(items)
+
+
+def test_one_payment_that_fails_its_whole_batch_ends_alone_in_the_dead_letters(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
+    cfg = runtime.settings.dispatcher
+    cfg.batch_size, cfg.max_attempts, cfg.lease_seconds = 100, 3, 0.5
+    events, payment_ids = [], []
+    for i in range(12):
+        event, pi, _ = expanded_success(world, amount=5000 + i, email=f"k{i}@example.pl")
+        events.append(event)
+        payment_ids.append(pi["id"])
+    poisoned = payment_ids[5]
+    runtime.__dict__["crms"] = [OnePoisonedDealCRM(crm, poisoned)]
+    ids = deliver(runtime, *events)
+
+    def settled() -> bool:
+        dispatcher.run_once()
+        return set(runtime.ledger.inbox_counts()) <= {"done", "dead"}
+
+    wait_for(settled, 120, "every event done or dead")
+    assert runtime.ledger.inbox_counts() == {"done": 11, "dead": 1}
+    (letter,) = runtime.ledger.dead_letters()
+    assert letter.event_id == ids[5]
+    assert letter.reason == "failed 3 times: RuntimeError: adapter bug on one payment"
+    assert sorted(d.payment_id for d in crm.list_deals()) == sorted(set(payment_ids) - {poisoned})
+    assert all(len(crm.notes_for(pid)) == 1 for pid in payment_ids if pid != poisoned)

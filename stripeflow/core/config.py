@@ -103,7 +103,15 @@ class BridgeSettings(Section):
 class DispatcherSettings(Section):
     poll_interval: float = Field(0.2, description="seconds between looks at the inbox")
     batch_size: int = Field(10_000, description="most events one flow run drains (a burst: few, large runs)")
-    lease_seconds: float = Field(300, description="a claimed event not finished by then is dispatched again")
+    lease_seconds: float = Field(
+        30,
+        gt=0,
+        description="a claim's lease; a live run renews it every third of it, so a dead run's events "
+        "are claimed again within this",
+    )
+    max_attempts: int = Field(
+        5, ge=1, description="an event claimed more times than this goes to the dead letters"
+    )
 
 
 TEAM_KINDS = ("payment", "refund", "failure", "dispute")

@@ -13,10 +13,12 @@ PostgreSQL through DATABASE_URL. The schema is managed by Alembic (`Ledger.migra
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,9 +30,12 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Engine,
+    Index,
     Integer,
     String,
     Text,
+    and_,
+    case,
     create_engine,
     delete,
     event,
@@ -38,22 +43,38 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from stripeflow.core import money
 from stripeflow.core.payment import Lifecycle, Payment, preferred_id
 
-log = logging.getLogger(__name__)
-
 # An invoice and a charge no id links (no Stripe API, no invoice_payment.paid) are one payment
 # only if they agree on customer, currency and amount and were paid this close together.
 MATCH_WINDOW = timedelta(minutes=10)
 PAYMENT_PREFIXES = ("pi_", "ch_", "py_")
+
+log = logging.getLogger("stripeflow.ledger")
+
+# statuses an event ends in; a replay (claim_given) may run them again
+FINISHED = ("done", "dead", "skipped")
+# the database itself is away or busy, not this payment: the run fails and is retried whole
+UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
+
+
+# any fixed number shared by every Stripeflow process: the PostgreSQL advisory lock of migrations
+MIGRATION_LOCK_KEY = 0x5747_F10E
+
+
+def new_token() -> str:
+    """A claim token for a claimer that has no flow run id to use."""
+    return str(uuid.uuid4())
 
 
 def utcnow() -> datetime:
@@ -93,9 +114,26 @@ class InboxRow(Base):
     # pending -> claimed -> done | skipped | dead
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # the run that holds the claim, and until when; its heartbeat moves lease_until on
+    claim_token: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)  # the last error, or why it ended so
+
+    __table_args__ = (
+        Index("ix_inbox_status_received", "status", "received_at", "created"),
+        Index("ix_inbox_status_lease", "status", "lease_until"),
+    )
+
+
+class PaymentLeaseRow(Base):
+    """Which run works on a payment: while its lease lives, no other run records or syncs it."""
+
+    __tablename__ = "payment_leases"
+    payment_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), index=True)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class PaymentRow(Base):
@@ -508,6 +546,16 @@ class _AliasMerge:
                 setattr(row, key, value)
 
 
+def describe_error(exc: BaseException) -> str:
+    """`ExceptionClass: message`, one line, for a dead letter or a note. A database error is
+    described by the driver's own error: SQLAlchemy's text would carry the statement's
+    parameters, which hold payloads and e-mail addresses."""
+    if isinstance(exc, SQLAlchemyError) and getattr(exc, "orig", None) is not None:
+        exc = exc.orig  # type: ignore[attr-defined]
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
 class Ledger:
     """All reads and writes of the ledger. Thread-safe; one instance per process is enough."""
 
@@ -519,15 +567,40 @@ class Ledger:
     # -- schema --------------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Bring the schema to the newest version (Alembic); safe to call on every start."""
+        """Bring the schema to the newest version (Alembic); safe to call on every start, from any
+        number of processes at once: one migrates while the others wait, then find it done."""
         from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self.engine.begin() as conn:
+        with self._migration_lock(), self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """PostgreSQL: an advisory lock held by one session; SQLite: a file lock beside the database."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+                    conn.commit()
+            return
+        path = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not path or path == ":memory:":
+            yield  # a private in-memory database has no other process to race
+            return
+        with open(f"{path}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -579,40 +652,304 @@ class Ledger:
             seen.add(e.event_id)
         return result
 
-    def claim_events(self, limit: int, lease_seconds: float) -> list[str]:
-        """Mark up to `limit` pending (or lease-expired) events claimed; return their ids, oldest first."""
+    # A claim is one conditional UPDATE ... RETURNING: two claimers never both win an event, and
+    # the winner's token is on the row. A live run's LeaseKeeper moves lease_until on; an event
+    # whose lease ran out (its run died) is claimable again.
+
+    def _claimable(self, now: datetime) -> Any:
+        # pending with a lease: it waits for the run that holds its payment (see `defer_events`)
+        return and_(
+            InboxRow.status.in_(("pending", "claimed")),
+            or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now),
+        )
+
+    def claim_events(self, limit: int, lease_seconds: float, token: str | None = None) -> list[str]:
+        """Claim up to `limit` pending (or lease-expired) events for `token`; their ids, oldest first."""
+        # pending ones by age and expired ones by lease, each read from its own index (one query
+        # over both statuses would sort the whole backlog on every claim), then the oldest of both
+        return self._claim(
+            [
+                (InboxRow.status == "pending", (InboxRow.received_at, InboxRow.created)),
+                (InboxRow.status == "claimed", (InboxRow.lease_until,)),
+            ],
+            limit,
+            lease_seconds,
+            token or new_token(),
+        )
+
+    def claim_next(self, limit: int, lease_seconds: float, token: str) -> list[str]:
+        """What a dispatcher claims next: first the events whose run died or failed, in a batch
+        ten times smaller for each attempt they have had (10,000, 1,000, 100, 10, 1), so one event
+        that fails its whole batch ends up alone before it runs out of attempts, and the others
+        get through; else up to `limit` pending ones, oldest first."""
         now = utcnow()
-        expired = now - timedelta(seconds=lease_seconds)
         with self.session() as s:
-            ids = list(
-                s.scalars(
-                    select(InboxRow.event_id)
-                    .where(
-                        or_(
-                            InboxRow.status == "pending",
-                            (InboxRow.status == "claimed") & (InboxRow.claimed_at < expired),
-                        )
-                    )
-                    .order_by(InboxRow.received_at, InboxRow.created)
-                    .limit(limit)
+            tried = s.scalar(
+                select(func.max(InboxRow.attempts)).where(
+                    InboxRow.status == "claimed", InboxRow.lease_until < now
                 )
             )
-            if ids:
-                s.execute(
-                    update(InboxRow)
-                    .where(InboxRow.event_id.in_(ids))
-                    .values(status="claimed", claimed_at=now, attempts=InboxRow.attempts + 1)
-                )
-        return ids
+        if tried:
+            retry = self._claim(
+                [(InboxRow.status == "claimed", (InboxRow.attempts.desc(), InboxRow.lease_until))],
+                max(1, limit // 10 ** min(int(tried), 9)),
+                lease_seconds,
+                token,
+            )
+            if retry:
+                return retry
+        return self._claim(
+            [(InboxRow.status == "pending", (InboxRow.received_at, InboxRow.created))],
+            limit,
+            lease_seconds,
+            token,
+        )
 
-    def release_events(self, ids: Sequence[str]) -> None:
-        """Give claimed events back to the inbox (Prefect could not take them)."""
+    def _claim(
+        self, parts: Sequence[tuple[Any, tuple[Any, ...]]], limit: int, lease_seconds: float, token: str
+    ) -> list[str]:
+        """One conditional UPDATE ... RETURNING over the first `limit` free rows of each part
+        (a condition and its index's order), oldest first."""
+        now = utcnow()
+        pg = self.engine.dialect.name == "postgresql"
+        free = or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now)
+        selects = []
+        for condition, order in parts:
+            part = (
+                select(InboxRow.event_id, InboxRow.received_at, InboxRow.created)
+                .where(condition, free)
+                .order_by(*order)
+                .limit(limit)
+            )
+            if pg:  # concurrent claimers take different rows
+                part = part.with_for_update(skip_locked=True)
+            selects.append(part.subquery().select())
+        both = (union_all(*selects) if len(selects) > 1 else selects[0]).subquery()
+        pick = (
+            select(both.c.event_id).order_by(both.c.received_at, both.c.created, both.c.event_id).limit(limit)
+        )
+        picked: Any = pick.scalar_subquery()
+        if pg:
+            # MATERIALIZED, so the LIMIT is applied once (a subquery in IN may be run again by the
+            # planner, locking more rows each time)
+            cte = pick.cte("picked").prefix_with("MATERIALIZED")
+            picked = select(cte.c.event_id)
+        stmt = (
+            update(InboxRow)
+            # no second look at the status here: the pick runs inside this statement's write
+            # transaction (SQLite: one writer at a time; PostgreSQL: the rows are locked), and a
+            # second condition would make SQLite scan the backlog instead of the primary key
+            .where(InboxRow.event_id.in_(picked))
+            .values(
+                status="claimed",
+                claim_token=token,
+                claimed_at=now,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=InboxRow.attempts + 1,
+            )
+            .returning(InboxRow.event_id, InboxRow.received_at, InboxRow.created)
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as s:
+            rows = s.execute(stmt).all()
+        return [r.event_id for r in sorted(rows, key=lambda r: (r.received_at, r.created, r.event_id))]
+
+    def claim_given(self, ids: Sequence[str], token: str, lease_seconds: float) -> list[str]:
+        """Claim these events for `token` (a Retry, a replay, a run started with event ids).
+
+        Taken: pending ones, expired ones, ones this token holds already, and finished ones (a
+        replay runs them again, with a fresh count of attempts). Left out: ids held by another
+        live lease (that run is working on them) and ids not in the inbox. Returns the ids taken,
+        in the order given.
+        """
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return []
+        now = utcnow()
+        mine = and_(InboxRow.status == "claimed", InboxRow.claim_token == token)
+        stmt = (
+            update(InboxRow)
+            .where(
+                InboxRow.event_id.in_(ids),
+                or_(self._claimable(now), mine, InboxRow.status.in_(("pending", *FINISHED))),
+            )
+            .values(
+                status="claimed",
+                claim_token=token,
+                claimed_at=now,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=case(
+                    (InboxRow.status.in_(FINISHED), 1),
+                    (mine, InboxRow.attempts),  # the dispatcher claimed it for this run: counted once
+                    else_=InboxRow.attempts + 1,
+                ),
+            )
+            .returning(InboxRow.event_id)
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as s:
+            taken = set(s.scalars(stmt))
+        return [i for i in ids if i in taken]
+
+    def release_events(self, ids: Sequence[str], token: str | None = None) -> None:
+        """Give claimed events back to the inbox, uncounted (Prefect could not take them, or their
+        payment is another run's just now): the next round claims them again."""
+        ids = list(ids)
+        if not ids:
+            return
+        conditions: list[Any] = [InboxRow.event_id.in_(ids), InboxRow.status == "claimed"]
+        if token is not None:
+            conditions.append(InboxRow.claim_token == token)
         with self.session() as s:
             s.execute(
                 update(InboxRow)
-                .where(InboxRow.event_id.in_(list(ids)), InboxRow.status == "claimed")
-                .values(status="pending", claimed_at=None)
+                .where(*conditions)
+                .values(
+                    status="pending",
+                    claim_token=None,
+                    claimed_at=None,
+                    lease_until=None,
+                    attempts=case((InboxRow.attempts > 0, InboxRow.attempts - 1), else_=0),
+                )
             )
+
+    def renew_leases(self, token: str, lease_seconds: float) -> int:
+        """Move on every lease `token` holds (its claimed events and its payments); how many."""
+        until = utcnow() + timedelta(seconds=lease_seconds)
+        with self.session() as s:
+            events = s.execute(
+                update(InboxRow)
+                .where(InboxRow.claim_token == token, InboxRow.status == "claimed")
+                .values(lease_until=until)
+            )
+            payments = s.execute(
+                update(PaymentLeaseRow).where(PaymentLeaseRow.token == token).values(lease_until=until)
+            )
+        return int(events.rowcount or 0) + int(payments.rowcount or 0)  # type: ignore[attr-defined]
+
+    def lock_payments(self, payment_ids: Iterable[str], token: str, lease_seconds: float) -> set[str]:
+        """Take the lease on each payment for `token`; the ids won. A payment another live run
+        holds is not won: that run is recording or syncing it now."""
+        ids = sorted(set(payment_ids))  # one order for every run: PostgreSQL never deadlocks on it
+        won: set[str] = set()
+        now = utcnow()
+        until = now + timedelta(seconds=lease_seconds)
+        table = PaymentLeaseRow.__table__
+        for start in range(0, len(ids), 2000):  # 6,000 parameters a statement: within every limit
+            stmt = self._insert(table).values(
+                [dict(payment_id=pid, token=token, lease_until=until) for pid in ids[start : start + 2000]]
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["payment_id"],
+                set_={"token": stmt.excluded.token, "lease_until": stmt.excluded.lease_until},
+                where=or_(table.c.lease_until < now, table.c.token == token),
+            ).returning(table.c.payment_id)
+            with self.session() as s:
+                won.update(s.scalars(stmt))
+        return won
+
+    def canonical_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """id -> the payment it is known as (`payment_aliases`), for the ids already known."""
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(PaymentAliasRow.alias_id, PaymentAliasRow.payment_id).where(
+                    PaymentAliasRow.alias_id.in_(ids)
+                )
+            )
+            return {alias: pid for alias, pid in rows}
+
+    def release_payments(self, token: str) -> None:
+        """The run is over: its payments are free, and the events that waited for them with it."""
+        with self.session() as s:
+            s.execute(delete(PaymentLeaseRow).where(PaymentLeaseRow.token == token))
+            s.execute(
+                update(InboxRow)
+                .where(InboxRow.status == "pending", InboxRow.claim_token == token)
+                .values(claim_token=None, lease_until=None)
+            )
+
+    def defer_events(self, event_payments: Mapping[str, str], token: str) -> None:
+        """Give back, uncounted, events `token` claimed whose payment (event id -> payment id)
+        another run holds: each waits, pending, until that run frees the payment or its lease
+        ends, so the dispatcher does not claim it again and again meanwhile."""
+        if not event_payments:
+            return
+        with self.session() as s:
+            holders = {
+                r.payment_id: r
+                for r in s.scalars(
+                    select(PaymentLeaseRow).where(
+                        PaymentLeaseRow.payment_id.in_(set(event_payments.values()))
+                    )
+                )
+            }
+            for event_id, payment_id in event_payments.items():
+                holder = holders.get(payment_id)
+                s.execute(
+                    update(InboxRow)
+                    .where(
+                        InboxRow.event_id == event_id,
+                        InboxRow.status == "claimed",
+                        InboxRow.claim_token == token,
+                    )
+                    .values(
+                        status="pending",
+                        claim_token=holder.token if holder else None,
+                        claimed_at=None,
+                        lease_until=holder.lease_until if holder else None,
+                        attempts=case((InboxRow.attempts > 0, InboxRow.attempts - 1), else_=0),
+                    )
+                )
+
+    def payment_holder(self, payment_id: str) -> str | None:
+        """The token whose live lease holds this payment, if any."""
+        with self.session() as s:
+            row = s.get(PaymentLeaseRow, payment_id)
+            return row.token if row is not None and row.lease_until >= utcnow() else None
+
+    def note_failure(self, token: str, note: str) -> None:
+        """The run failed: its claimed events keep the reason, for the next attempt's count."""
+        with self.session() as s:
+            s.execute(
+                update(InboxRow)
+                .where(InboxRow.claim_token == token, InboxRow.status == "claimed")
+                .values(note=note[:1000])
+            )
+
+    def bury_exhausted(self, ids: Sequence[str], token: str, max_attempts: int) -> dict[str, str]:
+        """Claimed more than `max_attempts` times: dead, with a dead letter saying why, instead of
+        being claimed forever. Returns event id -> reason for those buried."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        buried: dict[str, str] = {}
+        now = utcnow()
+        with self.session() as s:
+            rows = s.execute(
+                select(InboxRow.event_id, InboxRow.attempts, InboxRow.note).where(
+                    InboxRow.event_id.in_(ids),
+                    InboxRow.claim_token == token,
+                    InboxRow.status == "claimed",
+                    InboxRow.attempts > max_attempts,
+                )
+            ).all()
+            for event_id, attempts, note in rows:
+                reason = f"failed {attempts - 1} times: {note or 'no error recorded'}"[:1000]
+                s.execute(
+                    update(InboxRow)
+                    .where(InboxRow.event_id == event_id)
+                    .values(status="dead", note=reason, lease_until=None)
+                )
+                s.add(
+                    DeadLetterRow(
+                        event_id=event_id, target="inbox", action="process", reason=reason, created_at=now
+                    )
+                )
+                buried[event_id] = reason
+        return buried
 
     def set_flow_run(self, ids: Sequence[str], flow_run_id: str) -> None:
         with self.session() as s:
@@ -630,12 +967,22 @@ class Ledger:
         found = sorted(rows.values(), key=lambda r: (r.created, order[r.event_id]))
         return [json.loads(r.payload) for r in found]
 
-    def finish_events(self, ids: Iterable[str], status: str, note: str | None = None) -> None:
+    def finish_events(
+        self, ids: Iterable[str], status: str, note: str | None = None, token: str | None = None
+    ) -> int:
+        """Close events (done | skipped | dead). With a token, only the ones it still holds: an
+        event whose lease another run took over is that run's to close. How many were closed."""
         ids = list(ids)
         if not ids:
-            return
+            return 0
+        conditions: list[Any] = [InboxRow.event_id.in_(ids)]
+        if token is not None:
+            conditions += [InboxRow.claim_token == token, InboxRow.status == "claimed"]
         with self.session() as s:
-            s.execute(update(InboxRow).where(InboxRow.event_id.in_(ids)).values(status=status, note=note))
+            result = s.execute(
+                update(InboxRow).where(*conditions).values(status=status, note=note, lease_until=None)
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def inbox_counts(self) -> dict[str, int]:
         with self.session() as s:
@@ -683,6 +1030,42 @@ class Ledger:
                 PaymentChange(payment=final[pid][0], previous=final[pid][1])
                 for pid in (merge.canonical(t) for t in targets)
             ]
+
+    def record_payments_isolated(
+        self, incoming: Sequence[Payment]
+    ) -> tuple[list[PaymentChange], dict[str, str]]:
+        """`record_payments`, except that a payment the database refuses (an amount past its
+        integers, a value it cannot store) fails alone: the batch is halved down to it, and the
+        others are recorded. Returns the changes and payment id -> reason for the refused ones.
+
+        The database being away or busy is not one payment's fault: that still raises.
+        """
+        groups: dict[str, list[Payment]] = {}
+        for fact in incoming:
+            groups.setdefault(fact.payment_id, []).append(fact)
+        changes: list[PaymentChange] = []
+        failed: dict[str, str] = {}
+        self._record_halving(list(groups.values()), changes, failed)
+        return changes, failed
+
+    def _record_halving(
+        self, groups: list[list[Payment]], changes: list[PaymentChange], failed: dict[str, str]
+    ) -> None:
+        if not groups:
+            return
+        try:
+            changes.extend(self.record_payments([fact for group in groups for fact in group]))
+            return
+        except UNAVAILABLE:
+            raise
+        except Exception as exc:  # poison isolation: whatever one payment raises stays with it
+            if len(groups) == 1:
+                failed[groups[0][0].payment_id] = describe_error(exc)
+                log.warning("payment %s cannot be recorded: %s", groups[0][0].payment_id, describe_error(exc))
+                return
+        mid = len(groups) // 2
+        self._record_halving(groups[:mid], changes, failed)
+        self._record_halving(groups[mid:], changes, failed)
 
     def mark_processed(self, payments: Sequence[Payment]) -> None:
         """Every sink has passed these states on; the next run's changes are counted from here."""
@@ -1011,3 +1394,46 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class LeaseKeeper:
+    """Keeps a run's leases alive: a daemon thread renews every lease its token holds (events
+    and payments) each `lease_seconds / 3`. When the process dies the renewals stop, and within
+    one lease the events are claimable again.
+
+        with LeaseKeeper(ledger, token, lease_seconds):
+            ...work on what `token` claimed...
+    """
+
+    def __init__(self, ledger: Ledger, token: str, lease_seconds: float) -> None:
+        self.ledger = ledger
+        self.token = token
+        self.lease_seconds = lease_seconds
+        self.interval = max(lease_seconds / 3, 0.05)
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LeaseKeeper:
+        self._thread = threading.Thread(target=self._run, name=f"lease-{self.token[:8]}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.ledger.renew_leases(self.token, self.lease_seconds)
+                self.renewals += 1
+            except SQLAlchemyError as exc:  # the ledger blinked: the next beat tries again
+                log.warning("renewing the leases of %s failed: %s", self.token, describe_error(exc))
+
+    def __enter__(self) -> LeaseKeeper:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

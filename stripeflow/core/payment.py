@@ -19,7 +19,7 @@ rows, hand-made test payments) gets dimensions that say the same thing.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -161,6 +161,9 @@ def derive(
     return status, amount, refunded
 
 
+_WIDE = Context(prec=60)
+
+
 def _quantized(data: dict[str, Any]) -> dict[str, Any]:
     """Amounts with the currency's places, so equal states serialise the same in any order."""
     try:
@@ -170,7 +173,8 @@ def _quantized(data: dict[str, Any]) -> dict[str, Any]:
 
     def q(value: Any) -> Decimal:
         d = value if isinstance(value, Decimal) else Decimal(str(value))
-        return d.quantize(places) if places is not None else d
+        # wide enough for any amount Stripe could send (the default 28 digits are not)
+        return d.quantize(places, context=_WIDE) if places is not None else d
 
     for name in ("amount", "refunded_amount", "amount_requested", "charge_refunded"):
         if data.get(name) is not None:

@@ -1,13 +1,16 @@
-"""Tasks over the ledger: load the events a run drains, record payments, close the events."""
+"""Tasks over the ledger: claim the events a run drains, lock their payments, record payments,
+close the events."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from stripeflow.core.ledger import Changes, Ledger, PaymentChange
+from stripeflow.core.config import DispatcherSettings
+from stripeflow.core.ledger import Changes, LeaseKeeper, Ledger, PaymentChange, describe_error, new_token
 from stripeflow.core.payment import Payment
 
 
@@ -21,6 +24,7 @@ class Normalised:
         self.skipped: list[str] = []  # ids of events that are not payments (types we do not handle, $0)
         self.skip_reasons: dict[str, str] = {}  # event id -> why it is not a payment
         self.dead: dict[str, str] = {}  # event id -> why it cannot be processed
+        self.released: list[str] = []  # ids of events whose payment another run holds just now
 
     def __repr__(self) -> str:
         return (
@@ -42,38 +46,128 @@ class Normalised:
         return [eid for p in self.payments for eid in p.event_ids]
 
 
-@task(cache_policy=NONE)
-def claim_pending_events(ledger: Ledger, limit: int, lease_seconds: float) -> list[str]:
-    """For a run started by hand: take whatever is waiting in the inbox."""
-    return ledger.claim_events(limit, lease_seconds)
+def run_token(claim_token: str | None) -> str:
+    """The token a run claims with: the dispatcher's (it claimed before the run existed), else
+    the flow run's id, so a Retry of the run holds the same claims."""
+    if claim_token:
+        return claim_token
+    from prefect.runtime import flow_run
+
+    return flow_run.get_id() or new_token()
+
+
+@contextmanager
+def leases_kept(ledger: Ledger, token: str, cfg: DispatcherSettings) -> Iterator[None]:
+    """Around a run: its leases are renewed while it works, and its payments freed when it ends.
+    A run that fails stops renewing: its events keep the error and are claimed again when their
+    lease ends; its payments stay held until then too, as a task it submitted may still run."""
+    keeper = LeaseKeeper(ledger, token, cfg.lease_seconds).start()
+    try:
+        yield
+    except BaseException as exc:  # recorded and re-raised: the run still fails as it would
+        keeper.stop()
+        ledger.note_failure(token, describe_error(exc))
+        raise
+    keeper.stop()
+    ledger.release_payments(token)
 
 
 @task(cache_policy=NONE)
-def record_payments(ledger: Ledger, normalised: Normalised) -> Changes:
+def claim_run_events(
+    ledger: Ledger, event_ids: Sequence[str] | None, token: str, cfg: DispatcherSettings
+) -> list[str]:
+    """The events this run works on, claimed for its token: the ones given (those another live
+    run holds are left out), or (none given, a run started by hand) whatever waits in the inbox.
+    Events claimed more than `max_attempts` times go to the dead letters instead."""
+    log = get_run_logger()
+    if event_ids:
+        claimed = ledger.claim_given(event_ids, token, cfg.lease_seconds)
+        left_out = [e for e in event_ids if e not in set(claimed)]
+        if left_out:
+            log.warning(
+                "%d of %d events left out (another live run holds them, or not in the inbox): %s",
+                len(left_out),
+                len(event_ids),
+                ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""),
+            )
+    else:
+        claimed = ledger.claim_next(cfg.batch_size, cfg.lease_seconds, token)
+    buried = ledger.bury_exhausted(claimed, token, cfg.max_attempts)
+    for event_id, reason in buried.items():
+        log.error("event %s goes to the dead letters: %s", event_id, reason)
+    return [e for e in claimed if e not in buried]
+
+
+def lock_ids(payment: Payment, known: Mapping[str, str]) -> set[str]:
+    """What a run must hold to work on a payment: every id it goes by, and the payment each
+    already known id belongs to (a charge and its PaymentIntent are one lock, whichever came)."""
+    ids = {payment.payment_id, *payment.ids}
+    return ids | {known[i] for i in ids if i in known}
+
+
+@task(cache_policy=NONE)
+def lock_payments(ledger: Ledger, normalised: Normalised, token: str, lease_seconds: float) -> Normalised:
+    """Take the lease on every payment the run is about to record. Events of a payment another
+    live run holds go back to the inbox, uncounted, and wait for that run to end: two runs
+    never work on the same payment at once."""
+    known = ledger.canonical_ids(i for p in normalised.payments for i in (p.payment_id, *p.ids))
+    wanted = {id(p): lock_ids(p, known) for p in normalised.payments}
+    won = ledger.lock_payments(set().union(*wanted.values()), token, lease_seconds)
+    out = Normalised(normalised.events)
+    out.skipped, out.skip_reasons, out.dead = normalised.skipped, normalised.skip_reasons, normalised.dead
+    out.payments = [p for p in normalised.payments if wanted[id(p)] <= won]
+    waiting = {
+        eid: sorted(wanted[id(p)] - won)[0]  # wait for the run holding one of its ids
+        for p in normalised.payments
+        if not wanted[id(p)] <= won
+        for eid in p.event_ids
+    }
+    out.released = list(waiting)
+    if waiting:
+        ledger.defer_events(waiting, token)
+        get_run_logger().info("%d events wait for another run that holds their payment", len(out.released))
+    return out
+
+
+@task(cache_policy=NONE)
+def record_payments(ledger: Ledger, normalised: Normalised, token: str | None = None) -> Changes:
     """Merge each payment into the ledger; one change per payment the run touched.
 
     A change compares the merged state with the state the sinks last finished with, so a rerun
     after a crash still sees (and passes on) what the crashed run did not finish. Sinks skip
-    what they already did by their own effect keys.
+    what they already did by their own effect keys. A payment the ledger refuses is set aside
+    at once (its events dead, a dead letter with the reason); the others go on.
     """
     first_seen: dict[str, Payment | None] = {}
     latest: dict[str, Payment] = {}
-    for change in ledger.record_payments(normalised.payments):
+    recorded, failed = ledger.record_payments_isolated(normalised.payments)
+    for change in recorded:
         first_seen.setdefault(change.payment.payment_id, change.previous)
         latest[change.payment.payment_id] = change.payment
+    for payment_id, reason in failed.items():
+        event_ids = [eid for p in normalised.payments if p.payment_id == payment_id for eid in p.event_ids]
+        ledger.finish_events(event_ids, "dead", note=reason, token=token)
+        for event_id in event_ids:
+            ledger.dead_letter(
+                target="ledger",
+                action="record_payment",
+                reason=reason,
+                event_id=event_id,
+                payment_id=payment_id,
+            )
     return Changes(PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items())
 
 
 @task(cache_policy=NONE)
-def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes) -> None:
+def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes, token: str | None = None) -> None:
     """The last step: every sink has these payments' states now; the events are closed."""
     ledger.mark_processed(changes.payments)
-    ledger.finish_events(normalised.done_event_ids, "done")
+    ledger.finish_events(normalised.done_event_ids, "done", token=token)
     for reason, skipped in normalised.skipped_by_reason().items():
-        ledger.finish_events(skipped, "skipped", note=reason)
+        ledger.finish_events(skipped, "skipped", note=reason, token=token)
     for event_id, reason in normalised.dead.items():
-        ledger.finish_events([event_id], "dead", note=reason)
-        ledger.dead_letter(target="stripe", action="normalise", reason=reason, event_id=event_id)
+        if ledger.finish_events([event_id], "dead", note=reason, token=token) or token is None:
+            ledger.dead_letter(target="stripe", action="normalise", reason=reason, event_id=event_id)
 
 
 @task(cache_policy=NONE)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -49,3 +50,14 @@ def drain(dispatcher: Dispatcher) -> int:
     while dispatcher.run_once():
         runs += 1
     return runs
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll until `condition()` is truthy (a lease has to run out, another run to move); fail
+    after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return result

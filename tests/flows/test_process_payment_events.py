@@ -16,7 +16,7 @@ from stripeflow.flows.replay import replay
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.local import LocalCRM
 from tests.fakes.stripe_events import StripeWorld
-from tests.flows.conftest import deliver, drain
+from tests.flows.conftest import deliver, drain, wait_for
 
 
 def expanded_success(
@@ -192,12 +192,13 @@ def test_a_run_that_dies_half_way_is_finished_by_the_next_without_doubles(
     runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
 ) -> None:
     runtime.__dict__["crms"] = [CrashingCRM(crm, reject="-")]
+    runtime.settings.dispatcher.lease_seconds = 1
     event, pi, _ = expanded_success(world)
     deliver(runtime, event)
     with pytest.raises(KeyboardInterrupt):
         dispatcher.run_once()
     assert runtime.ledger.inbox_counts() == {"claimed": 1} and crm.notes_for(pi["id"]) == []
-    runtime.settings.dispatcher.lease_seconds = 0  # the lease ran out
+    wait_for(dispatcher.run_once, 10, "the dead run's lease to end")  # nobody renews it now
     drain(dispatcher)
     (deal,) = crm.list_deals()
     assert deal.stage == "paid" and len(crm.notes_for(pi["id"])) == 1
@@ -230,11 +231,12 @@ def test_events_of_a_dead_deployment_run_go_again_in_a_new_run(
     dispatcher = Dispatcher(runtime)
     CrashingCRM.crashed = False
     runtime.__dict__["crms"] = [CrashingCRM(crm, reject="-")]
+    runtime.settings.dispatcher.lease_seconds = 1
     event, pi, _ = expanded_success(world)
     deliver(runtime, event)
     with pytest.raises(KeyboardInterrupt):
         dispatcher.run_once()
-    runtime.settings.dispatcher.lease_seconds = 0
+    wait_for(dispatcher.run_once, 10, "the dead run's lease to end")
     drain(dispatcher)
     assert len(crm.notes_for(pi["id"])) == 1 and runtime.ledger.inbox_counts() == {"done": 1}
     with get_client(sync_client=True) as client:

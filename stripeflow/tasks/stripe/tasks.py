@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from stripeflow.core.errors import InputError
-from stripeflow.core.ledger import Ledger
+from stripeflow.core.errors import RetriableError
+from stripeflow.core.ledger import Ledger, describe_error
 from stripeflow.tasks.ledger import Normalised
 from stripeflow.tasks.retry import retry_if_retriable
 from stripeflow.tasks.stripe.normalise import Lookup, Skipped, normalise
@@ -19,9 +19,10 @@ def normalise_events(ledger: Ledger, event_ids: Sequence[str], lookup: Lookup) -
     """Each inbox event -> a Payment (Stripe API only when the payload lacks something).
 
     The events are read here rather than passed in: Prefect walks every task argument, and a
-    thousand raw events cost it seconds. Unknown types are skipped; malformed ones are set
-    aside with the reason; a Stripe API outage raises a RetriableError, which this task's
-    retries (reads only) handle.
+    thousand raw events cost it seconds. Unknown types are skipped. Whatever else goes wrong
+    with one event (a malformed payload, a timestamp out of range, the Stripe API refusing
+    for good) sets that event aside with the reason, and the others go on; only a Stripe API
+    outage (RetriableError) fails the task, whose retries (reads only) handle it.
     """
     log = get_run_logger()
     events = ledger.load_events(event_ids)
@@ -29,9 +30,12 @@ def normalise_events(ledger: Ledger, event_ids: Sequence[str], lookup: Lookup) -
     for event in events:
         try:
             payment = normalise(event, lookup)
-        except InputError as exc:
-            log.warning("event %s (%s) cannot be processed: %s", event.get("id"), event.get("type"), exc)
-            out.dead[event["id"]] = str(exc)
+        except RetriableError:
+            raise
+        except Exception as exc:  # poison isolation: one event's failure, whatever it is, is its own
+            reason = describe_error(exc)
+            log.warning("event %s (%s) cannot be processed: %s", event.get("id"), event.get("type"), reason)
+            out.dead[event["id"]] = reason
             continue
         if payment is None or isinstance(payment, Skipped):
             out.skip(event["id"], payment.reason if payment else "event type not handled")

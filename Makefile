@@ -19,13 +19,16 @@ setup: $(BIN)/.installed
 run: setup
 	$(BIN)/stripeflow run
 
-## test: lint, then the whole suite (real Prefect server, real bridge, real SQLite/PostgreSQL, fakes)
+## test: lint and type-check, then the whole suite (real Prefect server, real bridge, real SQLite/PostgreSQL, fakes)
 test: setup
 	$(BIN)/ruff check stripeflow tests bench
+	$(BIN)/ruff format --check stripeflow tests bench
+	$(BIN)/mypy stripeflow
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: setup
 	$(BIN)/ruff check stripeflow tests bench
+	$(BIN)/ruff format --check stripeflow tests bench
 	$(BIN)/mypy stripeflow
 
 bench: setup

@@ -122,9 +122,12 @@ class EffectRow(Base):
     payment_id: Mapped[str] = mapped_column(String(255), index=True)
     target: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="done")  # done | unknown
+    # claimed -> attempting -> done | unknown | failed (see Ledger.claim_effects)
+    status: Mapped[str] = mapped_column(String(16), default="done", index=True)
+    token: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the attempt holding it
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class DeadLetterRow(Base):
@@ -132,6 +135,7 @@ class DeadLetterRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     payment_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    effect_key: Mapped[str | None] = mapped_column(String(512), nullable=True, index=True)
     target: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
@@ -455,7 +459,7 @@ class Ledger:
                     .values(processed_data=p.model_dump_json())
                 )
 
-    # -- links and effects ---------------------------------------------------------------------
+    # -- links ---------------------------------------------------------------------------
 
     def get_link(self, kind: str, local_id: str, target: str) -> str | None:
         with self.session() as s:
@@ -484,17 +488,39 @@ class Ledger:
     def set_link(self, kind: str, local_id: str, target: str, remote_id: str) -> None:
         self.set_links(kind, target, {local_id: remote_id})
 
-    def effects_done(self, keys: Iterable[str]) -> set[str]:
-        keys = list(keys)
+    # -- effects: claim -> (attempt) -> act -> settle ------------------------------------------
+    #
+    #   claimed     the key is taken; the target has not been called. Left so by a dead attempt,
+    #               it is safe to redo: `claim_effects` takes it over.
+    #   attempting  the call is about to be made (`mark_attempting`). Left so, the outcome is
+    #               unknown: `take_over_attempting` hands it to a caller that looks at the target
+    #               (or redoes it where the target dedupes by our key).
+    #   done | unknown | failed   settled. `failed` carries a dead letter naming the effect.
+    #
+    # A payment's sinks run only while its run holds the payment's lease, so a claim held by
+    # another token belongs to an attempt that is no longer running.
+
+    SETTLED = ("done", "unknown", "failed")
+
+    def effect_states(self, keys: Iterable[str]) -> dict[str, str]:
+        """key -> status, for the keys that have a row."""
+        keys = list(dict.fromkeys(keys))
         if not keys:
-            return set()
+            return {}
         with self.session() as s:
-            return set(s.scalars(select(EffectRow.key).where(EffectRow.key.in_(keys))))
+            return dict(
+                s.execute(select(EffectRow.key, EffectRow.status).where(EffectRow.key.in_(keys))).all()
+            )  # type: ignore[arg-type]
+
+    def effects_done(self, keys: Iterable[str]) -> set[str]:
+        """The keys already settled (done, unknown or failed): nothing to do for them in a normal run."""
+        return {k for k, status in self.effect_states(keys).items() if status in self.SETTLED}
 
     def record_effects(
         self, items: Sequence[EffectItem], results: Sequence[str], status: str = "done"
     ) -> None:
-        """Record many side effects done, in one transaction (already recorded ones are kept)."""
+        """Record side effects that are their own proof (a keyed upsert), in one transaction;
+        already recorded ones are kept."""
         if not items:
             return
         now = utcnow()
@@ -510,66 +536,94 @@ class Ledger:
                         status=status,
                         result=r,
                         created_at=now,
+                        updated_at=now,
                     )
                     for i, r in zip(items, results, strict=True)
                 ],
             )
 
-    def record_effect(
-        self,
-        key: str,
-        payment_id: str,
-        target: str,
-        action: str,
-        result: str | None = None,
-        status: str = "done",
-    ) -> bool:
-        """Record a side effect; False when it was already recorded (so it is not done twice)."""
-        with self.session() as s:
-            stmt = (
-                self._insert(EffectRow.__table__)
-                .values(
-                    key=key,
-                    payment_id=payment_id,
-                    target=target,
-                    action=action,
-                    status=status,
-                    result=result,
-                    created_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["key"])
-            )
-            return s.execute(stmt.returning(EffectRow.__table__.c.key)).first() is not None
+    @staticmethod
+    def new_token() -> str:
+        return f"claim:{uuid.uuid4().hex[:16]}"
 
-    def claim_effects(self, items: Sequence[EffectItem]) -> tuple[set[str], str]:
-        """Claim effects before doing them: insert each key as `unknown` under a fresh token.
+    def claim_effects(self, items: Sequence[EffectItem], *, take_over: bool = True) -> tuple[set[str], str]:
+        """Claim effects before doing them: each new key is inserted `claimed` under a fresh token.
 
-        Returns the keys this call won (another run, or an earlier one, holds the rest) and the
-        token to settle them with. A crash after the claim leaves the effect `unknown`: it is
-        never done again blindly, and reconciliation settles it.
+        With `take_over`, rows of these keys left `claimed` by another token (an attempt that
+        died before calling its target) are taken too. Returns the keys won and the token to
+        settle them with; keys in any other state are not won.
         """
-        token = f"sending:{uuid.uuid4().hex[:12]}"
+        token = self.new_token()
         now = utcnow()
-        rows = [
-            dict(
+        rows = {
+            i.key: dict(
                 key=i.key,
                 payment_id=i.payment_id,
                 target=i.target,
                 action=i.action,
-                status="unknown",
-                result=token,
+                status="claimed",
+                token=token,
+                result=None,
                 created_at=now,
+                updated_at=now,
             )
             for i in items
-        ]
+        }
         if not rows:
             return set(), token
+        keys = list(rows)
         with self.session() as s:
-            s.execute(self._insert(EffectRow.__table__).on_conflict_do_nothing(index_elements=["key"]), rows)
+            s.execute(
+                self._insert(EffectRow.__table__).on_conflict_do_nothing(index_elements=["key"]),
+                list(rows.values()),
+            )
+            if take_over:
+                s.execute(
+                    update(EffectRow)
+                    .where(EffectRow.key.in_(keys), EffectRow.status == "claimed", EffectRow.token != token)
+                    .values(token=token, updated_at=now)
+                )
             won = set(
                 s.scalars(
                     select(EffectRow.key).where(
-                        EffectRow.key.in_([i.key for i in items]), EffectRow.result == token
+                        EffectRow.key.in_(keys), EffectRow.token == token, EffectRow.status == "claimed"
+                    )
+                )
+            )
+        return won, token
+
+    def mark_attempting(self, keys: Iterable[str], token: str) -> None:
+        """claimed -> attempting: the call to the target is about to be made (commit, then call)."""
+        keys = list(keys)
+        if not keys:
+            return
+        with self.session() as s:
+            s.execute(
+                update(EffectRow)
+                .where(EffectRow.key.in_(keys), EffectRow.token == token, EffectRow.status == "claimed")
+                .values(status="attempting", updated_at=utcnow())
+            )
+
+    def take_over_attempting(self, keys: Iterable[str]) -> tuple[set[str], str]:
+        """Take the rows of these keys that an attempt left `attempting` (its outcome unknown).
+
+        The caller settles each by looking at the target (found: done; missing: redo), or redoes
+        it where the target dedupes by our key. Returns the keys won and their new token.
+        """
+        keys = list(dict.fromkeys(keys))
+        token = self.new_token()
+        if not keys:
+            return set(), token
+        with self.session() as s:
+            s.execute(
+                update(EffectRow)
+                .where(EffectRow.key.in_(keys), EffectRow.status == "attempting")
+                .values(token=token, updated_at=utcnow())
+            )
+            won = set(
+                s.scalars(
+                    select(EffectRow.key).where(
+                        EffectRow.key.in_(keys), EffectRow.token == token, EffectRow.status == "attempting"
                     )
                 )
             )
@@ -577,21 +631,23 @@ class Ledger:
 
     def settle_effects(self, outcomes: Sequence[EffectOutcome], token: str) -> None:
         """One transaction: each claimed effect becomes done / unknown / failed (with a dead
-        letter), or is released (deleted) so a later attempt may claim it again."""
+        letter), or is released (deleted) so a later attempt may claim it again. Only rows
+        still held by `token` change; `claimed=False` outcomes are inserted settled."""
         if not outcomes:
             return
         now = utcnow()
         with self.session() as s:
             for o in outcomes:
                 item = o.item
+                held = (EffectRow.key == item.key) & (EffectRow.token == token)
                 if o.status == "release":
-                    s.execute(delete(EffectRow).where(EffectRow.key == item.key, EffectRow.result == token))
+                    s.execute(delete(EffectRow).where(held, EffectRow.status.in_(("claimed", "attempting"))))
                     continue
                 if o.claimed:
                     s.execute(
                         update(EffectRow)
-                        .where(EffectRow.key == item.key, EffectRow.result == token)
-                        .values(status=o.status, result=o.result[:1000])
+                        .where(held)
+                        .values(status=o.status, result=o.result[:1000], updated_at=now)
                     )
                 else:
                     s.add(
@@ -601,14 +657,17 @@ class Ledger:
                             target=item.target,
                             action=item.action,
                             status=o.status,
+                            token=token,
                             result=o.result[:1000],
                             created_at=now,
+                            updated_at=now,
                         )
                     )
                 if o.status == "failed":
                     s.add(
                         DeadLetterRow(
                             payment_id=item.payment_id,
+                            effect_key=item.key,
                             target=item.target,
                             action=item.action,
                             reason=f"{item.key}: {o.result}",
@@ -624,6 +683,18 @@ class Ledger:
         with self.session() as s:
             result = s.execute(
                 delete(EffectRow).where(EffectRow.payment_id.in_(ids), EffectRow.status == "failed")
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def resolve_done_dead_letters(self) -> int:
+        """Resolve the open dead letters whose effect is now done (a replay finished it)."""
+        with self.session() as s:
+            done = select(EffectRow.key).where(EffectRow.status == "done")
+            result = s.execute(
+                update(DeadLetterRow)
+                .where(DeadLetterRow.resolved_at.is_(None), DeadLetterRow.effect_key.in_(done))
+                .values(resolved_at=utcnow())
+                .execution_options(synchronize_session=False)
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

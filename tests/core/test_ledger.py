@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect
 
 from stripeflow.core.ledger import IncomingEvent, Ledger
 from stripeflow.core.payment import Payment, PaymentStatus
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (
-        f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    )
-    ledger = Ledger(url)
-    ledger.migrate()
-    yield ledger
-    ledger.dispose()
 
 
 def incoming(event_id: str, created: int = 1) -> IncomingEvent:
@@ -110,14 +97,6 @@ def test_payments_merge_by_their_own_state(any_ledger: Ledger) -> None:
     assert stored.occurred_at.tzinfo is not None
 
 
-def test_effects_are_recorded_once(any_ledger: Ledger) -> None:
-    assert any_ledger.record_effect("local:note:pi_1:succeeded:0", "pi_1", "local", "note") is True
-    assert any_ledger.record_effect("local:note:pi_1:succeeded:0", "pi_1", "local", "note") is False
-    assert any_ledger.effects_done(["local:note:pi_1:succeeded:0", "other"]) == {
-        "local:note:pi_1:succeeded:0"
-    }
-
-
 def test_links_are_upserted(any_ledger: Ledger) -> None:
     any_ledger.set_link("deal", "pi_1", "hubspot", "111")
     any_ledger.set_link("deal", "pi_1", "hubspot", "222")
@@ -155,6 +134,7 @@ def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     """A ledger made by the first version gains the new column; its payments count as processed."""
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     ledger = Ledger(f"sqlite:///{tmp_path}/old.db")
     cfg = Config()
@@ -171,37 +151,11 @@ def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     ledger.migrate()
     with ledger.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT processed_data FROM payments").scalar() == "{}"
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
 
 
 def ledger_module_path() -> str:
     import stripeflow.core.ledger as module
 
     return str(module.__file__)
-
-
-def test_claimed_effects_are_won_once_and_failed_ones_reopen_for_a_replay(any_ledger: Ledger) -> None:
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Item:
-        key: str
-        payment_id: str = "pi_1"
-        target: str = "slack"
-        action: str = "team_payment"
-
-    @dataclass(frozen=True)
-    class Outcome:
-        item: Item
-        status: str
-        result: str
-        claimed: bool = True
-
-    won, token = any_ledger.claim_effects([Item("a"), Item("b")])
-    assert won == {"a", "b"} and any_ledger.claim_effects([Item("a")])[0] == set()
-    any_ledger.settle_effects(
-        [Outcome(Item("a"), "done", "ts-1"), Outcome(Item("b"), "failed", "channel_not_found")], token
-    )
-    assert [d.reason for d in any_ledger.dead_letters()] == ["b: channel_not_found"]
-    assert any_ledger.reopen_failed_effects(["pi_1"]) == 1
-    assert any_ledger.claim_effects([Item("a"), Item("b")])[0] == {"b"}

@@ -33,11 +33,12 @@ def item(key: str, send: object) -> Outgoing:
 
 def test_only_one_run_wins_a_claim(ledger: Ledger) -> None:
     items = [item(f"c:pi_{i}", "ok") for i in range(3)]
-    won, _ = ledger.claim_effects(items)
-    again, _ = ledger.claim_effects(items)
+    won, token = ledger.claim_effects(items)
+    again, _ = ledger.claim_effects(items, take_over=False)
     assert won == {i.key for i in items} and again == set()
-    # a crash after the claim leaves them unknown: never sent again automatically
-    assert {e.status for e in ledger.effects_for("pi_0")} == {"unknown"}
+    # a crash while sending leaves them attempting: never sent again blindly
+    ledger.mark_attempting(won, token)
+    assert {e.status for e in ledger.effects_for("pi_0")} == {"attempting"}
     assert deliver(items, ledger, final_attempt=True, logger=LOG).already_done == [i.key for i in items]
 
 

@@ -161,7 +161,6 @@ def message_context(
 # every character str.splitlines() breaks at (U+2028, U+2029, U+0085, \v, \f, \x1c-\x1e ...),
 # NUL and the other C0/C1 controls; not U+00A0, which keeps `1 249,00 zł` together
 _BREAKS = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n: they mean nothing in a body
 TEXT_MAX = 300  # characters of one name or product in a message: enough to recognise it
 
 
@@ -171,10 +170,11 @@ def one_line(text: str) -> str:
 
 
 def _clean(value: str | None) -> str | None:
-    """A name or product from Stripe as a message may show it: no control characters, not huge."""
-    if value is None:
+    """A name or product from Stripe as a message shows it: one line, printable, not huge (None
+    when nothing printable is left, so the template's fallback applies)."""
+    text = one_line(value or "")
+    if not text:
         return None
-    text = _CONTROLS.sub(" ", value)
     return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1].rstrip() + "…"
 
 

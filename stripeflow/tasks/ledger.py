@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
+from sqlalchemy import select
 
-from stripeflow.core.ledger import Changes, Ledger, PaymentChange
+from stripeflow.core.batching import chunks
+from stripeflow.core.ledger import Changes, EffectRow, Ledger, PaymentChange
 from stripeflow.core.payment import Payment
 
 
@@ -55,8 +57,13 @@ def record_payments(ledger: Ledger, normalised: Normalised) -> Changes:
 
 @task(cache_policy=NONE)
 def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes) -> None:
-    """The last step: every sink has these payments' states now; the events are closed."""
-    ledger.mark_processed(changes.payments)
+    """The last step: every sink has these payments' states now; the events are closed.
+
+    A payment with an effect still failed or in flight keeps its processed state where it was,
+    so a replay (or the next change) plans the same effects again and their keys skip what is done.
+    """
+    unfinished = _unfinished_payments(ledger, [p.payment_id for p in changes.payments])
+    ledger.mark_processed([p for p in changes.payments if p.payment_id not in unfinished])
     ledger.finish_events(normalised.done_event_ids, "done")
     ledger.finish_events(normalised.skipped, "skipped", note="event type not handled")
     for event_id, reason in normalised.dead.items():
@@ -68,12 +75,51 @@ def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes) -> N
 def events_to_replay(
     ledger: Ledger, event_ids: Sequence[str] | None, include_dead_letters: bool
 ) -> list[str]:
-    """The events to process again; their open dead letters are closed (a new failure reopens one)."""
+    """The events to process again; their payments' failed effects are reopened so the run redoes
+    them. Their dead letters stay open until `close_replayed_dead_letters`, after the run."""
     ids = list(event_ids or [])
     if include_dead_letters and not ids:
         letters = ledger.dead_letters()
         ids = ledger.events_for_dead_letters(letters)
         ledger.reopen_failed_effects({d.payment_id for d in letters if d.payment_id})
-        ledger.resolve_dead_letters([d.id for d in letters])
     get_run_logger().info("replaying %d events", len(ids))
     return ids
+
+
+@task(cache_policy=NONE)
+def open_dead_letter_ids(ledger: Ledger) -> list[int]:
+    return [d.id for d in ledger.dead_letters()]
+
+
+@task(cache_policy=NONE)
+def close_replayed_dead_letters(ledger: Ledger, replayed: Sequence[int]) -> int:
+    """After a replay ran to its end: a dead letter of an effect is resolved when that effect is
+    done; one of no effect (a normalise or CRM failure) when the run redid its work, since a
+    repeat failure wrote a dead letter of its own."""
+    resolved = ledger.resolve_done_dead_letters()
+    wanted = set(replayed)
+    others = [d.id for d in ledger.dead_letters() if d.id in wanted and d.effect_key is None]
+    ledger.resolve_dead_letters(others)
+    get_run_logger().info("dead letters resolved: %d of effects done, %d others", resolved, len(others))
+    return resolved + len(others)
+
+
+UNFINISHED = ("failed", "claimed", "attempting")
+
+
+def _unfinished_payments(ledger: Ledger, payment_ids: Sequence[str]) -> set[str]:
+    """Payments with an effect not yet finished (failed, or claimed/attempting and never settled).
+
+    A local query: the ledger has no batch method for this yet.
+    """
+    found: set[str] = set()
+    with ledger.session() as s:
+        for batch in chunks(list(payment_ids), 500):
+            found.update(
+                s.scalars(
+                    select(EffectRow.payment_id)
+                    .where(EffectRow.payment_id.in_(batch), EffectRow.status.in_(UNFINISHED))
+                    .distinct()
+                )
+            )
+    return found

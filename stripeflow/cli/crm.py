@@ -26,9 +26,12 @@ def deals(limit: int = typer.Option(50, help="Show at most this many deals, newe
 
     from stripeflow.core.config import STAGE_NAMES
     from stripeflow.core.money import format_money
+    from stripeflow.demo import command_settings
     from stripeflow.tasks.crm.local import LocalCRM
 
-    settings = load_settings()
+    settings, demo_config = command_settings()  # the demo's deals while the demo is what runs
+    if demo_config is not None:
+        console.print(f"[bold]Demo[/]: the deals of the demo's home ({settings.home}).")
     target = next((t for t in settings.crm if t.type == "local"), None)
     if target is None:
         console.print("[yellow]No local CRM is configured.[/]")

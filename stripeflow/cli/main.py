@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from stripeflow.cli import crm
 
@@ -18,15 +21,23 @@ console = Console()
 @app.command()
 def run(
     demo: bool = typer.Option(
-        None, help="Send demo payments (default: when no STRIPE_WEBHOOK_SECRET is set)."
+        None,
+        help="Run the demo, in its own home and reaching none of your systems "
+        "(default: when no webhook secret is configured in stripeflow.toml, the environment or the block).",
     ),
     prefect_port: int = typer.Option(4200, help="Port of the local Prefect server and UI."),
     bridge_port: int = typer.Option(8000, help="Port of the webhook bridge."),
 ) -> None:
-    """Start the Prefect server, the webhook bridge, the worker and (without Stripe keys) the demo."""
+    """Start the Prefect server, the webhook bridge, the worker and (without a webhook secret) the demo."""
+    from stripeflow.core.errors import ConfigError
     from stripeflow.launcher import Launcher
 
-    Launcher(prefect_port=prefect_port, bridge_port=bridge_port, demo=demo).run()
+    try:
+        launcher = Launcher(prefect_port=prefect_port, bridge_port=bridge_port, demo=demo)
+    except ConfigError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
+    launcher.run()
 
 
 @app.command()
@@ -74,33 +85,91 @@ def demo_source(
     ),
 ) -> None:
     """Send realistic, signed Stripe events to the bridge, with a local Stripe API fake behind them."""
+    from stripeflow.core.config import load_settings
     from stripeflow.demo import run_demo
 
-    secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "").split(",")[0]
-    if not secret:
-        console.print("[red]STRIPE_WEBHOOK_SECRET must be set to the secret the bridge checks.[/]")
+    secrets = load_settings().stripe.webhook_secrets  # `stripeflow run` puts it in the demo's config
+    if not secrets:
+        console.print(
+            "[red]A webhook secret the bridge checks must be set (STRIPE_WEBHOOK_SECRET or the config).[/]"
+        )
         raise typer.Exit(2)
-    run_demo(bridge_url, secret, stripe_port, loop_every)
+    run_demo(bridge_url, secrets[0].get_secret_value(), stripe_port, loop_every)
 
 
 @app.command()
-def status() -> None:
-    """Show the inbox, open dead letters and the configured targets."""
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Show the inbox, open dead letters, the targets and which Stripe enrichment is missing.
+
+    While the last `stripeflow run` ran the demo (and no webhook secret is configured since),
+    it shows the demo's data, from the demo's home.
+    """
     from rich.table import Table
 
     from stripeflow.core.config import load_settings
+    from stripeflow.core.enrichment import health
+    from stripeflow.core.errors import ConfigError
     from stripeflow.core.ledger import Ledger
+    from stripeflow.demo import command_settings, last_run
+    from stripeflow.launcher import load_user_settings
 
-    settings = load_settings()
+    try:
+        settings, demo_config = command_settings()
+    except ConfigError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
+    stripe: dict[str, Any]
+    try:
+        if demo_config is None and settings.stripe.block:
+            url = os.environ.get("PREFECT_API_URL") or last_run(settings.home).get("prefect_api_url")
+            settings = load_user_settings(os.environ, url)
+        stripe = health(settings)
+    except ConfigError as exc:
+        stripe = {"api_key": None, "missing": [], "error": str(exc)}
+    # the demo talks to its Stripe fake; what the user's own settings would miss live is said too
+    own = health(load_settings()) if demo_config is not None else None
     ledger = Ledger(settings.ledger_url)
     ledger.migrate()
+    counts = dict(sorted(ledger.inbox_counts().items()))
+    letters = ledger.dead_letters()
+    if as_json:
+        report = {
+            "demo": demo_config is not None,
+            "home": str(settings.home),
+            "config": str(demo_config) if demo_config else None,
+            "inbox": counts,
+            "dead_letters": [
+                {
+                    "id": d.id,
+                    "target": d.target,
+                    "action": d.action,
+                    "payment_id": d.payment_id,
+                    "event_id": d.event_id,
+                    "reason": d.reason,
+                    "created_at": d.created_at.isoformat(),
+                }
+                for d in letters
+            ],
+            "crm": [t.block or t.type for t in settings.crm],
+            "stripe": stripe,
+        }
+        if own is not None:
+            report["configured_stripe"] = own
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    if demo_config is not None:
+        console.print(
+            f"[bold]Demo[/]: the data of the demo's home ({escape(str(settings.home))}); the last "
+            "`stripeflow run` ran the demo because no webhook secret is configured."
+        )
     table = Table(title="Inbox")
     table.add_column("status")
     table.add_column("events", justify="right")
-    for key, count in sorted(ledger.inbox_counts().items()):
+    for key, count in counts.items():
         table.add_row(key, str(count))
     console.print(table)
-    letters = ledger.dead_letters()
     if letters:
         dl = Table(title="Open dead letters")
         for col in ("#", "target", "action", "payment / event", "reason"):
@@ -108,7 +177,24 @@ def status() -> None:
         for d in letters:
             dl.add_row(str(d.id), d.target, d.action, d.payment_id or d.event_id or "", d.reason[:120])
         console.print(dl)
-    console.print("CRMs: " + ", ".join(t.type for t in settings.crm))
+    console.print("CRMs: " + ", ".join(t.block or t.type for t in settings.crm))
+    if own is None:
+        console.print(escape(stripe_text(stripe, settings.stripe.api_base)))
+        return
+    console.print(escape(f"Stripe API: the demo's Stripe fake ({settings.stripe.api_base})."))
+    if not own["api_key"]:
+        console.print(escape(stripe_text(own, "", "Your settings: no Stripe API key; live")))
+
+
+def stripe_text(stripe: dict[str, Any], api_base: str, lead: str = "Stripe API: no key") -> str:
+    """The Stripe API line of `stripeflow status`, and what is missing without a key."""
+    if stripe.get("error"):
+        return f"Stripe API: cannot tell: {stripe['error']}"
+    if stripe["api_key"]:
+        return f"Stripe API: key set ({api_base}); payloads are completed from the API."
+    lines = [f"{lead} (STRIPE_API_KEY or a [stripe] block), only what the webhooks carry. Missing:"]
+    lines += [f"  - {item}" for item in stripe["missing"]]
+    return "\n".join(lines)
 
 
 @app.command()

@@ -94,11 +94,21 @@ def open_dead_letter_ids(ledger: Ledger) -> list[int]:
 @task(cache_policy=NONE)
 def close_replayed_dead_letters(ledger: Ledger, replayed: Sequence[int]) -> int:
     """After a replay ran to its end: a dead letter of an effect is resolved when that effect is
-    done; one of no effect (a normalise or CRM failure) when the run redid its work, since a
-    repeat failure wrote a dead letter of its own."""
+    done; one of no effect (a normalise or CRM failure), or of an effect that failed again, when
+    the run redid the work, since a repeat failure wrote a dead letter of its own."""
     resolved = ledger.resolve_done_dead_letters()
     wanted = set(replayed)
-    others = [d.id for d in ledger.dead_letters() if d.id in wanted and d.effect_key is None]
+    letters = ledger.dead_letters()
+    newest: dict[str, int] = {}
+    for d in letters:
+        if d.effect_key:
+            newest[d.effect_key] = max(d.id, newest.get(d.effect_key, 0))
+    others = [
+        d.id
+        for d in letters
+        if d.id in wanted
+        and (d.effect_key is None or newest[d.effect_key] != d.id)  # failed again: one letter
+    ]
     ledger.resolve_dead_letters(others)
     get_run_logger().info("dead letters resolved: %d of effects done, %d others", resolved, len(others))
     return resolved + len(others)

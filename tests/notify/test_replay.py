@@ -84,34 +84,38 @@ def test_replay_after_an_outage_sends_each_message_and_hand_off_once(
 ) -> None:
     ledger = runtime.ledger
     (e1, pi1), (e2, pi2) = paid(world, "a@example.pl"), paid(world, "b@example.pl")
-    event_ids = store(runtime, e1, e2)
+    e3, pi3 = paid(world, "nikt@example.pl")  # an address the server will refuse for good
+    event_ids = store(runtime, e1, e2, e3)
     dispatcher = Dispatcher(runtime)
     while dispatcher.run_once():  # SMTP, Slack and the receiver are all down
         pass
     letters = ledger.dead_letters()
     assert sorted((d.payment_id, d.target) for d in letters) == sorted(
-        (pi, target) for pi in (pi1, pi2) for target in ("email", "slack", "handoff")
+        (pi, target) for pi in (pi1, pi2, pi3) for target in ("email", "slack", "handoff")
     )
     assert all(d.effect_key and "RetriableError" in d.reason for d in letters)
-    assert ledger.inbox_counts() == {"done": 2}
+    assert ledger.inbox_counts() == {"done": 3}
 
     slack = SlackState(per_channel_interval=0)
     receiver = HandoffReceiver(SECRET)
     with (
-        smtp_server(port=ports["smtp"]) as smtp,
+        smtp_server(port=ports["smtp"], reject={"nikt@example.pl"}) as smtp,
         serve_app(make_slack_app(slack), port=ports["slack"]),
         serve_app(receiver.app(), port=ports["handoff"]),
     ):
         replay()
         assert sorted(m.rcpt_tos[0] for m in smtp.messages) == ["a@example.pl", "b@example.pl"]
-        assert len(slack.messages) == 2 and len(receiver.accepted) == 2 and receiver.repeats == 0
-        assert {b["payment"]["payment_id"] for b in receiver.accepted.values()} == {pi1, pi2}
-        assert ledger.dead_letters() == []
-        statuses = {e.key: e.status for pi in (pi1, pi2) for e in ledger.effects_for(pi)}
-        assert {s for k, s in statuses.items() if k.startswith(("email:", "slack:", "handoff:"))} == {"done"}
+        assert len(slack.messages) == 3 and len(receiver.accepted) == 3 and receiver.repeats == 0
+        assert {b["payment"]["payment_id"] for b in receiver.accepted.values()} == {pi1, pi2, pi3}
+        (refused,) = ledger.dead_letters()  # resolved only when done: the refused one stays, once
+        assert refused.payment_id == pi3 and refused.target == "email" and "550" in refused.reason
+        statuses = {e.key: e.status for pi in (pi1, pi2, pi3) for e in ledger.effects_for(pi)}
+        sinks = {k: s for k, s in statuses.items() if k.startswith(("email:", "slack:", "handoff:"))}
+        assert sinks == {k: "failed" if k == refused.effect_key else "done" for k in sinks}
 
-        assert replay() == {"events": 0}  # nothing left to replay
-        process_payment_events(event_ids=event_ids)  # and a rerun by hand sends nothing either
-        assert len(smtp.messages) == 2 and len(slack.messages) == 2
-        assert receiver.attempts == 2 and len(receiver.accepted) == 2
-    assert ledger.dead_letters() == [] and ledger.inbox_counts() == {"done": 2}
+        replay()  # again: the refused address is tried again, and nothing else is sent
+        process_payment_events(event_ids=event_ids)  # nor by a rerun by hand
+        assert len(smtp.messages) == 2 and len(slack.messages) == 3
+        assert receiver.attempts == 3 and len(receiver.accepted) == 3
+        assert [d.effect_key for d in ledger.dead_letters()] == [refused.effect_key]
+    assert ledger.inbox_counts() == {"done": 3}

@@ -177,6 +177,7 @@ def _outgoing(
         channel=breaker,
         send=senders[p.channel_type],
         look=look_email if p.channel_type == "email" else cannot_look,
+        settle_at_once=p.channel_type != "email" or not channels.mailer_can_look(),
     )
 
 

@@ -92,6 +92,10 @@ class Channels:
                 self._mailer = OutboxMailer(cfg.outbox or self.settings.home / "outbox")
         return self._mailer
 
+    def mailer_can_look(self) -> bool:
+        """Whether the mailer can tell if a message arrived (the outbox can; SMTP cannot)."""
+        return not self.settings.notify.smtp.host
+
     def send_email(self, msg: EmailMessage, attempt: Attempt) -> str:
         return self.mailer().send(msg, attempt)
 

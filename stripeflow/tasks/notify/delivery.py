@@ -7,7 +7,8 @@ Every message goes claim -> attempt -> act -> settle, in small chunks:
               back (`Outgoing.send` says when, by calling `attempt()`: SMTP just before DATA's
               final dot, HTTP channels just before the request, the outbox before the write)
     act       the call
-    settle    the chunk in one transaction:
+    settle    the chunk in one transaction (a message to a target that cannot be looked at,
+              as soon as it is sent: `Outgoing.settle_at_once`):
 
     sent                      done      the receipt (Message-ID, Slack ts, Telegram message id)
     OutcomeUnknownError       unknown   maybe sent: never resent automatically
@@ -22,6 +23,9 @@ may have, so each channel answers in its own way (`Outgoing.look` / `Outgoing.de
     the outbox                 looked at: a file with that Message-ID is there -> done, else sent
     the hand-off               redone: the receiver dedupes on Idempotency-Key (the effect key)
     SMTP, Telegram, Slack      cannot be looked at -> `unknown`, reported, never resent
+    (chat.postMessage and the webhook; the key rides in the message's metadata for a person
+    who looks, but conversations.history needs the channel's id, a history scope and, for
+    apps outside the Marketplace, a rate of one call a minute: not used to settle)
 
 A channel whose credentials are refused, or which is down, is not tried again in the same
 run: the rest of its messages take the same outcome without another call.
@@ -92,6 +96,9 @@ class Outgoing:
     send: Callable[[Attempt], str]
     look: Callable[[], Looked] = cannot_look
     dedupes: bool = False
+    # a target that can neither be looked at nor dedupes: settle each one as soon as it is sent,
+    # so a crash leaves only the message in flight in doubt, not the chunk's delivered ones
+    settle_at_once: bool = False
 
 
 @dataclass
@@ -169,13 +176,15 @@ def _settle_chunk(run: _Run, items: list[Outgoing], token: str, *, recover: bool
     try:
         for item in items:
             outcome = _recover(run, item, token) if recover else _attempt(run, item, token, fresh=True)
-            if outcome is not None:
+            if item.settle_at_once and outcome.status == "done":
+                run.ledger.settle_effects([outcome], token)  # a crash now leaves no delivered one in doubt
+            else:
                 outcomes.append(outcome)
     finally:  # even when something unforeseen escapes: what was sent is settled, not left in doubt
         run.ledger.settle_effects(outcomes, token)
 
 
-def _recover(run: _Run, item: Outgoing, token: str) -> _Outcome | None:
+def _recover(run: _Run, item: Outgoing, token: str) -> _Outcome:
     """An attempt died after `attempting`: settle it by looking at the target, or redo it."""
     if item.dedupes:
         run.logger.info(

@@ -4,8 +4,10 @@ ends with exactly one e-mail or hand-off.
 
 What a rerun does with what the dead one left (see `delivery`):
 - `claimed` (killed after the claim, before the send): taken over and sent, once.
-- `attempting` at the hand-off: redone with the same Idempotency-Key; the receiver keeps one.
-- `attempting` at the outbox: looked at; the file is there, so `done` without a rewrite.
+- at the hand-off (no `attempting` commit either): redone with the same Idempotency-Key; the
+  receiver keeps one.
+- at the outbox (no `attempting` commit: a repeat replaces the same file): rewritten, one file;
+  a row left `attempting` (legacy claims) is looked at: the file is there, so `done`.
 - `attempting` at SMTP (killed after the server took the message): SMTP cannot be asked, so
   the rerun settles it `unknown` and reports it; it is not sent again. The e-mail went once.
 """
@@ -23,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from stripeflow.core.config import Settings
-from stripeflow.core.ledger import Ledger, PaymentChange
+from stripeflow.core.ledger import EffectRow, Ledger, PaymentChange
 from stripeflow.tasks.notify import hand_off_changes, notify_changes
 from stripeflow.tasks.notify.handoff import handoff_key
 from tests.fakes.handoff import HandoffReceiver
@@ -130,15 +133,30 @@ def test_killed_between_claim_and_send_the_rerun_sends_it_once(tmp_path: Path, l
         assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(p.email for p in payments)
 
 
-def test_killed_after_the_outbox_write_the_rerun_finds_it(tmp_path: Path, ledger: Ledger) -> None:
+def test_killed_after_the_outbox_write_the_rerun_leaves_one_file(tmp_path: Path, ledger: Ledger) -> None:
     settings = smtp_settings(tmp_path, None)
     finish(
         run_child(tmp_path, settings, [make_payment()], "customer", "notify.email.after_call"), killed=True
     )
-    assert ledger.effect_states([KEY]) == {KEY: "attempting"}
+    outbox = tmp_path / "home" / "outbox"
+    (written,) = outbox.glob("*.eml")
+    assert ledger.effect_states([KEY]) == {KEY: "claimed"}  # the outbox takes no `attempting` commit
     report = rerun(ledger, settings, [make_payment()], "customer")
-    assert report["counts"]["recovered"] == 1 and ledger.effect_states([KEY]) == {KEY: "done"}
-    assert len(list((tmp_path / "home" / "outbox").glob("*.eml"))) == 1
+    assert report["counts"]["sent"] == 1 and ledger.effect_states([KEY]) == {KEY: "done"}
+    assert list(outbox.glob("*")) == [written]  # the same file, replaced: one e-mail
+
+
+def test_a_doubtful_outbox_mail_is_looked_for(tmp_path: Path, ledger: Ledger) -> None:
+    """A row left `attempting` (by the pre-0005 claims, which migrate so) is settled by looking."""
+    settings = smtp_settings(tmp_path, None)
+    finish(
+        run_child(tmp_path, settings, [make_payment()], "customer", "notify.email.after_call"), killed=True
+    )
+    with ledger.session() as s:  # as migration 0005 leaves a legacy claim
+        s.execute(update(EffectRow).where(EffectRow.key == KEY).values(status="attempting"))
+    report = rerun(ledger, settings, [make_payment()], "customer")
+    assert report["counts"]["recovered"] == 1 and report["counts"]["sent"] == 0
+    assert ledger.effect_states([KEY]) == {KEY: "done"}
 
 
 def test_killed_after_the_hand_off_was_taken_the_receiver_keeps_one(tmp_path: Path, ledger: Ledger) -> None:
@@ -151,7 +169,7 @@ def test_killed_after_the_hand_off_was_taken_the_receiver_keeps_one(tmp_path: Pa
             "handoff": {"url": f"{url}{receiver.path}", "secret": SECRET},
         }
         finish(run_child(tmp_path, settings, [payment], "handoff", "notify.handoff.after_call"), killed=True)
-        assert list(receiver.accepted) == [key] and ledger.effect_states([key]) == {key: "attempting"}
+        assert list(receiver.accepted) == [key] and ledger.effect_states([key]) == {key: "claimed"}
         report = rerun(ledger, settings, [payment], "handoff")
         assert report["counts"]["sent"] == 1 and ledger.effect_states([key]) == {key: "done"}
         assert receiver.attempts == 2 and receiver.repeats == 1 and list(receiver.accepted) == [key]

@@ -168,6 +168,7 @@ def _outgoing(
         "telegram": send_telegram,
     }
     target = "slack" if p.channel_type == "slack-webhook" else p.channel_type
+    outbox = p.channel_type == "email" and channels.mailer_can_look()
     breaker = "email" if p.channel_type == "email" else p.channel  # one SMTP server for all mail
     return Outgoing(
         key=p.key,
@@ -177,7 +178,8 @@ def _outgoing(
         channel=breaker,
         send=senders[p.channel_type],
         look=look_email if p.channel_type == "email" else cannot_look,
-        settle_at_once=p.channel_type != "email" or not channels.mailer_can_look(),
+        dedupes=outbox,  # one file per Message-ID, replaced atomically: a repeat changes nothing
+        settle_at_once=not outbox,
     )
 
 

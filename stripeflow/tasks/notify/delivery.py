@@ -22,6 +22,11 @@ may have, so each channel answers in its own way (`Outgoing.look` / `Outgoing.de
 
     the outbox                 looked at: a file with that Message-ID is there -> done, else sent
     the hand-off               redone: the receiver dedupes on Idempotency-Key (the effect key)
+
+A target that drops a repeat of our key (`dedupes`: the hand-off, and the outbox, whose file is
+named by the Message-ID and replaced atomically) gets no `attempting` commit at all: a claim it
+leaves is redone, which is what `attempting` would lead to as well, one commit per message cheaper
+(about 6-8 ms on this machine's SQLite with synchronous=FULL: 1,500 outbox e-mails 28 s -> 16 s).
     SMTP, Telegram, Slack      cannot be looked at -> `unknown`, reported, never resent
     (chat.postMessage and the webhook; the key rides in the message's metadata for a person
     who looks, but conversations.history needs the channel's id, a history scope and, for
@@ -186,29 +191,24 @@ def _settle_chunk(run: _Run, items: list[Outgoing], token: str, *, recover: bool
 
 def _recover(run: _Run, item: Outgoing, token: str) -> _Outcome:
     """An attempt died after `attempting`: settle it by looking at the target, or redo it."""
-    if item.dedupes:
-        run.logger.info(
-            "redoing %s for payment %s: %s dedupes by our key", item.action, item.payment_id, item.target
-        )
-        return _attempt(run, item, token, fresh=False)
     looked = item.look()
-    if looked.found is None:
-        run.report.unknown.append(item.key)
-        run.logger.warning(
-            "%s for payment %s: an attempt died while sending via %s, which cannot be looked at; "
-            "left unknown, not resent",
-            item.action,
-            item.payment_id,
-            item.target,
-        )
-        return _Outcome(item, "unknown", f"attempt died during the call; {item.target} cannot be looked at")
     if looked.found:
         run.report.recovered.append(item.key)
         run.logger.info(
             "%s for payment %s: found at %s after a dead attempt", item.action, item.payment_id, item.target
         )
         return _Outcome(item, "done", looked.receipt)
-    return _attempt(run, item, token, fresh=False)  # the target never got it: send it now
+    if looked.found is False or item.dedupes:  # not there, or a repeat is dropped: send it now
+        return _attempt(run, item, token, fresh=False)
+    run.report.unknown.append(item.key)
+    run.logger.warning(
+        "%s for payment %s: an attempt died while sending via %s, which cannot be looked at; "
+        "left unknown, not resent",
+        item.action,
+        item.payment_id,
+        item.target,
+    )
+    return _Outcome(item, "unknown", f"attempt died during the call; {item.target} cannot be looked at")
 
 
 def _attempt(run: _Run, item: Outgoing, token: str, *, fresh: bool) -> _Outcome:
@@ -217,7 +217,8 @@ def _attempt(run: _Run, item: Outgoing, token: str, *, fresh: bool) -> _Outcome:
     marked: list[bool] = []
 
     def attempt() -> None:
-        if fresh and not marked:  # one small commit: "the call is about to be made"
+        # one small commit: "the call is about to be made"; not needed where a repeat is harmless
+        if fresh and not marked and not item.dedupes:
             run.ledger.mark_attempting([item.key], token)
         marked.append(True)
 

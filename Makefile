@@ -33,6 +33,7 @@ lint: setup
 
 bench: setup
 	PYTHONPATH=. $(BIN)/python bench/bridge.py
+	PYTHONPATH=. $(BIN)/python bench/fuzz.py
 	PYTHONPATH=. $(BIN)/python bench/webhook_to_deal.py
 	PYTHONPATH=. $(BIN)/python bench/crm_burst.py
 

@@ -4,15 +4,34 @@ The order is the contract: check the size, verify the signature on the raw body 
 stripe library, check the event's shape, store it durably in the inbox, and only then 2xx.
 Each failure answers by its cause, with a JSON body naming it:
 
-    400 missing_signature | bad_signature | stale_timestamp | invalid_json | malformed_event
+    400 missing_signature | bad_signature | stale_timestamp | client_disconnected
+    400 invalid_json       not JSON, or nested deeper than the parser's recursion limit, or an
+                           integer longer than Python's int-string conversion limit
+    400 malformed_event    a field the inbox stores has the wrong type or range; the message
+                           names the field (see `parse_event`)
+    400 unstorable_event   the database refused the event's values although they passed
+                           `parse_event` (only this event fails; the others in its commit are stored)
     413 payload_too_large
-    503 ledger_unavailable (Stripe retries; nothing acknowledged is lost) | not_configured
+    503 ledger_unavailable storage down, or no durable write within `bridge.request_deadline`
+                           (with Retry-After; Stripe retries; nothing acknowledged is lost)
+    503 not_configured
+
+The payload is stored as received (the raw, verified text). Valid JSON cannot carry a raw NUL
+or a lone surrogate, only their escapes (`\u0000`, `\ud800`), which both databases store as
+plain characters; so such events are accepted and kept whole. In the indexed fields (id, type,
+object id) they are refused by the charset checks, as PostgreSQL refuses NUL in text.
+
+`GET /healthz` answers 503 when the ledger does not answer or the inbox writer is dead or
+stuck; the ledger check runs in a worker thread and is cached for 2 s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,12 +41,14 @@ import httpx
 import stripe
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from stripeflow.bridge.inbox_writer import InboxWriter, LedgerUnavailable
+from stripeflow.bridge.inbox_writer import EventRefused, InboxWriter, LedgerUnavailable
 from stripeflow.core.config import Settings
+from stripeflow.core.enrichment import health as enrichment_health
 from stripeflow.core.ledger import IncomingEvent, Ledger
 
 log = logging.getLogger("stripeflow.bridge")
@@ -43,7 +64,7 @@ class TooLarge(Exception):
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge
     body = bytearray()
     async for chunk in request.stream():
@@ -62,6 +83,8 @@ def verify(payload: str, header: str | None, secrets: list[str], tolerance: int)
     """
     if not header:
         raise stripe.SignatureVerificationError("No Stripe-Signature header value was provided.", header)
+    if not header.isascii():  # hmac.compare_digest raises TypeError on non-ASCII str
+        raise stripe.SignatureVerificationError("The Stripe-Signature header is not ASCII.", header)
     error: stripe.SignatureVerificationError | None = None
     for secret in secrets:
         try:
@@ -93,37 +116,112 @@ def signature_problem(exc: stripe.SignatureVerificationError) -> JSONResponse:
     )
 
 
+# What Stripe sends, with room to spare: ids are `prefix_` + alphanumerics, types dotted words.
+EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,251}")  # 255 with the prefix: the column's size
+EVENT_TYPE = re.compile(r"[A-Za-z0-9_.]{1,100}")
+OBJECT_ID = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII: no NUL, space, separator, surrogate
+# A real date: after Stripe began (2009-01-01) and before 2100-01-01; fits any 64-bit column.
+CREATED_MIN, CREATED_MAX = 1_230_768_000, 4_102_444_800
+
+
+class MalformedEvent(ValueError):
+    """The event cannot be stored as it is; the message names the field."""
+
+
 def parse_event(data: Any, payload: str) -> IncomingEvent:
-    """The verified event's indexed fields; ValueError naming what is wrong with its shape."""
+    """The verified event's indexed fields, each checked for type and range before the write.
+
+    Raises MalformedEvent naming the field. Values are never echoed (they may be huge).
+    """
     if not isinstance(data, dict):
-        raise ValueError("the body is not a JSON object")
+        raise MalformedEvent("the body is not a JSON object")
     event_id, type_, created = data.get("id"), data.get("type"), data.get("created")
-    obj = (data.get("data") or {}).get("object") if isinstance(data.get("data"), dict) else None
-    if not isinstance(event_id, str) or not event_id.startswith("evt_"):
-        raise ValueError("the event has no id starting with evt_")
-    if not isinstance(type_, str) or not type_:
-        raise ValueError("the event has no type")
-    if not isinstance(created, int):
-        raise ValueError("the event has no integer created timestamp")
+    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+        raise MalformedEvent("id is not an event id (evt_ and up to 251 letters, digits or _)")
+    if not isinstance(type_, str) or not EVENT_TYPE.fullmatch(type_):
+        raise MalformedEvent("type is not an event type (up to 100 letters, digits, _ or .)")
+    if type(created) is not int:  # bool is an int subclass: refused by the exact check
+        raise MalformedEvent("created is not an integer Unix timestamp")
+    if not CREATED_MIN <= created < CREATED_MAX:
+        raise MalformedEvent("created is not a date between 2009-01-01 and 2100-01-01")
+    livemode = data.get("livemode", False)
+    if not isinstance(livemode, bool):
+        raise MalformedEvent("livemode is not true or false")
+    body = data.get("data")
+    obj = body.get("object") if isinstance(body, dict) else None
     if not isinstance(obj, dict):
-        raise ValueError("the event has no data.object")
+        raise MalformedEvent("data.object is not an object")
+    object_id = obj.get("id")
+    if object_id is not None and (not isinstance(object_id, str) or not OBJECT_ID.fullmatch(object_id)):
+        raise MalformedEvent("data.object.id is not an id (1 to 255 printable ASCII characters)")
     return IncomingEvent(
         event_id=event_id,
         type=type_,
-        object_id=obj.get("id"),
+        object_id=object_id,
         created=created,
-        livemode=bool(data.get("livemode")),
+        livemode=livemode,
         payload=payload,
     )
 
 
+def decode_json(payload: str) -> Any:
+    """json.loads, with every way hostile text can fail it turned into ValueError."""
+    try:
+        return json.loads(payload)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError:  # the only other ValueError json.loads raises: Python's int-string limit
+        raise ValueError(f"an integer has more than {sys.get_int_max_str_digits():,} digits") from None
+
+
+class LedgerProbe:
+    """Ping and inbox counts in a worker thread, one at a time, cached for `ttl` seconds.
+
+    Health probes then cost the event loop nothing, and a slow GROUP BY over a large inbox or a
+    database that hangs holds at most one thread, however many probes arrive.
+    """
+
+    def __init__(self, ledger: Ledger, ttl: float = 2.0, timeout: float = 5.0) -> None:
+        self.ledger, self.ttl, self.timeout = ledger, ttl, timeout
+        self._result: dict[str, Any] | None = None
+        self._at = 0.0
+        self._running: asyncio.Future[dict[str, Any]] | None = None
+
+    async def check(self) -> dict[str, Any]:
+        if self._result is not None and time.monotonic() - self._at < self.ttl:
+            return self._result
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._refresh())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._running), self.timeout)
+        except TimeoutError:
+            return {"ok": False, "error": f"no answer within {self.timeout:g} s"}
+
+    async def _refresh(self) -> dict[str, Any]:
+        result = await run_in_threadpool(self._probe)
+        self._result, self._at = result, time.monotonic()
+        return result
+
+    def _probe(self) -> dict[str, Any]:
+        try:
+            self.ledger.ping()
+            return {"ok": True, "inbox": self.ledger.inbox_counts()}
+        except SQLAlchemyError as exc:
+            return {"ok": False, "error": type(exc).__name__}
+
+
 def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None = None) -> Starlette:
     secrets = [s.get_secret_value() for s in settings.stripe.webhook_secrets]
-    writer = InboxWriter(ledger)
+    writer = InboxWriter(ledger, deadline=settings.bridge.request_deadline)
+    probe = LedgerProbe(ledger)
     limit = settings.bridge.max_body_bytes
+    deadline = settings.bridge.request_deadline
     prefect_state: dict[str, Any] = {"checked": 0.0, "ok": None}
 
     async def stripe_webhook(request: Request) -> JSONResponse:
+        started = time.monotonic()
         if not secrets:
             return problem(503, "not_configured", "No webhook secret is configured (STRIPE_WEBHOOK_SECRET).")
         try:
@@ -141,35 +239,39 @@ def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None =
         except stripe.SignatureVerificationError as exc:
             return signature_problem(exc)
         try:
-            data = json.loads(payload)
+            data = decode_json(payload)
         except ValueError as exc:
             return problem(400, "invalid_json", f"The body is not valid JSON: {exc}")
         try:
             event = parse_event(data, payload)
-        except ValueError as exc:
+        except MalformedEvent as exc:
             return problem(400, "malformed_event", f"Not a Stripe event: {exc}.")
         try:
-            new = await writer.store(event)
+            # the rest of the request's deadline, never less than a moment to try
+            new = await writer.store(event, max(0.1, deadline - (time.monotonic() - started)))
+        except EventRefused as exc:
+            return problem(400, "unstorable_event", f"The ledger cannot store this event: {exc}.")
         except LedgerUnavailable as exc:
             log.error("ledger unavailable, answering 503 for %s: %s", event.event_id, exc)
             return problem(
                 503,
                 "ledger_unavailable",
-                "The event could not be stored; retry later.",
+                f"The event could not be stored ({exc}); retry later.",
                 **{"Retry-After": "5"},
             )
         log.debug("stored %s %s (%s)", event.event_id, event.type, "new" if new else "duplicate")
         return JSONResponse({"received": True, "id": event.event_id, "duplicate": not new})
 
+    stripe_health = enrichment_health(settings)
+
     async def healthz(request: Request) -> JSONResponse:
-        checks: dict[str, Any] = {}
-        try:
-            ledger.ping()
-            checks["ledger"] = {"ok": True, "inbox": ledger.inbox_counts()}
-        except SQLAlchemyError as exc:
-            checks["ledger"] = {"ok": False, "error": type(exc).__name__}
-        checks["prefect"] = await prefect_health(prefect_api_url, prefect_state)
-        ok = checks["ledger"]["ok"]
+        checks: dict[str, Any] = {
+            "ledger": await probe.check(),
+            "writer": writer.health(settings.bridge.writer_stuck_after),
+            "prefect": await prefect_health(prefect_api_url, prefect_state),
+            "stripe": stripe_health,  # which enrichment works without an API key, and its cost
+        }
+        ok = checks["ledger"]["ok"] and checks["writer"]["ok"]
         return JSONResponse({"ok": ok, **checks}, 200 if ok else 503)
 
     @asynccontextmanager

@@ -92,6 +92,12 @@ class BridgeSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1024 * 1024
+    request_deadline: float = Field(
+        10.0, gt=0, description="seconds a webhook may wait for its durable write; then 503 with Retry-After"
+    )
+    writer_stuck_after: float = Field(
+        10.0, gt=0, description="/healthz answers 503 once an event has waited this long for the inbox writer"
+    )
 
 
 class DispatcherSettings(Section):

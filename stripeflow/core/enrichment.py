@@ -42,10 +42,11 @@ GAPS: tuple[Gap, ...] = (
         ("payment_intent",),
     ),
     Gap(
-        "the disputed charge (a dispute names only its id)",
-        "a dispute lacks the payment's customer, method and refunded amount",
+        "the charge a refund or a dispute names (by its id only)",
+        "a refund or dispute seen before its payment lacks the payment's customer, method and "
+        "amount until the payment's own event arrives",
         ("retrieve", "charge"),
-        ("dispute",),
+        ("dispute", "refund"),
     ),
     Gap(
         "the product names of Checkout Sessions (webhooks never carry their line items)",
@@ -55,9 +56,11 @@ GAPS: tuple[Gap, ...] = (
     ),
     Gap(
         "the PaymentIntent that paid an invoice, when the invoice does not list its payments",
-        "an invoice and the charge or PaymentIntent of the same money may become two deals",
+        "an invoice (or a subscription's Checkout Session) is joined to the charge of the same "
+        "money by an invoice_payment.paid event, or by customer, amount and time; until then "
+        "they are two payments",
         ("invoice_payment_intent", "invoice"),
-        ("invoice",),
+        ("invoice", "checkout.session"),
     ),
 )
 

@@ -7,9 +7,11 @@ have three, and ISK is zero-decimal but sent multiplied by 100 for backwards com
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
 
-from babel.numbers import format_currency, get_currency_symbol
+from babel import Locale
+from babel.numbers import get_currency_symbol
 
 from stripeflow.core.errors import UnknownCurrencyError
 
@@ -64,12 +66,22 @@ def to_minor(amount: Decimal, currency: str) -> int:
     return int(amount.scaleb(exponent(currency)).to_integral_value())
 
 
+def display_digits(currency: str) -> int:
+    """How many decimals an amount in this currency is shown with: Stripe's minor unit."""
+    code = currency_code(currency)
+    return 0 if code == "ISK" else exponent(code)
+
+
 def format_money(amount: Decimal, currency: str, language: str = "pl") -> str:
     """`249,00 zł` in Polish, `PLN 249.00` / `€1,249.00` in English (non-breaking spaces)."""
     code = currency_code(currency)
-    locale = LOCALES.get(language, language)
-    # babel's ISO 4217 digits: what people expect to read (ISK shows whole krónur, as it should)
-    text = format_currency(amount, code, locale=locale)
+    locale = Locale.parse(LOCALES.get(language, language))
+    # Stripe's digits, not ISO's: HUF, COP, IDR... are charged in hundredths, so 1234,56 Ft is
+    # not shown as 1235 Ft. ISK is zero-decimal in meaning (sent times 100): whole krónur.
+    digits = display_digits(code)
+    pattern = copy.copy(locale.currency_formats["standard"])
+    pattern.frac_prec = (digits, digits)
+    text = pattern.apply(amount, locale, currency=code, currency_digits=False)
     symbol = get_currency_symbol(code, locale=locale)
     # CLDR's currencySpacing: an alphabetic symbol (PLN, JPY) is set apart from the digits.
     if symbol.isalpha() and text.startswith(symbol) and text[len(symbol) :][:1].isdigit():

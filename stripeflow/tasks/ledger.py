@@ -20,13 +20,24 @@ class Normalised:
     def __init__(self, events: int = 0) -> None:
         self.events = events  # how many of the run's events were found in the inbox
         self.payments: list[Payment] = []
-        self.skipped: list[str] = []  # ids of events of types we do not handle
+        self.skipped: list[str] = []  # ids of events that are not payments (types we do not handle, $0)
+        self.skip_reasons: dict[str, str] = {}  # event id -> why it is not a payment
         self.dead: dict[str, str] = {}  # event id -> why it cannot be processed
 
     def __repr__(self) -> str:
         return (
             f"Normalised({len(self.payments)} payments, {len(self.skipped)} skipped, {len(self.dead)} dead)"
         )
+
+    def skip(self, event_id: str, reason: str) -> None:
+        self.skipped.append(event_id)
+        self.skip_reasons[event_id] = reason
+
+    def skipped_by_reason(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for event_id in self.skipped:
+            groups.setdefault(self.skip_reasons.get(event_id, "event type not handled"), []).append(event_id)
+        return groups
 
     @property
     def done_event_ids(self) -> list[str]:
@@ -65,7 +76,8 @@ def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes) -> N
     unfinished = _unfinished_payments(ledger, [p.payment_id for p in changes.payments])
     ledger.mark_processed([p for p in changes.payments if p.payment_id not in unfinished])
     ledger.finish_events(normalised.done_event_ids, "done")
-    ledger.finish_events(normalised.skipped, "skipped", note="event type not handled")
+    for reason, skipped in normalised.skipped_by_reason().items():
+        ledger.finish_events(skipped, "skipped", note=reason)
     for event_id, reason in normalised.dead.items():
         ledger.finish_events([event_id], "dead", note=reason)
         ledger.dead_letter(target="stripe", action="normalise", reason=reason, event_id=event_id)

@@ -146,13 +146,18 @@ def test_a_ledger_that_cannot_store_answers_503_so_stripe_retries(
     assert health.status_code == 503 and health.json()["ledger"]["ok"] is False
 
 
-def test_health_reports_the_ledger_and_prefect(bridge: httpx.Client, world: StripeWorld) -> None:
+def test_health_reports_the_ledger_prefect_and_missing_enrichment(
+    bridge: httpx.Client, world: StripeWorld
+) -> None:
     body = event_body(world)
     post(bridge, body, sign(body, SECRET))
     health = bridge.get("/healthz").json()
     assert health["ok"] is True
     assert health["ledger"] == {"ok": True, "inbox": {"pending": 1}}
     assert health["prefect"]["ok"] is None  # no PREFECT_API_URL given to this bridge
+    # no STRIPE_API_KEY: the bridge says what the payloads alone cannot give
+    assert health["stripe"]["api_key"] is False
+    assert any("customer" in gap for gap in health["stripe"]["missing"])
 
 
 def test_concurrent_deliveries_are_each_stored_once(

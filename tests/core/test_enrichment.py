@@ -43,15 +43,21 @@ def events_as_stripe_sends_them(world: StripeWorld) -> list[dict[str, Any]]:
     session = world.checkout_session(12900, "pln", "jan@example.pl", "Jan", products=["Pakiet"], pi=pi["id"])
     invoice = world.invoice(49900, "pln", cus, product="Plan Business", pi=pi["id"])
     unlisted = {**invoice, "customer_email": None}
-    events = [
-        world.event(t, pi if t != "payment_intent.payment_failed" else failed)
-        for t, (obj, _) in HANDLERS.items()
-        if obj == "payment_intent"
-    ]
-    events += [world.event(t, bare_charge) for t in ("charge.succeeded", "charge.failed", "charge.refunded")]
-    events += [world.event("charge.dispute.created", world.dispute(ch))]
-    events += [world.event(t, session) for t, (obj, _) in HANDLERS.items() if obj == "checkout.session"]
-    events += [world.event(t, unlisted) for t, (obj, _) in HANDLERS.items() if obj == "invoice"]
+    sub_session, sub_invoice, _, _ = world.subscription_checkout(4900, "pln", cus, product="Start")
+    dispute = world.dispute(ch)
+    by_object: dict[str, list[dict[str, Any]]] = {
+        "payment_intent": [pi],
+        "charge": [bare_charge],
+        "refund": [world.refund_object(ch, 1000)],
+        "dispute": [dispute],
+        "checkout.session": [session, sub_session],
+        "invoice": [unlisted],
+        "invoice_payment": [world.invoice_payment(sub_invoice)],
+    }
+    events = []
+    for t, (obj, _) in HANDLERS.items():
+        for payload in by_object[obj]:
+            events.append(world.event(t, failed if t == "payment_intent.payment_failed" else payload))
     assert {e["type"] for e in events} == set(HANDLERS)
     return events
 
@@ -62,7 +68,7 @@ def test_every_question_normalise_asks_stripe_is_a_named_gap_and_every_gap_is_as
     asked: set[tuple[str, str, str]] = set()
     for event in events_as_stripe_sends_them(world):
         lookup = RecordingLookup(world)
-        assert normalise(event, lookup) is not None
+        assert normalise(event, lookup) is not None, event["type"]
         obj = event["data"]["object"]["object"]
         asked |= {(obj, method, kind) for method, kind in lookup.calls}
 

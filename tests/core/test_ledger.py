@@ -153,6 +153,10 @@ def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("SELECT processed_data FROM payments").scalar() == "{}"
         head = ScriptDirectory.from_config(cfg).get_current_head()
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
+        # every payment recorded before aliases existed is known by its own id
+        assert conn.exec_driver_sql("SELECT alias_id, payment_id FROM payment_aliases").all() == [
+            ("pi_old", "pi_old")
+        ]
 
 
 def ledger_module_path() -> str:

@@ -191,19 +191,116 @@ class StripeWorld:
         )
         return copy.deepcopy(charge)
 
-    def dispute(self, charge: Obj) -> Obj:
+    def dispute(self, charge: Obj, *, status: str = "needs_response") -> Obj:
+        """A dispute of a charge, naming the charge and its PaymentIntent as Stripe does (ids)."""
         return self._keep(
             fixture(
                 "dispute",
                 id=new_id("dp"),
-                amount=charge["amount"],
+                amount=charge.get("amount_captured") or charge["amount"],
                 charge=charge["id"],
                 currency=charge["currency"],
                 payment_intent=charge["payment_intent"],
                 created=self.now(),
                 livemode=self.livemode,
+                status=status,
             )
         )
+
+    def dispute_status(self, dispute: Obj, status: str) -> Obj:
+        """The dispute moved on: `under_review`, then `won` or `lost` (charge.dispute.closed)."""
+        dispute.update(status=status)
+        return copy.deepcopy(self._keep(dispute))
+
+    def refund_object(self, charge: Obj, amount: int | None = None, *, status: str = "succeeded") -> Obj:
+        """A Refund (what refund.created / .updated / .failed carry); the charge's total follows."""
+        amount = charge["amount_captured"] - charge["amount_refunded"] if amount is None else amount
+        if status not in ("failed", "canceled"):
+            charge["amount_refunded"] += amount
+            charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+        refund = fixture(
+            "refund",
+            id=new_id("re"),
+            amount=amount,
+            charge=charge["id"],
+            currency=charge["currency"],
+            payment_intent=charge["payment_intent"],
+            created=self.now(),
+            status=status,
+        )
+        return copy.deepcopy(self._keep(refund))
+
+    def refund_failed(self, charge: Obj, refund: Obj) -> Obj:
+        """The bank returned a refund: Stripe marks it failed and the money is the merchant's again."""
+        stored = self.objects[refund["id"]]
+        if stored["status"] not in ("failed", "canceled"):
+            charge["amount_refunded"] -= stored["amount"]
+            charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+        stored.update(status="failed", failure_reason="lost_or_stolen_card")
+        return copy.deepcopy(stored)
+
+    def authorization(
+        self, amount: int, currency: str, customer: Obj | None = None, *, product: str | None = None
+    ) -> tuple[Obj, Obj]:
+        """A PaymentIntent with manual capture and its uncaptured charge (`captured: false`)."""
+        pi, ch = self.payment_intent(amount, currency, customer, product=product)
+        ch.update(captured=False, amount_captured=0, paid=True)
+        pi.update(
+            status="requires_capture", amount_received=0, amount_capturable=amount, capture_method="manual"
+        )
+        return copy.deepcopy(pi), copy.deepcopy(ch)
+
+    def capture(self, pi: Obj, ch: Obj, amount: int | None = None) -> tuple[Obj, Obj]:
+        """Capture (part of) an authorisation: the rest is released."""
+        pi, ch = self.objects[pi["id"]], self.objects[ch["id"]]
+        taken = ch["amount"] if amount is None else amount
+        ch.update(captured=True, amount_captured=taken)
+        pi.update(status="succeeded", amount_received=taken, amount_capturable=0)
+        return copy.deepcopy(pi), copy.deepcopy(ch)
+
+    def expire(self, pi: Obj, ch: Obj) -> tuple[Obj, Obj]:
+        """An authorisation not captured in time: the charge is released, the PI canceled."""
+        pi, ch = self.objects[pi["id"]], self.objects[ch["id"]]
+        ch.update(refunded=True, amount_refunded=ch["amount"])
+        pi.update(
+            status="canceled", amount_capturable=0, canceled_at=self.now(), cancellation_reason="automatic"
+        )
+        return copy.deepcopy(pi), copy.deepcopy(ch)
+
+    def invoice_payment(self, invoice: Obj) -> Obj:
+        """The InvoicePayment that `invoice_payment.paid` carries (invoice id + payment's PI id)."""
+        return copy.deepcopy(self.invoice_payments[invoice["id"]][0])
+
+    def subscription_checkout(
+        self, amount: int, currency: str, customer: Obj, *, product: str
+    ) -> tuple[Obj, Obj, Obj, Obj]:
+        """A subscription bought through Checkout: the session names the invoice (no PI, as
+        Stripe sends it in subscription mode), the invoice is paid by a PaymentIntent."""
+        pi, ch = self.payment_intent(amount, currency, customer)
+        for obj in (pi, ch):
+            obj.update(description="Subscription creation", metadata={})
+        inv = self.invoice(amount, currency, customer, product=product, pi=pi["id"])
+        inv["billing_reason"] = "subscription_create"
+        session = self.checkout_session(
+            amount, currency, customer["email"], customer.get("name"), products=[product]
+        )
+        session.update(
+            mode="subscription",
+            invoice=inv["id"],
+            customer=customer["id"],
+            subscription=inv["parent"]["subscription_details"]["subscription"],
+        )
+        return session, inv, pi, ch
+
+    def trial_checkout(self, customer: Obj, currency: str, *, product: str) -> tuple[Obj, Obj]:
+        """A subscription with a free trial: a `no_payment_required` session and a $0 invoice."""
+        inv = self.invoice(0, currency, customer, product=product, paid=True)
+        inv["billing_reason"] = "subscription_create"
+        session = self.checkout_session(
+            0, currency, customer["email"], customer.get("name"), products=[product]
+        )
+        session.update(mode="subscription", payment_status="no_payment_required", invoice=inv["id"])
+        return session, inv
 
     def checkout_session(
         self,
@@ -280,6 +377,8 @@ class StripeWorld:
             last_finalization_error=None,
             from_invoice=None,
         )
+        inv["status_transitions"]["finalized_at"] = inv["created"]
+        inv["status_transitions"]["paid_at"] = inv["created"] if paid else None
         inv["parent"] = (
             {
                 "type": "subscription_details",
@@ -299,8 +398,12 @@ class StripeWorld:
                     invoice=inv_id,
                     amount_paid=amount,
                     currency=currency,
+                    amount_requested=amount,
+                    created=inv["created"],
+                    livemode=self.livemode,
                     status="paid",
                     payment={"type": "payment_intent", "payment_intent": pi},
+                    status_transitions={"canceled_at": None, "paid_at": inv["created"]},
                 )
             ]
         return self._keep(inv)

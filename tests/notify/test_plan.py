@@ -83,3 +83,26 @@ def test_routes_are_validated() -> None:
         NotifySettings.model_validate({"routes": {"payments": ["slack:#x"]}})
     with pytest.raises(ValueError, match="must start with one of"):
         NotifySettings.model_validate({"routes": {"payment": ["discord:#x"]}})
+
+
+def test_an_authorisation_says_nothing_until_it_is_captured() -> None:
+    assert keys(make_payment(status="authorized")) == []
+    assert keys(make_payment(), make_payment(status="authorized"))[:2] == [
+        "email:customer:payment_confirmation:pi_3Q0001",
+        "slack:#payments:team_payment:pi_3Q0001",
+    ]
+
+
+def test_an_expired_authorisation_tells_the_team_only() -> None:
+    assert keys(make_payment(status="expired"), make_payment(status="authorized")) == [
+        "telegram:-1001:team_failure:pi_3Q0001:expired"
+    ]
+
+
+@pytest.mark.parametrize("outcome", ["won", "lost"])
+def test_a_closed_dispute_is_a_team_message_of_its_own(outcome: str) -> None:
+    assert keys(make_payment(status=f"dispute_{outcome}"), make_payment(status="disputed")) == [
+        f"slack:#payments:team_dispute:pi_3Q0001:{outcome}",
+        f"telegram:-1001:team_dispute:pi_3Q0001:{outcome}",
+    ]
+    assert keys(make_payment(status=f"dispute_{outcome}"), make_payment(status=f"dispute_{outcome}")) == []

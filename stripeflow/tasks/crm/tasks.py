@@ -27,39 +27,56 @@ from stripeflow.tasks.retry import retry_if_retriable
 
 STAGE_BY_STATUS = {
     PaymentStatus.pending: "new",
+    PaymentStatus.authorized: "new",  # the card is held: nothing is paid until it is captured
     PaymentStatus.succeeded: "paid",
     PaymentStatus.partially_refunded: "paid",
     PaymentStatus.disputed: "paid",
+    PaymentStatus.dispute_won: "paid",
+    PaymentStatus.dispute_lost: "refunded",  # the money went back to the cardholder
     PaymentStatus.failed: "failed",
     PaymentStatus.canceled: "failed",
+    PaymentStatus.expired: "failed",
     PaymentStatus.refunded: "refunded",
 }
 
 NOTE_TEXT = {
     "pl": {
         PaymentStatus.pending: "Płatność oczekuje: {amount}.",
+        PaymentStatus.authorized: "Płatność autoryzowana, czeka na pobranie: {amount}.",
         PaymentStatus.succeeded: "Płatność zrealizowana: {amount} ({method}).",
         PaymentStatus.partially_refunded: "Częściowy zwrot: {refunded} z {amount}.",
         PaymentStatus.refunded: "Zwrot całej płatności: {refunded}.",
         PaymentStatus.failed: "Płatność nieudana: {amount}. {reason}",
         PaymentStatus.canceled: "Płatność anulowana: {amount}.",
+        PaymentStatus.expired: "Autoryzacja wygasła, środki nie zostały pobrane: {amount}.",
         PaymentStatus.disputed: "Klient zakwestionował płatność (spór, chargeback): {amount}.",
+        PaymentStatus.dispute_won: "Spór rozstrzygnięty na naszą korzyść: {amount} zostaje u nas.",
+        PaymentStatus.dispute_lost: "Spór przegrany: {amount} wróciło do klienta (utracone).",
     },
     "en": {
         PaymentStatus.pending: "Payment pending: {amount}.",
+        PaymentStatus.authorized: "Payment authorised, waiting to be captured: {amount}.",
         PaymentStatus.succeeded: "Payment succeeded: {amount} ({method}).",
         PaymentStatus.partially_refunded: "Partial refund: {refunded} of {amount}.",
         PaymentStatus.refunded: "Payment refunded in full: {refunded}.",
         PaymentStatus.failed: "Payment failed: {amount}. {reason}",
         PaymentStatus.canceled: "Payment canceled: {amount}.",
+        PaymentStatus.expired: "Authorisation expired, nothing was captured: {amount}.",
         PaymentStatus.disputed: "The customer disputed the payment (chargeback): {amount}.",
+        PaymentStatus.dispute_won: "Dispute won: {amount} stays with us.",
+        PaymentStatus.dispute_lost: "Dispute lost: {amount} went back to the customer (lost).",
     },
 }
 NO_PRODUCT = {"pl": "płatność", "en": "payment"}
 
+# Statuses whose stage follows the money left after refunds (a dispute does not undo a refund).
+_BY_REFUNDS = frozenset({PaymentStatus.disputed, PaymentStatus.dispute_won})
+
 
 def stage_for(payment: Payment) -> str:
-    if payment.status == PaymentStatus.succeeded and payment.invoice_id:
+    if payment.status in _BY_REFUNDS and payment.refunded_amount >= payment.amount:
+        return "refunded"
+    if payment.status in (PaymentStatus.succeeded, PaymentStatus.dispute_won) and payment.invoice_id:
         return "invoiced"
     return STAGE_BY_STATUS[payment.status]
 

@@ -3,7 +3,11 @@
     became paid (succeeded / refunded, not paid before)  customer payment_confirmation + team payment
     refunded amount grew (full or partial)               customer refund_confirmation  + team refund
     became failed                                        customer payment_failed       + team failure
+    became expired (an authorisation lapsed)             team failure only
     became disputed                                      team dispute only
+    became dispute_won / dispute_lost                    team dispute only (key ends :won / :lost)
+
+An authorisation (`authorized`) says nothing yet: the customer hears when the money is captured.
 
 Keys: `email:customer:<kind>:<payment_id>` and `<channel>:team_<kind>:<payment_id>`
 (e.g. `slack:#payments:team_payment:pi_1`); a refund's keys end in `:r<refunded in minor units>`,
@@ -21,8 +25,16 @@ from stripeflow.core.ledger import PaymentChange
 from stripeflow.core.money import to_minor
 from stripeflow.core.payment import PaymentStatus
 
-PAID = frozenset({PaymentStatus.succeeded, PaymentStatus.partially_refunded, PaymentStatus.refunded})
-WAS_PAID = PAID | {PaymentStatus.disputed}
+PAID = frozenset(
+    {
+        PaymentStatus.succeeded,
+        PaymentStatus.partially_refunded,
+        PaymentStatus.refunded,
+        PaymentStatus.dispute_won,
+    }
+)
+WAS_PAID = PAID | {PaymentStatus.disputed, PaymentStatus.dispute_lost}
+DISPUTE_CLOSED = {PaymentStatus.dispute_won: ":won", PaymentStatus.dispute_lost: ":lost"}
 
 
 @dataclass(frozen=True)
@@ -70,8 +82,12 @@ def occurrences(change: PaymentChange) -> list[Occurrence]:
         found.append(Occurrence("refund", "refund_confirmation", f":r{minor}"))
     if payment.status == PaymentStatus.failed and before != PaymentStatus.failed:
         found.append(Occurrence("failure", "payment_failed"))
+    if payment.status == PaymentStatus.expired and before != PaymentStatus.expired:
+        found.append(Occurrence("failure", None, ":expired"))
     if payment.status == PaymentStatus.disputed and before != PaymentStatus.disputed:
         found.append(Occurrence("dispute", None))
+    if payment.status in DISPUTE_CLOSED and before != payment.status:
+        found.append(Occurrence("dispute", None, DISPUTE_CLOSED[payment.status]))
     return found
 
 

@@ -11,7 +11,7 @@ from stripeflow.core.errors import InputError
 from stripeflow.core.ledger import Ledger
 from stripeflow.tasks.ledger import Normalised
 from stripeflow.tasks.retry import retry_if_retriable
-from stripeflow.tasks.stripe.normalise import Lookup, normalise
+from stripeflow.tasks.stripe.normalise import Lookup, Skipped, normalise
 
 
 @task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_if_retriable)
@@ -33,8 +33,8 @@ def normalise_events(ledger: Ledger, event_ids: Sequence[str], lookup: Lookup) -
             log.warning("event %s (%s) cannot be processed: %s", event.get("id"), event.get("type"), exc)
             out.dead[event["id"]] = str(exc)
             continue
-        if payment is None:
-            out.skipped.append(event["id"])
+        if payment is None or isinstance(payment, Skipped):
+            out.skip(event["id"], payment.reason if payment else "event type not handled")
         else:
             out.payments.append(payment)
     log.info("%d payments, %d skipped, %d set aside", len(out.payments), len(out.skipped), len(out.dead))

@@ -9,6 +9,7 @@ import pytest
 from stripeflow.core.config import StripeSettings
 from stripeflow.core.errors import AuthError, PayloadError, RateLimitedError
 from stripeflow.core.ledger import Ledger
+from stripeflow.core.payment import Payment
 from stripeflow.tasks.stripe.client import StripeLookup, make_client
 from stripeflow.tasks.stripe.normalise import normalise
 from tests.fakes.server import serve_app
@@ -68,3 +69,20 @@ def test_a_rate_limit_that_persists_is_retriable(fake: FakeStripe, stripe_url: s
         lookup_for(stripe_url, None).retrieve("charge", ch["id"])
     fake.fail_next.clear()
     assert lookup_for(stripe_url, None).retrieve("charge", ch["id"])["id"] == ch["id"]
+
+
+def test_a_subscription_session_is_linked_to_its_payment_through_the_api(
+    fake: FakeStripe, stripe_url: str
+) -> None:
+    world = fake.world
+    cus = world.customer("s@example.pl", "S")
+    session, inv, pi, ch = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
+    lookup = lookup_for(stripe_url, None)
+    p = normalise(world.event("checkout.session.completed", session), lookup)
+    assert isinstance(p, Payment) and set(p.ids) == {session["id"], inv["id"], pi["id"]}
+    assert p.payment_id == pi["id"] and p.missing == ()
+    dispute = normalise(
+        world.event("charge.dispute.created", {**world.dispute(ch), "payment_intent": None}), lookup
+    )
+    assert isinstance(dispute, Payment) and dispute.payment_id == pi["id"]  # the charge names it
+    assert dispute.email == "s@example.pl"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from stripeflow.core.errors import PayloadError, UnknownCurrencyError
-from stripeflow.core.payment import PaymentKind, PaymentMethod, PaymentStatus
-from stripeflow.tasks.stripe.normalise import normalise
+from stripeflow.core.payment import Payment, PaymentKind, PaymentMethod, PaymentStatus
+from stripeflow.tasks.stripe.normalise import NoLookup, Skipped, normalise
 from tests.fakes.stripe_events import StripeWorld
 
 
@@ -219,3 +219,81 @@ def test_malformed_payloads_are_payload_errors(
     breakage(event)
     with pytest.raises(PayloadError):
         normalise(event, lookup)
+
+
+# --- without a Stripe API: the payload alone, never a dead letter for what is not expanded ------
+
+
+def test_payment_intent_succeeded_without_an_api_uses_its_own_payload(world: StripeWorld) -> None:
+    cus = world.customer("anna@example.pl", "Anna")
+    pi, ch = world.payment_intent(24900, "pln", cus, product="Kurs", email="anna@example.pl")
+    p = normalise(world.event("payment_intent.succeeded", pi), NoLookup())
+    assert isinstance(p, Payment)
+    assert (p.payment_id, p.status, p.amount, p.currency) == (
+        pi["id"],
+        PaymentStatus.succeeded,
+        Decimal("249.00"),
+        "PLN",
+    )
+    assert p.email == "anna@example.pl" and p.products == ("Kurs",)
+    assert set(p.ids) == {pi["id"], ch["id"]}  # latest_charge links the charge without fetching it
+    assert p.missing == (f"charge {ch['id']}: payment method, receipt and e-mail",)
+
+
+def test_a_dispute_without_an_api_names_its_payment_intent(world: StripeWorld) -> None:
+    _, ch = world.payment_intent(24900, "pln", world.customer("d@e.pl"))
+    dp = world.dispute(ch)
+    p = normalise(world.event("charge.dispute.created", dp), NoLookup())
+    assert isinstance(p, Payment)
+    assert p.payment_id == ch["payment_intent"] and set(p.ids) == {ch["id"], ch["payment_intent"]}
+    assert (p.status, p.amount) == (PaymentStatus.disputed, Decimal("249.00"))
+    closed = normalise(world.event("charge.dispute.closed", world.dispute_status(dp, "lost")), NoLookup())
+    assert isinstance(closed, Payment) and closed.status == PaymentStatus.dispute_lost
+    assert closed.amount_lost == Decimal("249.00")
+
+
+def test_zero_documents_are_skipped_with_a_reason(world: StripeWorld) -> None:
+    cus = world.customer("t@example.pl")
+    session, trial = world.trial_checkout(cus, "pln", product="Plan Pro")
+    for event in (world.event("checkout.session.completed", session), world.event("invoice.paid", trial)):
+        skipped = normalise(event, NoLookup())
+        assert isinstance(skipped, Skipped) and "charged nothing" in skipped.reason
+
+
+def test_an_authorisation_is_not_paid_and_a_partial_capture_is_what_was_taken(world: StripeWorld) -> None:
+    pi, ch = world.authorization(50000, "pln", world.customer("h@example.pl"))
+    held = normalise(world.event("charge.succeeded", ch), NoLookup())
+    assert isinstance(held, Payment) and held.status == PaymentStatus.authorized
+    assert held.amount == Decimal("500.00")
+    _, ch2 = world.capture(pi, ch, 32000)
+    taken = normalise(world.event("charge.captured", ch2), NoLookup())
+    assert isinstance(taken, Payment) and taken.status == PaymentStatus.succeeded
+    assert taken.amount == Decimal("320.00") and held.merged_with(taken).amount == Decimal("320.00")
+
+
+def test_refund_events_track_each_refund_by_id(world: StripeWorld) -> None:
+    _, ch = world.payment_intent(10000, "eur", world.customer("r@example.pl"))
+    refund = world.refund_object(ch, 2500)
+    created = normalise(world.event("refund.created", refund), NoLookup())
+    failed = normalise(world.event("refund.failed", world.refund_failed(ch, refund)), NoLookup())
+    assert isinstance(created, Payment) and isinstance(failed, Payment)
+    assert created.refunds[refund["id"]].status == "succeeded"
+    assert failed.refunds[refund["id"]].status == "failed"
+    assert created.payment_id == failed.payment_id == ch["payment_intent"]
+    # a refund alone says nothing of the payment's amount: it is not shown as a payment yet
+    assert created.status == PaymentStatus.pending and created.refunded_amount == 0
+
+
+def test_invoice_payment_paid_links_the_invoice_to_its_payment_intent(world: StripeWorld) -> None:
+    inv = world.invoice(4900, "eur", world.customer("b@c.eu"), product="Plan", pi="pi_abc")
+    p = normalise(world.event("invoice_payment.paid", world.invoice_payment(inv)), NoLookup())
+    assert isinstance(p, Payment) and p.payment_id == "pi_abc" and set(p.ids) == {inv["id"], "pi_abc"}
+    assert p.status == PaymentStatus.succeeded and p.amount == Decimal("49.00")
+
+
+def test_a_subscription_session_names_its_invoice(world: StripeWorld) -> None:
+    cus = world.customer("s@example.pl", "S")
+    session, inv, _, _ = world.subscription_checkout(4900, "pln", cus, product="Plan Pro")
+    p = normalise(world.event("checkout.session.completed", session), NoLookup())
+    assert isinstance(p, Payment) and set(p.ids) == {session["id"], inv["id"]}
+    assert p.payment_id == inv["id"] and p.kind == PaymentKind.subscription

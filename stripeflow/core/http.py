@@ -6,9 +6,11 @@ sleeps, retries, honours Retry-After and loops over pages, so no vendor module d
 
 Retries here are bounded (`max_attempts`, `max_wait`); a longer wait escapes as a
 `RetriableError` carrying `wait`, which the Prefect task's own declared retries handle.
-A write that carries no idempotency key is sent with `idempotent=False`: it is retried only
-when the vendor provably did not process it (429, rate-limit 503, connection refused);
-anything else ends in `OutcomeUnknownError`, to be settled by reconciliation.
+A write that carries no idempotency key (a POST create) is sent with `idempotent=False`: it is
+retried only when the vendor provably did not process it (a 429 or a rate-limit 503, or a
+connection that never opened); a timeout or a connection lost after sending, or a 5xx, ends in
+`OutcomeUnknownError`, and the caller looks for what the request may have made before it sends
+anything again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from stripeflow.core.errors import (
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+
+# Transport errors raised before a byte of the request left: no connection, or none from the pool.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 # --- rate limiters --------------------------------------------------------------------------
@@ -360,12 +365,15 @@ class VendorAPI:
                         content=content,
                         headers={**self.auth_headers(), **(headers or {})},
                     )
-                except httpx.ConnectError as exc:  # never reached the vendor: always safe
-                    error = RetriableError(f"cannot connect: {exc}", vendor=self.vendor)
-                except httpx.TransportError as exc:
+                except NOT_SENT as exc:  # never reached the vendor: safe to send again, keyed or not
+                    error = RetriableError(f"cannot connect: {type(exc).__name__}: {exc}", vendor=self.vendor)
+                except httpx.TransportError as exc:  # sent, perhaps processed, the answer lost
                     error = RetriableError(f"{type(exc).__name__}: {exc}", vendor=self.vendor)
                     if not idempotent:
-                        raise OutcomeUnknownError(error.message, vendor=self.vendor) from exc
+                        raise OutcomeUnknownError(
+                            f"no answer to an unkeyed {method}, perhaps after it was done: {error.message}",
+                            vendor=self.vendor,
+                        ) from exc
                 else:
                     classified = self.classify(response)
                     if classified is None:
@@ -374,9 +382,15 @@ class VendorAPI:
             if not isinstance(error, RetriableError):
                 raise error
             if not idempotent and not isinstance(error, RateLimitedError) and error.status:
+                # a 5xx may come after the vendor wrote; only a rate limit proves nothing was done
+                # (the path is not in the message: some vendors, Telegram, put the token in it)
                 raise OutcomeUnknownError(
-                    error.message, vendor=self.vendor, status=error.status, request_id=error.request_id
-                )
+                    f"unkeyed {method} answered {error.status}, perhaps after it was done: {error.message}",
+                    vendor=self.vendor,
+                    status=error.status,
+                    request_id=error.request_id,
+                    code=error.code,
+                ) from error
             wait = error.wait if error.wait is not None else self._backoff(attempt)
             if attempt >= self.max_attempts or wait > self.max_wait:
                 error.wait = wait

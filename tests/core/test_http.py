@@ -159,6 +159,71 @@ def test_an_unkeyed_write_is_resent_after_a_429_since_it_was_not_processed() -> 
     assert len(calls) == 2
 
 
+def failing_then_ok(failure: Callable[[httpx.Request], httpx.Response]) -> tuple[Demo, list[int]]:
+    """A client whose first request meets `failure` (raise or answer) and whose second gets 201."""
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return failure(request) if len(calls) == 1 else httpx.Response(201, json={"id": 1})
+
+    return client(handler, []), calls
+
+
+def raising(exc: type[httpx.TransportError]) -> Callable[[httpx.Request], httpx.Response]:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise exc("injected", request=request)
+
+    return fail
+
+
+def answering(status: int, body: dict[str, str] | None = None) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda request: httpx.Response(status, json=body or {"message": "oops"})
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        raising(httpx.ReadTimeout),  # sent; the vendor may have written before the answer was lost
+        raising(httpx.RemoteProtocolError),  # the connection dropped mid-answer
+        raising(httpx.WriteTimeout),
+        answering(502),
+        answering(504),
+    ],
+    ids=["read-timeout", "dropped-answer", "write-timeout", "502", "504"],
+)
+def test_an_unkeyed_write_that_may_have_been_done_is_not_resent(
+    failure: Callable[[httpx.Request], httpx.Response],
+) -> None:
+    api, calls = failing_then_ok(failure)
+    with pytest.raises(OutcomeUnknownError) as caught:
+        api.request("POST", "/bot123:SECRET/sendMessage", json={}, idempotent=False)
+    assert len(calls) == 1
+    assert "SECRET" not in str(caught.value)  # a path may hold a token (Telegram): never in errors
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [raising(httpx.ConnectError), raising(httpx.ConnectTimeout), raising(httpx.PoolTimeout), answering(429)],
+    ids=["refused", "connect-timeout", "pool-timeout", "429"],
+)
+def test_an_unkeyed_write_is_resent_when_it_provably_was_not_done(
+    failure: Callable[[httpx.Request], httpx.Response],
+) -> None:
+    api, calls = failing_then_ok(failure)
+    assert api.request_json("POST", "/persons", json={}, idempotent=False) == {"id": 1}
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("failure", [raising(httpx.ReadTimeout), answering(502)], ids=["read-timeout", "502"])
+def test_a_keyed_write_is_retried_after_an_ambiguous_failure(
+    failure: Callable[[httpx.Request], httpx.Response],
+) -> None:
+    api, calls = failing_then_ok(failure)  # an upsert on a unique key: sending it twice is one record
+    assert api.request_json("POST", "/deals/batch/upsert", json={}) == {"id": 1}
+    assert len(calls) == 2
+
+
 def test_cursor_pagination_reads_every_page_once() -> None:
     pages = {None: (["a", "b"], "2"), "2": (["c"], "3"), "3": (["d"], None)}
 

@@ -7,6 +7,7 @@ class here and one line to `HARNESSES`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -117,6 +118,34 @@ class Harness:
         """Most HTTP calls `upsert_deals` may make for n deals in `batch_size` batches."""
         raise NotImplementedError
 
+    # the vendor's own create request for each kind of record: (path regex, method) for `inject`
+    creates: ClassVar[dict[str, tuple[str, str]]] = {}
+    keyed: ClassVar[set[str]] = set()  # the kinds whose create is an upsert on a unique field
+    notes_page: ClassVar[int] = 50  # notes the vendor lists in one page of a deal's notes
+
+    def lose_create_answer(self, kind: str, *, timeout: bool = True) -> None:
+        """The next create of `kind` (contact, contact-without-email, deal, note) is written by
+        the fake, then its answer is lost: no answer at all, or a 502."""
+        path, method = self.creates[kind]
+        self.fake.inject(502, path=path, method=method, after_write=True, timeout=timeout)
+
+    def refuse_create(self, kind: str, count: int = 1) -> None:
+        """The next `count` creates of `kind` answer 502 before the fake writes anything."""
+        path, method = self.creates[kind]
+        self.fake.inject(502, count, path=path, method=method)
+
+    def unkeyed_creates_sent(self, kind: str) -> int | None:
+        """How many unkeyed create requests of `kind` reached the fake; None when that create is
+        keyed (an upsert on a unique field, which the seam may resend) or the log cannot tell."""
+        if kind in self.keyed:
+            return None
+        path, method = self.creates[kind]
+        return sum(1 for r in self.fake.log if r.method == method and re.search(path, r.path))
+
+    def after_write_faults(self) -> int:
+        got = self.fake.injected()
+        return int(got["timeout_after_write"] + got["5xx_after_write"])
+
     def over_limit(self) -> int:
         """Requests in the fake's log that went over its rate limit (by its own rolling count)."""
         requests, period = self.rate
@@ -126,6 +155,7 @@ class Harness:
 class LocalHarness(Harness):
     name = "local"
     http = False
+    notes_page = 0  # one SQL query, no pages
 
     def build(
         self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
@@ -155,6 +185,14 @@ class LocalHarness(Harness):
 
 class HubSpotHarness(Harness):
     name = "hubspot"
+    creates: ClassVar[dict[str, tuple[str, str]]] = {
+        "contact": (r"/contacts/batch/upsert$", "POST"),  # keyed by e-mail
+        "contact-without-email": (r"/contacts/batch/create$", "POST"),
+        "deal": (r"/deals/batch/upsert$", "POST"),  # keyed by the unique payment-id property
+        "note": (r"/notes/batch/create$", "POST"),
+    }
+    keyed: ClassVar[set[str]] = {"contact", "deal"}
+    notes_page = 500  # v4 associations per page
 
     def build(
         self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
@@ -195,6 +233,13 @@ class HubSpotHarness(Harness):
 class PipedriveHarness(Harness):
     name = "pipedrive"
     rate = (5, 2.0)
+    creates: ClassVar[dict[str, tuple[str, str]]] = {
+        "contact": (r"/api/v2/persons$", "POST"),
+        "contact-without-email": (r"/api/v2/persons$", "POST"),
+        "deal": (r"/api/v2/deals$", "POST"),
+        "note": (r"/v1/notes$", "POST"),
+    }
+    notes_page = 500
 
     def build(
         self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
@@ -238,6 +283,22 @@ class Bitrix24Harness(Harness):
     name = "bitrix24"
     storm_status = 503
     rate = (5, 2.0)  # bucket of 5, draining 2 a second; checked by `over_limit` below
+    creates: ClassVar[dict[str, tuple[str, str]]] = {  # commands, inside a `batch`
+        "contact": ("crm.contact.add", ""),
+        "contact-without-email": ("crm.contact.add", ""),
+        "deal": ("crm.deal.add", ""),
+        "note": ("crm.timeline.comment.add", ""),
+    }
+
+    def lose_create_answer(self, kind: str, *, timeout: bool = True) -> None:
+        self.fake.inject_on_command(self.creates[kind][0], 502, after_write=True, timeout=timeout)
+
+    def unkeyed_creates_sent(self, kind: str) -> int | None:
+        return None  # the commands travel inside `batch` bodies
+
+    def refuse_create(self, kind: str, count: int = 1) -> None:
+        for _ in range(count):
+            self.fake.inject_on_command(self.creates[kind][0], 502)
 
     def build(
         self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
@@ -285,6 +346,14 @@ class Bitrix24Harness(Harness):
 
 class ZohoHarness(Harness):
     name = "zoho"
+    creates: ClassVar[dict[str, tuple[str, str]]] = {
+        "contact": (r"/Contacts/upsert$", "POST"),  # keyed by duplicate_check_fields
+        "contact-without-email": (r"/Contacts/upsert$", "POST"),
+        "deal": (r"/Deals/upsert$", "POST"),
+        "note": (r"/crm/v7/Notes$", "POST"),
+    }
+    keyed: ClassVar[set[str]] = {"contact", "contact-without-email", "deal"}
+    notes_page = 200
 
     def build(
         self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None

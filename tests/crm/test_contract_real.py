@@ -59,9 +59,14 @@ def test_real_account_round_trip(vendor: str, tmp_path: Path) -> None:
         [deal_id] = crm.upsert_deals([test_deal])
         moved = type(test_deal)(**{**test_deal.__dict__, "stage": "paid"})
         assert crm.upsert_deals([moved]) == [deal_id]
-        [note_id] = crm.add_notes(
-            [NoteInput(deal_id=deal_id, payment_id=test_deal.payment_id, body="Stripeflow contract test")]
+        note = NoteInput(
+            deal_id=deal_id,
+            payment_id=test_deal.payment_id,
+            body="Stripeflow contract test",
+            key=f"contract:note:{run}",
         )
+        [note_id] = crm.add_notes([note])
         assert note_id
+        assert crm.find_notes([note]) == [note_id]  # the marker reads back from the real CRM
     finally:
         crm.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 
 from stripeflow.core.errors import AuthError, PermanentError, RateLimitedError, RetriableError
 from stripeflow.tasks.crm import bitrix24, hubspot, pipedrive, zoho
+from stripeflow.tasks.crm.base import NoteInput
 from stripeflow.tasks.crm.common import Remembered, mapped_fields, plain, split_name, unique_by
 from tests.crm.harness import contact, deal
 from tests.fakes.bitrix24 import FakeBitrix24, parse_php_query
@@ -86,7 +88,12 @@ def test_hubspot_207_raises_with_the_vendor_message() -> None:
 def test_hubspot_timestamps_round_trip_and_notes_are_clipped() -> None:
     assert hubspot.epoch_ms(hubspot.iso_ms(1_700_000_000_123)) == 1_700_000_000_123
     assert hubspot.epoch_ms("1700000000123") == 1_700_000_000_123
-    assert len(hubspot.clip_note("x" * 70_000)) == hubspot.NOTE_MAX
+    plain_note = NoteInput(deal_id="1", payment_id="pi_1", body="x" * 70_000)
+    assert len(hubspot.clip_note(plain_note)) == hubspot.NOTE_MAX
+    keyed = replace(plain_note, key="hubspot:note:pi_1:succeeded:0")
+    clipped = hubspot.clip_note(keyed)
+    assert len(clipped) == hubspot.NOTE_MAX and clipped.endswith(f"…<br>{keyed.marker}")  # marker kept
+    assert hubspot.clip_note(replace(keyed, body="Zapłacono")) == f"Zapłacono<br>{keyed.marker}"
 
 
 def test_hubspot_daily_limit_escapes_to_the_task_after_one_call() -> None:

@@ -121,6 +121,7 @@ class FakeBitrix24(FakeVendor):
         self.comments: dict[int, dict[str, Any]] = {}
         self.userfields: dict[str, dict[str, Any]] = {}
         self.stage_lists: dict[str, list[str]] = {"DEAL_STAGE": list(BUILTIN_STAGES)}
+        self.command_faults: list[tuple[str, int, dict[str, Any]]] = []
         self._next = 0
         self.methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "crm.contact.list": lambda p: self.list(self.contacts, p),
@@ -145,6 +146,22 @@ class FakeBitrix24(FakeVendor):
         self.route("GET", r"/rest/(?P<user>\d+)/(?P<code>[^/]+)/(?P<method>[\w.]+?)(\.json)?", self.rest)
 
     # -- envelope, auth, limits, faults ----------------------------------------------------------
+
+    def inject_on_command(self, command: str, status: int = 500, **kw: Any) -> None:
+        """Like `inject`, for the next request calling `command` (e.g. `crm.deal.add`), alone or
+        inside a `batch`: every batch shares one path, so the path alone cannot single it out."""
+        self.command_faults.append((command, status, kw))
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.command_faults:
+            text = request.url.path + "?" + request.read().decode(errors="replace")
+            for i, (command, status, kw) in enumerate(self.command_faults):
+                if re.search(rf"(?<![\w.]){re.escape(command)}(?![\w])", text):
+                    del self.command_faults[i]
+                    self.inject(status, path=re.escape(request.url.path) + "$", **kw)
+                    self.faults.rotate(1)  # this request's fault goes first
+                    break
+        return super().handle(request)
 
     def time_block(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         now = self.wall()

@@ -117,6 +117,7 @@ class FakeHubSpot(FakeVendor):
         self.route("POST", o + "/search", self.search)
         self.route("POST", o + "/batch/upsert", self.batch_upsert)
         self.route("POST", o + "/batch/create", self.batch_create)
+        self.route("POST", o + "/batch/read", self.batch_read)
         self.route("GET", o + r"/(?P<id>[^/]+)", self.get_one)
         self.route("PATCH", o + r"/(?P<id>[^/]+)", self.patch_one)
         self.route(
@@ -131,6 +132,9 @@ class FakeHubSpot(FakeVendor):
         )
         self.route(
             "GET", r"/crm/v4/objects/(?P<from>\w+)/(?P<id>\d+)/associations/(?P<to>\w+)", self.read_assoc
+        )
+        self.route(
+            "POST", r"/crm/v4/associations/(?P<from>\w+)/(?P<to>\w+)/batch/read", self.read_assoc_batch
         )
         self.route("GET", r"/crm/v3/properties/(?P<type>\w+)", self.list_properties)
         self.route("POST", r"/crm/v3/properties/(?P<type>\w+)", self.create_property)
@@ -430,6 +434,45 @@ class FakeHubSpot(FakeVendor):
             return respond(207, body)
         return respond(200 if upsert else 201, body)
 
+    def batch_read(self, call: Call) -> httpx.Response:
+        """`batch/read` by id (or a unique `idProperty`): the asked `properties`; unknown ids: 207 errors."""
+        type_ = call.match["type"]
+        body = call.json() or {}
+        inputs = body.get("inputs") or []
+        if len(inputs) > 100:
+            return error(400, "Batch input limit is 100 inputs", "VALIDATION_ERROR")
+        prop = body.get("idProperty")
+        wanted = [*(body.get("properties") or []), "hs_object_id", "createdate", "lastmodifieddate"]
+        results, missing = [], []
+        for item in inputs:
+            key = str(item.get("id"))
+            obj = self.by_property(type_, prop, key) if prop else self.objects[type_].get(key)
+            if obj is None:
+                missing.append(key)
+                continue
+            props = {k: obj["properties"].get(k) for k in wanted}
+            results.append({**obj, "properties": props})
+        out: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": list(reversed(results)),
+            "startedAt": now_iso(),
+            "completedAt": now_iso(),
+        }
+        if missing:
+            out.update(
+                numErrors=1,
+                errors=[
+                    {
+                        "status": "error",
+                        "category": "OBJECT_NOT_FOUND",
+                        "message": f"Could not get some {type_} objects, they may be deleted or not exist.",
+                        "context": {"ids": missing},
+                    }
+                ],
+            )
+            return respond(207, out)
+        return respond(200, out)
+
     def batch_upsert(self, call: Call) -> httpx.Response:
         return self._batch(call, upsert=True)
 
@@ -505,22 +548,70 @@ class FakeHubSpot(FakeVendor):
         )
         return respond(200, {"status": "COMPLETE", "results": []})
 
-    def read_assoc(self, call: Call) -> httpx.Response:
-        from_, oid, to = call.match["from"], call.match["id"], call.match["to"]
+    def associated(self, from_: str, oid: str, to: str) -> list[dict[str, Any]]:
+        """The v4 `to` entries of one object, by ascending id (either direction of an association)."""
         hits = [(b, t) for (f, a, tt, b, t) in self.associations if f == from_ and a == oid and tt == to]
         hits += [(a, t) for (f, a, tt, b, t) in self.associations if tt == from_ and b == oid and f == to]
-        return respond(
-            200,
+        types: dict[str, set[int]] = {}
+        for b, t in hits:
+            types.setdefault(b, set()).add(t)
+        return [
             {
-                "results": [
+                "toObjectId": int(b),
+                "associationTypes": [
+                    {"category": "HUBSPOT_DEFINED", "typeId": t, "label": None} for t in sorted(types[b])
+                ],
+            }
+            for b in sorted(types, key=int)
+        ]
+
+    def read_assoc(self, call: Call) -> httpx.Response:
+        """`GET /crm/v4/objects/{from}/{id}/associations/{to}`: `limit` (≤500) and `after` pages."""
+        rows = self.associated(call.match["from"], call.match["id"], call.match["to"])
+        limit = min(int(call.params.get("limit", 500)), 500)
+        start = int(call.params.get("after") or 0)
+        body: dict[str, Any] = {"results": rows[start : start + limit]}
+        if start + limit < len(rows):
+            body["paging"] = {"next": {"after": str(start + limit), "link": None}}
+        return respond(200, body)
+
+    def read_assoc_batch(self, call: Call) -> httpx.Response:
+        """v4 batch read: up to 1,000 objects; one with none is a 207 `error` (NO_ASSOCIATIONS_FOUND),
+        and one with more than 500 carries `paging` for the single-object list."""
+        from_, to = call.match["from"], call.match["to"]
+        inputs = (call.json() or {}).get("inputs") or []
+        if len(inputs) > 1000:
+            return error(400, "Batch input limit is 1000 inputs", "VALIDATION_ERROR")
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for item in inputs:
+            oid = str(item["id"])
+            rows = self.associated(from_, oid, to)
+            if not rows:
+                errors.append(
                     {
-                        "toObjectId": int(b),
-                        "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": t, "label": None}],
+                        "status": "error",
+                        "category": "OBJECT_NOT_FOUND",
+                        "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+                        "message": f"No {to} is associated with {from_[:-1]} {oid}.",
+                        "context": {"fromObjectId": [oid]},
                     }
-                    for b, t in sorted(set(hits))
-                ]
-            },
-        )
+                )
+                continue
+            result: dict[str, Any] = {"from": {"id": oid}, "to": rows[:500]}
+            if len(rows) > 500:
+                result["paging"] = {"next": {"after": "500", "link": None}}
+            results.append(result)
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": now_iso(),
+            "completedAt": now_iso(),
+        }
+        if errors:
+            body.update(errors=errors, numErrors=len(errors))
+            return respond(207, body)
+        return respond(200, body)
 
     # -- properties and pipelines --------------------------------------------------------------
 

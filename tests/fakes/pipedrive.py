@@ -100,6 +100,7 @@ class FakePipedrive(FakeVendor):
         self.route("GET", r"/api/v2/deals/(?P<id>\d+)", lambda c: self.get(c, self.deals, "Deal"))
         self.route("GET", r"/api/v2/deals", lambda c: self.list_v2(c, self.deals))
         self.route("POST", r"/v1/notes", self.create_note)
+        self.route("GET", r"/v1/notes", self.list_notes)
         self.route("GET", r"/v1/(?P<kind>dealFields|personFields)", self.list_fields)
         self.route("POST", r"/v1/(?P<kind>dealFields|personFields)", self.create_field)
         self.route("GET", r"/v1/pipelines", lambda c: ok(list(self.pipelines.values())))
@@ -372,6 +373,33 @@ class FakePipedrive(FakeVendor):
             "pinned_to_deal_flag": bool(body.get("pinned_to_deal_flag")),
         }
         return ok(self.notes[nid], status=201)
+
+    def list_notes(self, call: Call) -> httpx.Response:
+        """`GET /v1/notes?deal_id=&start=&limit=&sort=`: v1 start/limit pages, `sort` like `id ASC`."""
+        rows = [
+            n
+            for n in self.notes.values()
+            if all(
+                str(n.get(k)) == call.params[k]
+                for k in ("deal_id", "person_id", "org_id")
+                if k in call.params
+            )
+        ]
+        field, _, direction = call.params.get("sort", "id ASC").partition(" ")
+        rows.sort(key=lambda n: n.get(field) or 0, reverse=direction.upper() == "DESC")
+        start, limit = int(call.params.get("start", 0)), min(int(call.params.get("limit", 100)), 500)
+        more = start + limit < len(rows)
+        return ok(
+            rows[start : start + limit],
+            {
+                "pagination": {
+                    "start": start,
+                    "limit": limit,
+                    "more_items_in_collection": more,
+                    **({"next_start": start + limit} if more else {}),
+                }
+            },
+        )
 
     # -- fields, pipelines, stages (v1, start/limit pages) ---------------------------------------
 

@@ -5,12 +5,20 @@ is the whole server; `app` wraps it as a Starlette ASGI app (for `serve_app`, re
 and `transport()` as an `httpx.MockTransport` (sync, in-process). Every request is logged
 (method, path, time by the fake's clock, status) so tests and benchmarks can count calls and
 check that no rolling window held more than the vendor allows.
+
+Faults come queued (`inject`) or at random from a seeded RNG (`chaos`). A fault either answers
+*instead of* the handler (nothing was written: a 429, a 5xx before the write) or *after* it
+(`after_write=True`: the record is in the fake's state, the answer is lost): a 5xx, or no answer
+at all (`timeout=True`: over a socket the connection closes without a complete answer, after
+holding it `hold` seconds; in-process the transport raises `httpx.ReadTimeout`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
 import re
 import threading
 import time
@@ -50,7 +58,8 @@ class Logged:
     method: str
     path: str
     at: float
-    status: int
+    status: int  # what the client got; 0 when the answer was lost (a timeout)
+    fault: str = ""  # "" | "before" | "after_write" | "timeout_after_write"
 
 
 @dataclass
@@ -80,7 +89,96 @@ class Fault:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    after_write: bool = False  # the handler runs (its write stays), then this answer replaces its own
+    timeout: bool = False  # after the write, no answer at all (implies after_write)
+    hold: float = 0.0  # seconds a socket answer is held before the connection is dropped
+    path: str | None = None  # only requests whose path matches this regex (searched), else any
+    method: str | None = None  # only this HTTP method, else any
 
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        return self.path is None or re.search(self.path, path) is not None
+
+    @property
+    def kind(self) -> str:
+        if self.timeout:
+            return "timeout_after_write"
+        return "after_write" if self.after_write else "before"
+
+
+class LostAnswer(Exception):
+    """Raised by `handle` when the handler ran but its answer must never reach the client."""
+
+    def __init__(self, fault: Fault, status: int) -> None:
+        super().__init__(f"answer {status} lost after the write")
+        self.fault = fault
+        self.status = status  # what the handler answered, never sent
+
+
+@dataclass
+class Chaos:
+    """Random faults, drawn per request from a seeded RNG; rates are fractions of all requests."""
+
+    rate_429: float = 0.0
+    rate_5xx: float = 0.0  # before the handler: nothing written
+    rate_5xx_after_write: float = 0.0  # the handler wrote, then a 502/503/500 answers instead
+    rate_timeout_after_write: float = 0.0  # the handler wrote, then no answer
+    seed: int = 0
+    statuses_5xx: tuple[int, ...] = (500, 502, 503, 504)
+    hold: float = 0.0
+    path: str | None = None  # only requests whose path matches this regex
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def draw(self, fake: FakeVendor, method: str, path: str) -> Fault | None:
+        if self.path is not None and re.search(self.path, path) is None:
+            return None
+        x = self.rng.random()
+        for rate, make in (
+            (self.rate_429, lambda: fake.fault_body(429)),
+            (self.rate_5xx, lambda: fake.fault_body(self.rng.choice(self.statuses_5xx))),
+            (self.rate_5xx_after_write, lambda: _after(fake.fault_body(self.rng.choice((500, 502))))),
+            (self.rate_timeout_after_write, lambda: _after(fake.fault_body(504), timeout=True)),
+        ):
+            if x < rate:
+                fault = make()
+                fault.hold = self.hold
+                return fault
+            x -= rate
+        return None
+
+
+def _after(fault: Fault, timeout: bool = False) -> Fault:
+    fault.after_write = True
+    fault.timeout = timeout
+    return fault
+
+
+class _DroppedAnswer(StarletteResponse):
+    """Headers promising a body that never comes, then EOF: the client cannot read an answer."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__(b"", status_code=200)
+        self.hold = hold
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.hold:
+            await asyncio.sleep(self.hold)  # longer than the client's timeout: it gives up first
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]})
+        # returning now makes uvicorn close the connection with the body incomplete
+
+
+class _QuietDrop(logging.Filter):
+    """uvicorn logs each deliberately dropped answer as an error; these are injected, not bugs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietDrop())
 
 Handler = Callable[[Call], httpx.Response]
 
@@ -93,6 +191,7 @@ class FakeVendor:
         self.latency = latency  # seconds the ASGI app holds each request, to make concurrency visible
         self.log: list[Logged] = []
         self.faults: deque[Fault] = deque()
+        self.chaos_plan: Chaos | None = None
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.lock = threading.RLock()
         self.in_flight = 0
@@ -122,23 +221,83 @@ class FakeVendor:
     # -- faults ------------------------------------------------------------------------------
 
     def inject(
-        self, status: int, count: int = 1, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        status: int = 500,
+        count: int = 1,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        path: str | None = None,
+        method: str | None = None,
+        after_write: bool = False,
+        timeout: bool = False,
+        hold: float = 0.0,
     ) -> None:
-        """The next `count` requests answer `status` with the vendor's own body (or `body`)."""
+        """The next `count` requests (matching `path` regex / `method`, if given) answer `status`
+        with the vendor's own body (or `body`). With `after_write` the handler runs first and its
+        write stays; with `timeout` (after the write) there is no answer at all."""
         for _ in range(count):
             fault = self.fault_body(status)
             if body is not None:
                 fault = Fault(status, body, headers or {})
             elif headers:
                 fault = Fault(status, fault.body, {**fault.headers, **headers})
+            fault.after_write = after_write or timeout
+            fault.timeout = timeout
+            fault.hold = hold
+            fault.path = path
+            fault.method = method
             self.faults.append(fault)
+
+    def chaos(
+        self,
+        rate_429: float = 0.0,
+        rate_5xx: float = 0.0,
+        rate_timeout_after_write: float = 0.0,
+        *,
+        rate_5xx_after_write: float = 0.0,
+        seed: int = 0,
+        hold: float = 0.0,
+        path: str | None = None,
+    ) -> Chaos:
+        """Fail requests at random (seeded), with this vendor's own 429/5xx bodies and headers.
+        Queued `inject` faults go first; `chaos()` with no rates turns it off."""
+        plan = Chaos(
+            rate_429, rate_5xx, rate_5xx_after_write, rate_timeout_after_write, seed, hold=hold, path=path
+        )
+        active = rate_429 + rate_5xx + rate_5xx_after_write + rate_timeout_after_write > 0
+        with self.lock:
+            self.chaos_plan = plan if active else None
+        return plan
+
+    def _next_fault(self, method: str, path: str) -> Fault | None:
+        for i, fault in enumerate(self.faults):
+            if fault.matches(method, path):
+                del self.faults[i]
+                return fault
+        if self.chaos_plan is not None:
+            return self.chaos_plan.draw(self, method, path)
+        return None
 
     # -- the server --------------------------------------------------------------------------
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        """The vendor's answer; raises `LostAnswer` when the handler ran but no answer may go out."""
         with self.lock:
-            response = self._dispatch(request)
-            self.log.append(Logged(request.method, request.url.path, self.clock(), response.status_code))
+            fault = self._next_fault(request.method, request.url.path)
+            if fault is not None and not fault.after_write:
+                response = respond(fault.status, fault.body, fault.headers)
+            else:
+                response = self._dispatch(request)
+            kind = fault.kind if fault is not None else ""
+            if fault is not None and fault.timeout:
+                self.log.append(Logged(request.method, request.url.path, self.clock(), 0, kind))
+                raise LostAnswer(fault, response.status_code)
+            if fault is not None and fault.after_write:
+                response = respond(fault.status, fault.body, fault.headers)
+            self.log.append(
+                Logged(request.method, request.url.path, self.clock(), response.status_code, kind)
+            )
             return response
 
     def _dispatch(self, request: httpx.Request) -> httpx.Response:
@@ -146,9 +305,6 @@ class FakeVendor:
         call = Call(
             request.method, path, dict(request.url.params), request.headers, request.read(), {}, request.url
         )
-        if self.faults:
-            fault = self.faults.popleft()
-            return respond(fault.status, fault.body, fault.headers)
         denied = self.authorize(call) or self.admit(call)
         if denied is not None:
             return denied
@@ -164,7 +320,10 @@ class FakeVendor:
             with self._flight():
                 if self.latency:
                     time.sleep(self.latency)  # simulated server latency, so concurrent calls overlap
-                return self.handle(request)
+                try:
+                    return self.handle(request)
+                except LostAnswer as lost:
+                    raise httpx.ReadTimeout(str(lost), request=request) from None
 
         return httpx.MockTransport(handler)
 
@@ -176,7 +335,10 @@ class FakeVendor:
             with self._flight():
                 if self.latency:
                     await asyncio.sleep(self.latency)
-                response = self.handle(req)
+                try:
+                    response = self.handle(req)
+                except LostAnswer as lost:
+                    return _DroppedAnswer(lost.fault.hold)
             headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length",)}
             return StarletteResponse(response.content, status_code=response.status_code, headers=headers)
 
@@ -193,6 +355,18 @@ class FakeVendor:
 
     def statuses(self) -> list[int]:
         return [r.status for r in self.log]
+
+    def injected(self) -> dict[str, int]:
+        """Faults answered so far: 429, 5xx (before the write), 5xx_after_write, timeout_after_write."""
+        out = {"429": 0, "5xx": 0, "other": 0, "5xx_after_write": 0, "timeout_after_write": 0}
+        for r in list(self.log):
+            if r.fault == "timeout_after_write":
+                out["timeout_after_write"] += 1
+            elif r.fault == "after_write":
+                out["5xx_after_write"] += 1
+            elif r.fault == "before":
+                out["429" if r.status == 429 else "5xx" if r.status >= 500 else "other"] += 1
+        return out
 
     def max_in_window(self, window: float, path_contains: str = "") -> int:
         """Most requests (of any answer) that arrived within any rolling `window` seconds."""

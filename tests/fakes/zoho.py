@@ -425,12 +425,31 @@ class FakeZoho(FakeVendor):
         return respond(200, {"data": [rec]})
 
     def deal_notes(self, call: Call) -> httpx.Response:
-        notes = [n for n in self.records["Notes"].values() if str(n["Parent_Id"]["id"]) == call.match["id"]]
-        if not notes:
+        """A deal's Notes related list: `fields` required (v4+), `page`/`per_page` (≤200), 204 when empty."""
+        if not call.params.get("fields"):
+            return zerror(
+                400, "REQUIRED_PARAM_MISSING", "One of the expected parameter is missing", {"param": "fields"}
+            )
+        notes = sorted(
+            (n for n in self.records["Notes"].values() if str(n["Parent_Id"]["id"]) == call.match["id"]),
+            key=lambda n: int(n["id"]),
+        )
+        page, per_page = int(call.params.get("page", 1)), min(int(call.params.get("per_page", 200)), 200)
+        chunk = notes[(page - 1) * per_page : page * per_page]
+        if not chunk:
             return httpx.Response(204)
+        wanted = {"id", *call.params["fields"].split(",")}
         return respond(
             200,
-            {"data": notes, "info": {"per_page": 200, "count": len(notes), "page": 1, "more_records": False}},
+            {
+                "data": [{k: v for k, v in n.items() if k in wanted} for n in chunk],
+                "info": {
+                    "per_page": per_page,
+                    "count": len(chunk),
+                    "page": page,
+                    "more_records": page * per_page < len(notes),
+                },
+            },
         )
 
     # -- field settings ------------------------------------------------------------------------

@@ -147,6 +147,9 @@ class RejectingCRM:
     def add_notes(self, items: Sequence[NoteInput]) -> list[str]:
         return self.inner.add_notes(items)
 
+    def find_notes(self, items: Sequence[NoteInput]) -> list[str | None]:
+        return self.inner.find_notes(items)
+
     def close(self) -> None:
         self.inner.close()
 

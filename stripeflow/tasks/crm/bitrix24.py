@@ -6,6 +6,9 @@ then one `batch` of `*.add` / `*.update`. Notes are one `batch` of `crm.timeline
 The payment id lives in a UF field (`UF_CRM_STRIPE_PAYMENT_ID`, made by `setup()`) or, with
 `options.payment_id_field = "ORIGIN_ID"`, in the deal's ORIGIN_ID. The webhook URL holds the
 secret, so it is never printed: only the portal's host is.
+`*.add` carries no key: a batch with adds is sent unretried, and when its answer is lost the
+lookups run again at once (they read the records, not an index) and only what is still missing
+is added. A note is found among its deal's `crm.timeline.comment.list` by its marker.
 """
 
 from __future__ import annotations
@@ -13,22 +16,31 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, Unpack, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from stripeflow.core.config import STAGE_NAMES, CRMTarget
 from stripeflow.core.errors import AuthError, ConfigError, PermanentError, RateLimitedError, VendorError
-from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
+from stripeflow.core.http import (
+    Clock,
+    Limiter,
+    OffsetPaginator,
+    Paginator,
+    Sleep,
+    TokenBucketLimiter,
+    VendorAPI,
+)
 from stripeflow.core.redact import hide_in_logs
-from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
+from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput, has_marker
 from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
     Seams,
     SetupReport,
     configure,
+    look_first,
     mapped_fields,
     split_name,
     unique_by,
@@ -37,6 +49,7 @@ from stripeflow.tasks.crm.common import (
 
 VENDOR = "bitrix24"
 MAX_COMMANDS = 50
+LIST_PAGE = 50  # records in one page of a *.list answer
 PAYMENT_UF = "UF_CRM_STRIPE_PAYMENT_ID"
 DEFAULT_STAGES = {  # the built-in stages of the default deal pipeline (category 0)
     "new": "NEW",
@@ -169,6 +182,19 @@ class Bitrix24API(VendorAPI):
         return as_dict(result.get("result")), as_dict(result.get("result_error"))
 
 
+def _adds(writes: Mapping[str, str]) -> bool:
+    """Whether a batch of writes creates anything (`*.add` carries no key; `*.update` is idempotent)."""
+    return any(cmd.split("?", 1)[0].endswith(".add") for cmd in writes.values())
+
+
+def _comments_of(deal_id: str) -> dict[str, Any]:
+    return {
+        "filter": {"ENTITY_ID": deal_id, "ENTITY_TYPE": "deal"},
+        "select": ["ID", "ENTITY_ID", "COMMENT"],
+        "order": {"ID": "ASC"},
+    }
+
+
 def _raise_errors(errors: Mapping[str, Any], what: str) -> None:
     if errors:
         key, first = next(iter(errors.items()))
@@ -242,6 +268,11 @@ class Bitrix24CRM:
     # -- contacts ------------------------------------------------------------------------------
 
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
+        # crm.contact.add carries no key; crm.contact.list reads the records themselves, so a lost
+        # answer is looked for at once, and only what is still missing is added
+        return look_first(self._upsert_contacts, contacts, vendor=VENDOR, consistent=True)
+
+    def _upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         chosen, positions = unique_by(contacts, key=lambda c: c.key)
         lookups = {}
         for k, c in enumerate(chosen):
@@ -280,7 +311,7 @@ class Bitrix24CRM:
                     new.update(ORIGINATOR_ID="stripe", ORIGIN_ID=c.customer_id)
                 writes[f"c{k}"] = command("crm.contact.add", {"fields": new, "params": NO_EVENT})
         if writes:
-            done, errors = self.api.batch(writes)
+            done, errors = self.api.batch(writes, idempotent=not _adds(writes))
             _raise_errors(errors, "contact write")
             for key, value in done.items():
                 if value is not True:
@@ -307,6 +338,10 @@ class Bitrix24CRM:
         return fields
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
+        # crm.deal.add carries no key: as for contacts, a lost answer is looked for by payment id
+        return look_first(self._upsert_deals, deals, vendor=VENDOR, consistent=True)
+
+    def _upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
         chosen, positions = unique_by(deals, key=lambda d: d.payment_id)
         found, errors = self.api.batch(
             {
@@ -331,7 +366,7 @@ class Bitrix24CRM:
                 writes[f"d{k}"] = command(
                     "crm.deal.add", {"fields": self._deal_fields(d), "params": NO_EVENT}
                 )
-        done, errors = self.api.batch(writes)
+        done, errors = self.api.batch(writes, idempotent=not _adds(writes))
         _raise_errors(errors, "deal write")
         for key, value in done.items():
             if value is not True:
@@ -345,7 +380,7 @@ class Bitrix24CRM:
         todo = {
             f"n{i}": command(
                 "crm.timeline.comment.add",
-                {"fields": {"ENTITY_ID": n.deal_id, "ENTITY_TYPE": "deal", "COMMENT": n.body}},
+                {"fields": {"ENTITY_ID": n.deal_id, "ENTITY_TYPE": "deal", "COMMENT": n.text()}},
             )
             for i, n in enumerate(notes)
             if ids[i] is None
@@ -357,6 +392,40 @@ class Bitrix24CRM:
                     ids[int(key[1:])] = str(value)
                 _raise_errors(errors, "timeline comment")
         return [str(i) for i in ids]
+
+    def find_notes(self, notes: Sequence[NoteInput]) -> list[str | None]:
+        """Each deal's timeline comments, one `crm.timeline.comment.list` per deal in a `batch`
+        (a deal with more than a page is then read page by page), matched by marker."""
+        deals = list(dict.fromkeys(n.deal_id for n in notes if n.marker))
+        on_deal: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(deals), MAX_COMMANDS):
+            chunk = deals[start : start + MAX_COMMANDS]
+            found, errors = self.api.batch(
+                {
+                    f"n{k}": command("crm.timeline.comment.list", _comments_of(deal))
+                    for k, deal in enumerate(chunk)
+                }
+            )
+            _raise_errors(errors, "timeline comment lookup")
+            for k, deal in enumerate(chunk):
+                rows = found.get(f"n{k}") or []
+                if len(rows) >= LIST_PAGE:  # maybe more than one page
+                    rows = list(
+                        self.api.paginate(
+                            "POST",
+                            "crm.timeline.comment.list.json",
+                            cast(Paginator, OffsetPaginator("result", "next", "start", in_body=True)),
+                            json=_comments_of(deal),
+                        )
+                    )
+                on_deal[deal] = rows
+        return [
+            next(
+                (str(r["ID"]) for r in on_deal.get(n.deal_id, []) if has_marker(r.get("COMMENT"), n.marker)),
+                None,
+            )
+            for n in notes
+        ]
 
     def close(self) -> None:
         self.api.close()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, T
 import httpx
 
 from stripeflow.core.config import LOGICAL_STAGES, CRMTarget
-from stripeflow.core.errors import ConfigError, VendorError
+from stripeflow.core.errors import ConfigError, OutcomeUnknownError, RetriableError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, SlidingWindowLimiter, VendorAPI
 from stripeflow.tasks.crm.base import DealInput
 
@@ -203,6 +203,45 @@ def unique_by(items: Sequence[Any], key: Callable[[Any], K]) -> tuple[list[Any],
             chosen.append(item)
         positions.append(index[k])
     return chosen, positions
+
+
+T = TypeVar("T")
+
+LAG_WAIT = 10.0  # seconds for a vendor's search index to show a record just created
+
+
+def look_first(
+    upsert: Callable[[Sequence[T]], list[str]], items: Sequence[T], *, vendor: str, consistent: bool
+) -> list[str]:
+    """Run an upsert that looks before it creates (search, then create what is missing); when a
+    create's answer was lost (`OutcomeUnknownError`: a timeout or 5xx after the vendor may have
+    written), never create blindly again: look again first, and create only what is still missing.
+
+    With a lookup the vendor answers from its own records (`consistent`), the second look runs now.
+    With a search index that lags fresh records (HubSpot, Pipedrive), looking now could miss what
+    the lost create made, so this raises `RetriableError` instead, and the task's declared retry
+    runs the same look-first upsert `LAG_WAIT` seconds or more later. A second lost answer also
+    goes to the task's retry. Either way, the retry path is this same look-then-create.
+    """
+    try:
+        return upsert(items)
+    except OutcomeUnknownError as exc:
+        if not consistent:
+            raise _look_later(exc, vendor) from exc
+    try:
+        return upsert(items)
+    except OutcomeUnknownError as exc:
+        raise _look_later(exc, vendor) from exc
+
+
+def _look_later(exc: OutcomeUnknownError, vendor: str) -> RetriableError:
+    return RetriableError(
+        f"a create's outcome is unknown ({exc.message}); the retry looks for it before creating",
+        vendor=vendor,
+        status=exc.status,
+        request_id=exc.request_id,
+        wait=LAG_WAIT,
+    )
 
 
 class Remembered(Generic[K]):

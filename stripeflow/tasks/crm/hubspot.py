@@ -6,12 +6,20 @@ one v4 `batch/associate/default` deal->contact, and notes `batch/create` with an
 association to the deal (type 214). Contacts without an e-mail are found by the
 `stripe_customer_id` property through one search (operator IN) and the missing ones batch-created.
 HubSpot returns batch results in no particular order, so results are matched back by their key.
+
+The upserts are keyed, so the seam may resend them. The two creates are not: a lost answer of the
+contacts `batch/create` is left to the task's retry, whose search looks first (HubSpot's search
+lags fresh records, so looking at once could miss it); notes carry their marker and are found by
+reading the deal's note associations and the notes themselves, never by search. The customer id
+property cannot be unique (a customer whose e-mail changes would then collide), so those
+contacts cannot use a keyed upsert; notes have no unique property at all.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Unpack, cast
@@ -23,8 +31,9 @@ from stripeflow.core.errors import AuthError, PermanentError, VendorError
 from stripeflow.core.http import (
     CursorPaginator,
     Paginator,
+    dig,
 )
-from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
+from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput, has_marker
 from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
@@ -32,6 +41,7 @@ from stripeflow.tasks.crm.common import (
     SetupReport,
     TokenAPI,
     configure,
+    look_first,
     mapped_fields,
     split_name,
     unique_by,
@@ -104,8 +114,13 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def clip_note(body: str) -> str:
-    return body if len(body) <= NOTE_MAX else body[: NOTE_MAX - 1] + "…"
+def clip_note(note: NoteInput) -> str:
+    """hs_note_body (HTML) within HubSpot's limit; the marker line is never the part cut off."""
+    text = note.text("<br>")
+    if len(text) <= NOTE_MAX:
+        return text
+    room = NOTE_MAX - (len(text) - len(note.body)) - 1
+    return replace(note, body=note.body[:room] + "…").text("<br>")
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -193,6 +208,10 @@ class HubSpotCRM:
         return props
 
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
+        # e-mail contacts are a keyed upsert; the others a search, then an unkeyed batch/create
+        return look_first(self._upsert_contacts, contacts, vendor=VENDOR, consistent=False)
+
+    def _upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         ids: list[str | None] = [None] * len(contacts)
         with_email = [i for i, c in enumerate(contacts) if c.email]
         by_customer = [i for i, c in enumerate(contacts) if not c.email and c.customer_id]
@@ -231,6 +250,7 @@ class HubSpotCRM:
                     "POST",
                     "/crm/v3/objects/contacts/batch/create",
                     json={"inputs": [{"properties": self._contact_properties(c)} for c in missing]},
+                    idempotent=False,  # no key: a lost answer is looked for, never resent blindly
                 )
                 for r in batch_results(body, "contacts create"):
                     found[str(r["properties"][CUSTOMER_ID])] = str(r["id"])
@@ -315,7 +335,7 @@ class HubSpotCRM:
         # a distinct hs_timestamp per note (base + position) matches HubSpot's unordered results back
         inputs = [
             {
-                "properties": {"hs_timestamp": iso_ms(base + k), "hs_note_body": clip_note(notes[i].body)},
+                "properties": {"hs_timestamp": iso_ms(base + k), "hs_note_body": clip_note(notes[i])},
                 "associations": [
                     {
                         "to": {"id": notes[i].deal_id},
@@ -337,6 +357,58 @@ class HubSpotCRM:
                     ids[todo[k]] = str(r["id"])
             batch_results(body, "notes create")
         return _all_found(ids, "note")
+
+    def find_notes(self, notes: Sequence[NoteInput]) -> list[str | None]:
+        """Read, never search (HubSpot's search lags a fresh note): the deals' note associations
+        (v4 batch read), then those notes' bodies (batch read), matched by marker."""
+        deals = sorted({n.deal_id for n in notes if n.marker})
+        on_deal: dict[str, list[str]] = {}
+        for start in range(0, len(deals), self.batch_size):
+            on_deal.update(self._notes_of_deals(deals[start : start + self.batch_size]))
+        note_ids = sorted({i for ids in on_deal.values() for i in ids}, key=int)
+        bodies: dict[str, str] = {}
+        for start in range(0, len(note_ids), self.batch_size):
+            body = self.api.request_json(
+                "POST",
+                "/crm/v3/objects/notes/batch/read",
+                json={
+                    "properties": ["hs_note_body"],
+                    "inputs": [{"id": i} for i in note_ids[start : start + self.batch_size]],
+                },
+            )
+            for r in (body or {}).get("results") or []:  # an archived note comes back in `errors`
+                bodies[str(r["id"])] = str((r.get("properties") or {}).get("hs_note_body") or "")
+        return [
+            next((i for i in on_deal.get(n.deal_id, []) if has_marker(bodies.get(i), n.marker)), None)
+            for n in notes
+        ]
+
+    def _notes_of_deals(self, deals: Sequence[str]) -> dict[str, list[str]]:
+        """deal id -> its note ids, oldest first. A deal without notes is a 207 `error`, not a failure."""
+        if not deals:
+            return {}
+        body = self.api.request_json(
+            "POST",
+            "/crm/v4/associations/deals/notes/batch/read",
+            json={"inputs": [{"id": d} for d in deals]},
+        )
+        found: dict[str, list[str]] = {}
+        for r in (body or {}).get("results") or []:
+            deal = str(r["from"]["id"])
+            ids = [str(t["toObjectId"]) for t in r.get("to") or []]
+            if dig(r, "paging.next.after"):  # more than one page: read this deal's list page by page
+                pages = cast(Paginator, CursorPaginator("results", "paging.next.after", "after"))
+                ids = [
+                    str(t["toObjectId"])
+                    for t in self.api.paginate(
+                        "GET",
+                        f"/crm/v4/objects/deals/{deal}/associations/notes",
+                        pages,
+                        params={"limit": 500},
+                    )
+                ]
+            found.setdefault(deal, []).extend(ids)
+        return {d: sorted(set(ids), key=int) for d, ids in found.items()}
 
     def close(self) -> None:
         self.api.close()

@@ -23,9 +23,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.exc import OperationalError
 
 from stripeflow.core.config import CRMTarget
 from stripeflow.core.ledger import make_engine
@@ -62,6 +65,7 @@ notes = Table(
     Column("deal_id", Integer, ForeignKey("deals.id")),
     Column("payment_id", String(255)),
     Column("body", Text),
+    Column("marker", String(32), nullable=True, index=True),  # the note's effect key, as an external id
     Column("created_at", DateTime(timezone=True)),
 )
 
@@ -94,6 +98,7 @@ class LocalCRM:
         self.stages = stages or {}
         self.engine = make_engine(f"sqlite:///{self.path}")  # WAL and busy timeout, as the ledger
         metadata.create_all(self.engine)
+        self._add_marker_column()
 
     @classmethod
     def from_target(cls, target: CRMTarget, home: Path) -> LocalCRM:
@@ -172,15 +177,45 @@ class LocalCRM:
                 _new_id(
                     conn.execute(
                         notes.insert().values(
-                            deal_id=int(n.deal_id), payment_id=n.payment_id, body=n.body, created_at=now
+                            deal_id=int(n.deal_id),
+                            payment_id=n.payment_id,
+                            body=n.body,
+                            marker=n.marker,
+                            created_at=now,
                         )
                     )
                 )
                 for n in items
             ]
 
+    def find_notes(self, items: Sequence[NoteInput]) -> list[str | None]:
+        with self.engine.connect() as conn:
+            found: list[str | None] = []
+            for n in items:
+                row = None
+                if n.marker:
+                    row = conn.execute(
+                        select(notes.c.id)
+                        .where(notes.c.deal_id == int(n.deal_id), notes.c.marker == n.marker)
+                        .order_by(notes.c.id)
+                    ).first()
+                found.append(str(row[0]) if row else None)
+            return found
+
     def close(self) -> None:
         self.engine.dispose()
+
+    def _add_marker_column(self) -> None:
+        """A crm.db made before notes carried markers gains the column (create_all adds no columns)."""
+        if "marker" in {c["name"] for c in inspect(self.engine).get_columns("notes")}:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE notes ADD COLUMN marker VARCHAR(32)"))
+                conn.execute(text("CREATE INDEX IF NOT EXISTS ix_notes_marker ON notes (marker)"))
+        except OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
     # -- reading, for the CLI and the tests ----------------------------------------------------
 

@@ -7,6 +7,8 @@ That is two calls per record (search + write) where HubSpot needs a hundredth of
 vendor's reality. Ids found or made are remembered for the adapter's life, which saves the
 search on a stage move and covers Pipedrive's search index lagging a fresh record.
 Field keys (40-character hashes), the pipeline and its stage ids are looked up by name once.
+Creates carry no key: a lost answer is never resent; the task's retry searches again first, and a
+note is found on its deal (`GET /v1/notes?deal_id=`) by its marker.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from stripeflow.core.http import (
     OffsetPaginator,
     Paginator,
 )
-from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
+from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput, has_marker
 from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
@@ -33,6 +35,7 @@ from stripeflow.tasks.crm.common import (
     SetupReport,
     TokenAPI,
     configure,
+    look_first,
     mapped_fields,
     unique_by,
 )
@@ -251,11 +254,15 @@ class PipedriveCRM:
                 body["emails"] = [{"value": c.email.lower(), "primary": True, "label": "work"}]
             if c.customer_id and person_key:
                 body["custom_fields"] = {person_key: c.customer_id}
-            pid = int(self.api.data("POST", "/api/v2/persons", json=body)["id"])
+            pid = int(self.api.data("POST", "/api/v2/persons", json=body, idempotent=False)["id"])
         self._persons[c.key] = pid
         return pid
 
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
+        # POST /persons carries no key: a lost answer is looked for by the search, not resent
+        return look_first(self._upsert_contacts, contacts, vendor=VENDOR, consistent=False)
+
+    def _upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         chosen, positions = unique_by(contacts, key=lambda c: c.key)
         ids = [str(self._upsert_person(c)) for c in chosen]
         return [ids[p] for p in positions]
@@ -289,11 +296,15 @@ class PipedriveCRM:
         if deal_id is not None:
             self.api.data("PATCH", f"/api/v2/deals/{deal_id}", json=body)
         else:
-            deal_id = int(self.api.data("POST", "/api/v2/deals", json=body)["id"])
+            deal_id = int(self.api.data("POST", "/api/v2/deals", json=body, idempotent=False)["id"])
         self._deals[d.payment_id] = deal_id
         return deal_id
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
+        # POST /deals carries no key: a lost answer is looked for by payment id, not resent
+        return look_first(self._upsert_deals, deals, vendor=VENDOR, consistent=False)
+
+    def _upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
         chosen, positions = unique_by(deals, key=lambda d: d.payment_id)
         ids = [str(self._upsert_deal(d)) for d in chosen]
         return [ids[p] for p in positions]
@@ -306,10 +317,31 @@ class PipedriveCRM:
             self._notes,
             lambda n: str(
                 self.api.data(
-                    "POST", "/v1/notes", json={"content": n.body, "deal_id": int(n.deal_id)}, idempotent=False
+                    "POST",
+                    "/v1/notes",
+                    json={"content": n.text("<br>"), "deal_id": int(n.deal_id)},  # content is HTML
+                    idempotent=False,
                 )["id"]
             ),
         )
+
+    def find_notes(self, notes: Sequence[NoteInput]) -> list[str | None]:
+        """Each deal's notes (`GET /v1/notes?deal_id=`, start/limit pages), matched by marker."""
+        pages = cast(Paginator, OffsetPaginator("data", "additional_data.pagination.next_start", "start"))
+        on_deal: dict[str, list[dict[str, Any]]] = {}
+        for deal in dict.fromkeys(n.deal_id for n in notes if n.marker):
+            on_deal[deal] = list(
+                self.api.paginate(
+                    "GET", "/v1/notes", pages, params={"deal_id": int(deal), "limit": 500, "sort": "id ASC"}
+                )
+            )
+        return [
+            next(
+                (str(r["id"]) for r in on_deal.get(n.deal_id, []) if has_marker(r.get("content"), n.marker)),
+                None,
+            )
+            for n in notes
+        ]
 
     def close(self) -> None:
         self.api.close()

@@ -1,8 +1,11 @@
 """Prefect tasks that put payments into a CRM: contacts, then deals, then notes, in batches.
 
-Each task is keyed, so its declared retries are safe: contacts upsert on the e-mail, deals on
-the payment id, and notes are guarded by ledger effects (one note per real change, ever).
-A permanent vendor error for one payment dead-letters that payment and lets the rest through.
+Each task's declared retries are safe: contacts upsert on the e-mail, deals on the payment id,
+and an adapter whose create carries no key looks for what a lost answer may have made before it
+creates anything again (`common.look_first`). Notes are claimed in the ledger, sent with their
+key as a marker and settled; an unsettled one is settled by looking for its marker (one note per
+real change, ever). A permanent vendor error for one payment dead-letters that payment and lets
+the rest through.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
+from sqlalchemy import update
 
 from stripeflow.core.batching import call_in_batches
 from stripeflow.core.config import CRMTarget, Settings
-from stripeflow.core.errors import OutcomeUnknownError, PermanentError
-from stripeflow.core.ledger import Changes, Ledger
+from stripeflow.core.crashpoints import crash_point
+from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
+from stripeflow.core.ledger import Changes, EffectRow, Ledger
 from stripeflow.core.money import format_money, to_minor
 from stripeflow.core.payment import Payment, PaymentStatus
 from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
@@ -194,6 +199,7 @@ def upsert_deals(
         crm.upsert_deals,
         lambda d, exc: _dead_letter(ledger, crm, "upsert_deal", d.payment_id, exc),
     )
+    crash_point("crm.deal.after_call")
     found = {d.payment_id: i for d, i in zip(items, ids, strict=True) if i is not None}
     ledger.set_links("deal", crm.name, found)
     return found
@@ -201,35 +207,33 @@ def upsert_deals(
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
 def add_notes(crm: CRM, ledger: Ledger, changes: Changes, deal_ids: dict[str, str], language: str) -> int:
-    """One note per real change of a payment's state; the ledger's effects make it once, ever."""
-    wanted = {note_key(crm.name, c.payment): c.payment for c in changes if c.payment.payment_id in deal_ids}
-    done = ledger.effects_done(wanted)
-    items = [
+    """One note per real change of a payment's state, once ever: claim, act, settle.
+
+    Each note is claimed in the ledger before the CRM is called and settled right after, and it
+    carries its key to the CRM as a marker. A claim an earlier attempt left unsettled (it died,
+    or its answer was lost) may or may not have reached the CRM, so it is settled by looking
+    (`find_notes`): found, it is done; missing, it is sent. So this task's own retries, a rerun
+    and a replay all go through the same look-first path. Returns how many notes were made.
+    """
+    notes = [
         _Note(
             key,
             crm.name,
-            NoteInput(deal_id=deal_ids[p.payment_id], payment_id=p.payment_id, body=note_text(p, language)),
+            NoteInput(
+                deal_id=deal_ids[p.payment_id], payment_id=p.payment_id, body=note_text(p, language), key=key
+            ),
         )
-        for key, p in wanted.items()
-        if key not in done
+        for key, p in {
+            note_key(crm.name, c.payment): c.payment for c in changes if c.payment.payment_id in deal_ids
+        }.items()
     ]
-
-    def send(batch: Sequence[_Note]) -> list[str]:
-        try:
-            ids = crm.add_notes([n.note for n in batch])
-        except OutcomeUnknownError as exc:  # the vendor may have made them: never send blind again
-            ledger.record_effects(batch, [str(exc)] * len(batch), status="unknown")
-            return [""] * len(batch)
-        ledger.record_effects(batch, ids)
-        return ids
-
-    results = call_in_batches(
-        items,
-        crm.batch_size,
-        send,
-        lambda item, exc: _dead_letter(ledger, crm, "add_note", item.payment_id, exc),
-    )
-    return sum(1 for r in results if r)
+    claims = _NoteClaims.take(ledger, notes)
+    claims.look(crm)  # what an earlier attempt may have made
+    made = claims.send(crm)  # a lost answer leaves its notes held and unsure
+    claims.look(crm)
+    made += claims.send(crm, last=True)  # once more what is really missing
+    claims.check_settled()
+    return made
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,109 @@ class _Note:
     @property
     def payment_id(self) -> str:
         return self.note.payment_id
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    item: _Note
+    status: str  # done | failed
+    result: str
+    claimed: bool = True
+
+
+class _NoteClaims:
+    """The notes this attempt holds in the ledger, each under the token it was won with."""
+
+    def __init__(self, ledger: Ledger, held: dict[str, tuple[_Note, str]], unsure: set[str]) -> None:
+        self.ledger = ledger
+        self._held = held  # key -> (note, token)
+        self.unsure = unsure  # held keys that may be in the CRM already: look before sending
+
+    @classmethod
+    def take(cls, ledger: Ledger, notes: Sequence[_Note]) -> _NoteClaims:
+        """Claim the new notes and take over every unsettled one (claimed, attempting, unknown)."""
+        states = ledger.effect_states(n.key for n in notes)
+        todo = [n for n in notes if states.get(n.key) not in ("done", "failed")]
+        won, token = ledger.claim_effects([n for n in todo if states.get(n.key, "claimed") == "claimed"])
+        stale = [n.key for n in todo if states.get(n.key) in ("attempting", "unknown")]
+        _reopen_unknown(ledger, [k for k in stale if states[k] == "unknown"])
+        taken, taken_token = ledger.take_over_attempting(stale)
+        held = {n.key: (n, token) for n in todo if n.key in won}
+        held.update({n.key: (n, taken_token) for n in todo if n.key in taken})
+        # a row there before this attempt (even `claimed`: notes skip mark_attempting, since every
+        # CRM can be looked at) may have reached the CRM
+        return cls(ledger, held, {k for k in held if k in states})
+
+    def _settle(self, outcomes: Sequence[_Outcome]) -> None:
+        by_token: dict[str, list[_Outcome]] = {}
+        for o in outcomes:
+            by_token.setdefault(self._held.pop(o.item.key)[1], []).append(o)
+            self.unsure.discard(o.item.key)
+        for token, group in by_token.items():
+            self.ledger.settle_effects(group, token)
+
+    def _fail(self, item: _Note, exc: PermanentError) -> None:
+        get_run_logger().error("%s note for %s failed for good: %s", item.target, item.payment_id, exc)
+        self._settle([_Outcome(item, "failed", str(exc))])  # the dead letter names the effect
+
+    def look(self, crm: CRM) -> None:
+        """Settle the unsure notes by looking for their markers: found, done; missing, sendable."""
+        unsure = [note for key, (note, _) in self._held.items() if key in self.unsure]
+
+        def find(batch: Sequence[_Note]) -> list[str | None]:
+            found = crm.find_notes([n.note for n in batch])
+            self._settle([_Outcome(n, "done", i) for n, i in zip(batch, found, strict=True) if i is not None])
+            self.unsure.difference_update(n.key for n in batch)
+            return found
+
+        call_in_batches(unsure, crm.batch_size, find, self._fail)
+
+    def send(self, crm: CRM, *, last: bool = False) -> int:
+        """Send the held notes known not to be in the CRM, settling each batch right after its call."""
+        todo = [note for key, (note, _) in self._held.items() if key not in self.unsure]
+
+        def send_batch(batch: Sequence[_Note]) -> list[str | None]:
+            try:
+                ids = crm.add_notes([n.note for n in batch])
+            except OutcomeUnknownError as exc:  # perhaps written: look before any second send
+                if last:
+                    raise RetriableError(
+                        f"notes' outcome unknown twice ({exc.message}); the retry looks for them first",
+                        vendor=exc.vendor,
+                        status=exc.status,
+                        wait=10.0,
+                    ) from exc
+                self.unsure.update(n.key for n in batch)
+                return [None] * len(batch)
+            crash_point("crm.note.after_call")
+            self._settle([_Outcome(n, "done", str(i)) for n, i in zip(batch, ids, strict=True)])
+            return list(ids)
+
+        return sum(1 for r in call_in_batches(todo, crm.batch_size, send_batch, self._fail) if r)
+
+    def check_settled(self) -> None:
+        """Never leave a claim held: the payment would count as synced with its note unsettled."""
+        if self._held:
+            raise RetriableError(
+                f"{len(self._held)} note(s) neither found nor sent; the retry looks for them first",
+                vendor="stripeflow",
+            )
+
+
+def _reopen_unknown(ledger: Ledger, keys: Sequence[str]) -> None:
+    """Notes an older version settled `unknown` (a lost answer, never looked at) become `attempting`,
+    so they are taken over and settled by looking like any other unsettled note.
+
+    Local on purpose: the effects API's `take_over_attempting` takes only `attempting` rows.
+    """
+    if not keys:
+        return
+    with ledger.session() as s:
+        s.execute(
+            update(EffectRow)
+            .where(EffectRow.key.in_(keys), EffectRow.status == "unknown", EffectRow.action == "note")
+            .values(status="attempting")
+        )
 
 
 @task(cache_policy=NONE)

@@ -6,6 +6,7 @@ URL. A 401 INVALID_TOKEN refreshes once more and repeats the call. Contacts are 
 `duplicate_check_fields = ["Email", "Stripe_Customer_Id"]` (Zoho tries them in that order, so
 a contact is matched by e-mail, else by customer id), deals with `["Stripe_Payment_Id"]`,
 a custom field that must not allow duplicates. Zoho answers per record, in input order.
+The upserts are keyed; only notes are not: a note is found in its deal's Notes by its marker.
 """
 
 from __future__ import annotations
@@ -16,14 +17,22 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, Unpack, cast
 
 import httpx
 
 from stripeflow.core.config import CRMTarget
 from stripeflow.core.errors import AuthError, PermanentError, RateLimitedError, VendorError
-from stripeflow.core.http import Clock, ConcurrencyLimiter, Limiter, Sleep, VendorAPI
-from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
+from stripeflow.core.http import (
+    Clock,
+    ConcurrencyLimiter,
+    Limiter,
+    PageNumberPaginator,
+    Paginator,
+    Sleep,
+    VendorAPI,
+)
+from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput, has_marker
 from stripeflow.tasks.crm.common import (
     CheckReport,
     Remembered,
@@ -306,7 +315,7 @@ class ZohoCRM:
                         "data": [
                             {
                                 "Note_Title": f"Stripe {notes[i].payment_id}",
-                                "Note_Content": notes[i].body,
+                                "Note_Content": notes[i].text(),
                                 "Parent_Id": {"module": {"api_name": "Deals"}, "id": notes[i].deal_id},
                             }
                             for i in todo
@@ -318,6 +327,31 @@ class ZohoCRM:
                         ids[i] = str(r["details"]["id"])
                 raise_record_errors(body, "notes create")
         return [str(i) for i in ids]
+
+    def find_notes(self, notes: Sequence[NoteInput]) -> list[str | None]:
+        """Each deal's notes (its Notes related list, page by page), matched by marker."""
+        pages = cast(Paginator, PageNumberPaginator("data", "info.more_records"))
+        on_deal: dict[str, list[dict[str, Any]]] = {}
+        for deal in dict.fromkeys(n.deal_id for n in notes if n.marker):
+            on_deal[deal] = list(
+                self.api.paginate(
+                    "GET",
+                    f"{API}/Deals/{deal}/Notes",
+                    pages,
+                    params={"fields": "Note_Content", "per_page": 200, "page": 1},
+                )
+            )
+        return [
+            next(
+                (
+                    str(r["id"])
+                    for r in on_deal.get(n.deal_id, [])
+                    if has_marker(r.get("Note_Content"), n.marker)
+                ),
+                None,
+            )
+            for n in notes
+        ]
 
     def close(self) -> None:
         self.api.close()

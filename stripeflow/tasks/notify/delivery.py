@@ -5,7 +5,8 @@ Every message goes claim -> attempt -> act -> settle, in small chunks:
     claim     the chunk's keys in one transaction (`claimed`: the target has not been called)
     attempt   `attempting`, committed on its own right before the call that cannot be taken
               back (`Outgoing.send` says when, by calling `attempt()`: SMTP just before DATA's
-              final dot, HTTP channels just before the request, the outbox before the write)
+              final dot, Slack and Telegram just before the request; the outbox and the
+              hand-off need none, see below)
     act       the call
     settle    the chunk in one transaction (a message to a target that cannot be looked at,
               as soon as it is sent: `Outgoing.settle_at_once`):
@@ -22,16 +23,16 @@ may have, so each channel answers in its own way (`Outgoing.look` / `Outgoing.de
 
     the outbox                 looked at: a file with that Message-ID is there -> done, else sent
     the hand-off               redone: the receiver dedupes on Idempotency-Key (the effect key)
+    SMTP, Telegram, Slack      cannot be looked at -> `unknown`, reported, never resent
+    (chat.postMessage and the webhook; the key rides in the message's metadata for a person
+    who looks, but conversations.history needs the channel's id, a history scope and, for
+    apps outside the Marketplace, a rate of one call a minute: not used to settle)
 
 A target that drops a repeat of our key (`dedupes`: the hand-off, and the outbox, whose file is
 named by the Message-ID and replaced atomically) gets no `attempting` commit at all: a claim it
 leaves is redone, which is what `attempting` would lead to as well, one commit per message cheaper
 (SQLite, synchronous=FULL, on the 2-core test machine: 0.9 ms a commit idle, 6-7 ms under load;
 a burst of 1,500 outbox e-mails took 9.9 s with the commit and 6.9 s without, 28 s / 16 s loaded).
-    SMTP, Telegram, Slack      cannot be looked at -> `unknown`, reported, never resent
-    (chat.postMessage and the webhook; the key rides in the message's metadata for a person
-    who looks, but conversations.history needs the channel's id, a history scope and, for
-    apps outside the Marketplace, a rate of one call a minute: not used to settle)
 
 A channel whose credentials are refused, or which is down, is not tried again in the same
 run: the rest of its messages take the same outcome without another call.
@@ -169,13 +170,13 @@ def deliver(
             doubtful = [k for k in rest if states.get(k) == "attempting"]
             if doubtful:
                 stuck, stuck_token = ledger.take_over_attempting(doubtful)
-                _settle_chunk(run, [i for i in chunk if i.key in stuck], stuck_token, recover=True)
+                _send_and_settle(run, [i for i in chunk if i.key in stuck], stuck_token, recover=True)
         run.report.already_done.extend(k for k in rest if k not in stuck)  # another run's, settled
-        _settle_chunk(run, [i for i in chunk if i.key in won], token, recover=False)
+        _send_and_settle(run, [i for i in chunk if i.key in won], token, recover=False)
     return run.report
 
 
-def _settle_chunk(run: _Run, items: list[Outgoing], token: str, *, recover: bool) -> None:
+def _send_and_settle(run: _Run, items: list[Outgoing], token: str, *, recover: bool) -> None:
     if not items:
         return
     outcomes: list[_Outcome] = []

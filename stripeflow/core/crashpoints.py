@@ -8,6 +8,9 @@ before its ledger settle, exactly as a power cut would leave it.
 Points in use (keep this list in step with the calls):
 - crm.note.after_call     a batch of CRM notes sent, not yet settled in the ledger (tasks/crm/tasks.py)
 - crm.deal.after_call     the CRM's deals created or updated, not yet linked in the ledger (same)
+- notify.<target>.after_claim  messages claimed, none sent (tasks/notify/delivery.py; <target>:
+  email, slack, telegram, handoff)
+- notify.<target>.after_call   one message sent, not yet settled in the ledger (same)
 """
 
 from __future__ import annotations

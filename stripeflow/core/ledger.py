@@ -1293,6 +1293,24 @@ class Ledger:
                         )
                     )
 
+    def unfinished_payments(self, payment_ids: Iterable[str]) -> set[str]:
+        """The payments with an effect failed, or claimed/attempting and never settled."""
+        ids = sorted(set(payment_ids))
+        found: set[str] = set()
+        with self.session() as s:
+            for start in range(0, len(ids), 500):
+                found.update(
+                    s.scalars(
+                        select(EffectRow.payment_id)
+                        .where(
+                            EffectRow.payment_id.in_(ids[start : start + 500]),
+                            EffectRow.status.in_(("failed", "claimed", "attempting")),
+                        )
+                        .distinct()
+                    )
+                )
+        return found
+
     def reopen_failed_effects(self, payment_ids: Iterable[str]) -> int:
         """Forget effects that failed for good, so a replay (after a fix) may try them again."""
         ids = list(payment_ids)

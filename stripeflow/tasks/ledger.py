@@ -160,8 +160,13 @@ def record_payments(ledger: Ledger, normalised: Normalised, token: str | None = 
 
 @task(cache_policy=NONE)
 def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes, token: str | None = None) -> None:
-    """The last step: every sink has these payments' states now; the events are closed."""
-    ledger.mark_processed(changes.payments)
+    """The last step: every sink has these payments' states now; the events are closed.
+
+    A payment with an effect still failed or in flight keeps its processed state where it was,
+    so a replay (or the next change) plans the same effects again and their keys skip what is done.
+    """
+    unfinished = ledger.unfinished_payments([p.payment_id for p in changes.payments])
+    ledger.mark_processed([p for p in changes.payments if p.payment_id not in unfinished])
     ledger.finish_events(normalised.done_event_ids, "done", token=token)
     for reason, skipped in normalised.skipped_by_reason().items():
         ledger.finish_events(skipped, "skipped", note=reason, token=token)
@@ -174,12 +179,40 @@ def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes, toke
 def events_to_replay(
     ledger: Ledger, event_ids: Sequence[str] | None, include_dead_letters: bool
 ) -> list[str]:
-    """The events to process again; their open dead letters are closed (a new failure reopens one)."""
+    """The events to process again; their payments' failed effects are reopened so the run redoes
+    them. Their dead letters stay open until `close_replayed_dead_letters`, after the run."""
     ids = list(event_ids or [])
     if include_dead_letters and not ids:
         letters = ledger.dead_letters()
         ids = ledger.events_for_dead_letters(letters)
         ledger.reopen_failed_effects({d.payment_id for d in letters if d.payment_id})
-        ledger.resolve_dead_letters([d.id for d in letters])
     get_run_logger().info("replaying %d events", len(ids))
     return ids
+
+
+@task(cache_policy=NONE)
+def open_dead_letter_ids(ledger: Ledger) -> list[int]:
+    return [d.id for d in ledger.dead_letters()]
+
+
+@task(cache_policy=NONE)
+def close_replayed_dead_letters(ledger: Ledger, replayed: Sequence[int]) -> int:
+    """After a replay ran to its end: a dead letter of an effect is resolved when that effect is
+    done; one of no effect (a normalise or CRM failure), or of an effect that failed again, when
+    the run redid the work, since a repeat failure wrote a dead letter of its own."""
+    resolved = ledger.resolve_done_dead_letters()
+    wanted = set(replayed)
+    letters = ledger.dead_letters()
+    newest: dict[str, int] = {}
+    for d in letters:
+        if d.effect_key:
+            newest[d.effect_key] = max(d.id, newest.get(d.effect_key, 0))
+    others = [
+        d.id
+        for d in letters
+        if d.id in wanted
+        and (d.effect_key is None or newest[d.effect_key] != d.id)  # failed again: one letter
+    ]
+    ledger.resolve_dead_letters(others)
+    get_run_logger().info("dead letters resolved: %d of effects done, %d others", resolved, len(others))
+    return resolved + len(others)

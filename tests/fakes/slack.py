@@ -7,7 +7,8 @@
 
 - `POST /api/chat.postMessage` with `Authorization: Bearer xoxb-...`: HTTP 200 and
   `{"ok": true, "channel", "ts", "message"}`; errors are HTTP 200 too: `{"ok": false, "error":
-  "channel_not_found" | "invalid_auth" | "not_authed" | "no_text"}`.
+  "channel_not_found" | "invalid_auth" | "not_authed" | "no_text" | "invalid_metadata_format"}`;
+  `metadata` ({"event_type", "event_payload"}) is kept with the message, as Slack keeps it.
 - About one message a second per channel: a faster one gets 429, `Retry-After: <s>` and
   `{"ok": false, "error": "ratelimited"}` (time from `clock`, which a test may make virtual).
 - Webhooks answer plain `ok`, or 404 `no_service` / `channel_not_found`, 410 `channel_is_archived`,
@@ -115,6 +116,14 @@ def make_slack_app(state: SlackState) -> Starlette:
             "bot_id": "B0STRIPEFLOW",
             "blocks": body.get("blocks", []),
         }
+        metadata = body.get("metadata")
+        if metadata is not None:
+            if not (isinstance(metadata, dict) and isinstance(metadata.get("event_type"), str)):
+                return JSONResponse({"ok": False, "error": "invalid_metadata_format"})
+            message["metadata"] = {
+                "event_type": metadata["event_type"],
+                "event_payload": metadata.get("event_payload", {}),
+            }
         state.messages.append({**message, "channel": channel_id})
         return JSONResponse({"ok": True, "channel": channel_id, "ts": ts, "message": message})
 

@@ -97,9 +97,11 @@ def smtp_server(
     reject: set[str] | None = None,
     tls: ssl.SSLContext | None = None,
     implicit_tls: bool = False,
+    port: int | None = None,
 ) -> Iterator[SMTPServer]:
     """`tls`: the server's certificate, offered by STARTTLS (and then required before AUTH), or
-    from the first byte with `implicit_tls` (port-465 style, smtplib.SMTP_SSL)."""
+    from the first byte with `implicit_tls` (port-465 style, smtplib.SMTP_SSL). `port`: a fixed
+    one, e.g. to bring a server back where clients found none (an outage)."""
     handler = RecordingHandler(reject={r.lower() for r in reject or set()})
 
     def authenticator(
@@ -112,7 +114,7 @@ def smtp_server(
         )
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
-    port = free_port()
+    port = port or free_port()
     kwargs: dict[str, Any] = {}
     if users is not None:
         kwargs.update(

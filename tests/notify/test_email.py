@@ -200,3 +200,41 @@ def test_mail_goes_over_tls_with_login(
         )
         assert len(report.sent) == 2 and not report.dead
         assert {m.login for m in server.messages} == {USER}
+
+
+def test_attempting_is_marked_after_the_envelope_and_just_before_the_final_dot(
+    make_settings: SettingsFactory,
+) -> None:
+    """The doubtful window is as narrow as SMTP allows: a crash before the dot delivers nothing."""
+    from stripeflow.tasks.notify.email import Envelope, SMTPMailer, build_email
+    from stripeflow.tasks.notify.render import EmailContent
+
+    def mail(n: int, to: str = "anna@example.pl") -> email.message.EmailMessage:
+        content = EmailContent(subject=f"m{n}", text=".\nline starting with a dot\n", html="<p>x</p>")
+        return build_email(content, Envelope("sklep@example.pl", to), msg_id=f"<m{n}@example.pl>")
+
+    with smtp_server(reject={"nikt@example.pl"}) as server:
+        settings = smtp_settings(
+            make_settings, server.port, smtp={"host": "127.0.0.1", "port": server.port, "security": "none"}
+        )
+        mailer = SMTPMailer(settings.notify.smtp)
+        seen: list[int] = []
+        assert mailer.send(mail(1), lambda: seen.append(len(server.messages))) == "<m1@example.pl>"
+        assert seen == [0] and len(server.messages) == 1  # marked while the server still had nothing
+        assert server.messages[0].message.get_body(("plain",)).get_content().splitlines()[0] == "."  # type: ignore[union-attr]
+
+        from stripeflow.core.errors import PermanentError
+
+        with pytest.raises(PermanentError, match="recipient_refused"):
+            mailer.send(mail(2, "nikt@example.pl"), lambda: seen.append(-1))
+        assert seen == [0]  # refused at RCPT: never marked, the target was never in doubt
+
+        def ledger_down() -> None:
+            raise OSError("ledger unavailable")
+
+        with pytest.raises(OSError, match="ledger unavailable"):
+            mailer.send(mail(3), ledger_down)
+        assert len(server.messages) == 1  # the connection was dropped before the dot: not delivered
+        mailer.send(mail(4), lambda: None)  # a new session serves the next one
+        assert [m.message["Subject"] for m in server.messages] == ["m1", "m4"]
+        mailer.close()

@@ -2,60 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from stripeflow.core.ledger import Ledger
 from stripeflow.tasks.notify import hand_off_changes
-from stripeflow.tasks.notify.handoff import SIGNATURE_HEADER, HandoffAPI, sign, verify_signature
+from stripeflow.tasks.notify.handoff import HandoffAPI, sign, verify_signature
+from tests.fakes.handoff import HandoffReceiver
 from tests.fakes.server import serve_app
 from tests.notify.conftest import SettingsFactory, VirtualClock, change, make_payment
 
 SECRET = "whsec_handoff_test"
 
 
-@dataclass
-class Receiver:
-    """An ERP's endpoint: checks the signature, dedupes on Idempotency-Key, can fail on purpose."""
-
-    fail_next: list[int] = field(default_factory=list)
-    attempts: int = 0
-    accepted: dict[str, dict[str, Any]] = field(default_factory=dict)
-    bad_signatures: int = 0
-
-    def app(self) -> Starlette:
-        async def receive(request: Request) -> Response:
-            self.attempts += 1
-            body = await request.body()
-            if self.fail_next:
-                return JSONResponse({"error": "busy"}, status_code=self.fail_next.pop(0))
-            if not verify_signature(SECRET, request.headers.get(SIGNATURE_HEADER, ""), body):
-                self.bad_signatures += 1
-                return JSONResponse({"error": "bad signature"}, status_code=400)
-            self.accepted.setdefault(request.headers["idempotency-key"], json.loads(body))
-            return JSONResponse({"received": True})
-
-        return Starlette(routes=[Route("/erp/stripeflow", receive, methods=["POST"])])
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, str]]:
-    r = Receiver()
+def receiver() -> Iterator[tuple[HandoffReceiver, str]]:
+    r = HandoffReceiver(SECRET)
     with serve_app(r.app()) as url:
-        yield r, f"{url}/erp/stripeflow"
+        yield r, f"{url}{r.path}"
 
 
 def test_signed_retried_and_once_per_change(
-    receiver: tuple[Receiver, str], clock: VirtualClock, make_settings: SettingsFactory, ledger: Ledger
+    receiver: tuple[HandoffReceiver, str], clock: VirtualClock, make_settings: SettingsFactory, ledger: Ledger
 ) -> None:
     r, url = receiver
     settings = make_settings()
@@ -83,7 +53,7 @@ def test_signed_retried_and_once_per_change(
 
 
 def test_a_rejected_hand_off_is_dead_lettered(
-    receiver: tuple[Receiver, str], clock: VirtualClock, make_settings: SettingsFactory, ledger: Ledger
+    receiver: tuple[HandoffReceiver, str], clock: VirtualClock, make_settings: SettingsFactory, ledger: Ledger
 ) -> None:
     r, url = receiver
     r.fail_next = [422]

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from email.message import EmailMessage
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -26,14 +27,25 @@ from stripeflow.core.config import Settings
 from stripeflow.core.errors import ConfigError, RetriableError
 from stripeflow.core.ledger import Ledger, PaymentChange
 from stripeflow.tasks.notify.channels import Channels, NotifySecrets, load_secrets
-from stripeflow.tasks.notify.delivery import NotifyReport, Outgoing, deliver
+from stripeflow.tasks.notify.delivery import (
+    CANNOT_LOOK,
+    Attempt,
+    BuildError,
+    Looked,
+    NotifyReport,
+    Outgoing,
+    cannot_look,
+    deliver,
+    describe,
+)
 from stripeflow.tasks.notify.email import Envelope, build_email, message_id
 from stripeflow.tasks.notify.handoff import HandoffAPI, handoff_key
 from stripeflow.tasks.notify.plan import Audience, Planned, plan_messages
-from stripeflow.tasks.notify.render import Renderer, message_context
+from stripeflow.tasks.notify.render import Renderer, RenderError, message_context
 from stripeflow.tasks.retry import retry_if_retriable
 
 log = logging.getLogger("stripeflow.notify")
+T = TypeVar("T")
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -78,11 +90,24 @@ def build_messages(
     ]
 
 
+BUILD_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, AttributeError, RenderError)
+
+
+def _build(make: Callable[[], T]) -> T:
+    """Make a message's content or MIME; a payment it cannot be made from fails only this message."""
+    try:
+        return make()
+    except BUILD_ERRORS as exc:  # a name no header takes, a broken template override, ...
+        raise BuildError(f"cannot build the message: {describe(exc)}", vendor="notify", code="build") from exc
+
+
 def _outgoing(
     p: Planned, settings: Settings, ledger: Ledger, channels: Channels, renderer: Renderer
 ) -> Outgoing:
     cfg = settings.notify
     payment = p.change.payment
+    customer = p.audience == "customer"
+    msg_id = message_id(p.key, payment.payment_id, cfg.sender)
 
     def context() -> dict[str, Any]:
         return message_context(
@@ -95,8 +120,7 @@ def _outgoing(
             deal_url=deal_url(settings, ledger, payment.payment_id),
         )
 
-    def send_email() -> str:
-        customer = p.audience == "customer"
+    def make_email() -> EmailMessage:
         content = (
             renderer.customer_email(p.kind, context()) if customer else renderer.team_email(p.kind, context())
         )
@@ -108,29 +132,43 @@ def _outgoing(
             unsubscribe_mailto=cfg.unsubscribe_mailto if customer else None,
             unsubscribe_url=cfg.unsubscribe_url if customer else None,
         )
-        msg_id = message_id(p.key, payment.payment_id, cfg.sender)
-        return channels.send_email(build_email(content, envelope, msg_id=msg_id))
+        msg = build_email(content, envelope, msg_id=msg_id)
+        msg.as_bytes()  # serialising is where a bad header value shows itself: here, not mid-send
+        return msg
 
-    def send_slack() -> str:
-        content = renderer.team_slack(p.kind, context())
-        return channels.slack(p.channel_target).post_message(p.channel_target, content.text, content.blocks)
+    def send_email(attempt: Attempt) -> str:
+        return channels.send_email(_build(make_email), attempt)
 
-    def send_slack_webhook() -> str:
-        content = renderer.team_slack(p.kind, context())
-        return channels.slack_webhook().send(content.text, content.blocks)
+    def look_email() -> Looked:
+        found = channels.mailer().look(msg_id)
+        return CANNOT_LOOK if found is None else Looked(found, msg_id)
 
-    def send_telegram() -> str:
-        return channels.telegram(p.channel_target).send_message(
-            p.channel_target, renderer.team_telegram(p.kind, context())
-        )
+    def send_slack(attempt: Attempt) -> str:
+        content = _build(lambda: renderer.team_slack(p.kind, context()))
+        client = channels.slack(p.channel_target)
+        attempt()
+        return client.post_message(p.channel_target, content.text, content.blocks, key=p.key)
 
-    senders = {
+    def send_slack_webhook(attempt: Attempt) -> str:
+        content = _build(lambda: renderer.team_slack(p.kind, context()))
+        client = channels.slack_webhook()
+        attempt()
+        return client.send(content.text, content.blocks)
+
+    def send_telegram(attempt: Attempt) -> str:
+        html = _build(lambda: renderer.team_telegram(p.kind, context()))
+        client = channels.telegram(p.channel_target)
+        attempt()
+        return client.send_message(p.channel_target, html)
+
+    senders: dict[str, Callable[[Attempt], str]] = {
         "email": send_email,
         "slack": send_slack,
         "slack-webhook": send_slack_webhook,
         "telegram": send_telegram,
     }
     target = "slack" if p.channel_type == "slack-webhook" else p.channel_type
+    outbox = p.channel_type == "email" and channels.mailer_can_look()
     breaker = "email" if p.channel_type == "email" else p.channel  # one SMTP server for all mail
     return Outgoing(
         key=p.key,
@@ -139,6 +177,9 @@ def _outgoing(
         action=p.action,
         channel=breaker,
         send=senders[p.channel_type],
+        look=look_email if p.channel_type == "email" else cannot_look,
+        dedupes=outbox,  # one file per Message-ID, replaced atomically: a repeat changes nothing
+        settle_at_once=not outbox,
     )
 
 
@@ -209,8 +250,13 @@ def hand_off_changes(
             clients.append(HandoffAPI(url, secret, timeout=cfg.timeout))
         return clients[0]
 
-    def sender(change: PaymentChange, key: str) -> Callable[[], str]:
-        return lambda: api().deliver(change, key)
+    def sender(change: PaymentChange, key: str) -> Callable[[Attempt], str]:
+        def send(attempt: Attempt) -> str:
+            client = api()
+            attempt()
+            return client.deliver(change, key)
+
+        return send
 
     items = [
         Outgoing(
@@ -220,6 +266,7 @@ def hand_off_changes(
             action="payment_changed",
             channel="handoff",
             send=sender(change, key),
+            dedupes=True,  # Idempotency-Key: a receiver drops a repeat, so a doubtful one is redone
         )
         for change in changes
         if change.changed

@@ -16,7 +16,7 @@ import httpx
 from stripeflow.core.config import Settings
 from stripeflow.core.errors import ConfigError
 from stripeflow.core.http import Clock, Sleep
-from stripeflow.tasks.notify.email import Mailer, OutboxMailer, SMTPFactory, SMTPMailer, connect_smtp
+from stripeflow.tasks.notify.email import Attempt, Mailer, OutboxMailer, SMTPFactory, SMTPMailer, connect_smtp
 from stripeflow.tasks.notify.slack import SlackAPI, SlackWebhookAPI
 from stripeflow.tasks.notify.telegram import TelegramAPI
 
@@ -92,8 +92,12 @@ class Channels:
                 self._mailer = OutboxMailer(cfg.outbox or self.settings.home / "outbox")
         return self._mailer
 
-    def send_email(self, msg: EmailMessage) -> str:
-        return self.mailer().send(msg)
+    def mailer_can_look(self) -> bool:
+        """Whether the mailer can tell if a message arrived (the outbox can; SMTP cannot)."""
+        return not self.settings.notify.smtp.host
+
+    def send_email(self, msg: EmailMessage, attempt: Attempt) -> str:
+        return self.mailer().send(msg, attempt)
 
     def _client(self, name: str, build: Any) -> Any:
         if name not in self._clients:

@@ -1,16 +1,45 @@
 """Send each message at most once, keyed in the ledger, and sort every failure by its cause.
 
-Messages go in small chunks: claim the chunk's effect keys (one insert that only one run wins
-per key; status `unknown`, so a crash mid-chunk leaves at most a chunk unknown, never resent)
--> send each -> settle the chunk in one transaction:
+Every message goes claim -> attempt -> act -> settle, in small chunks:
+
+    claim     the chunk's keys in one transaction (`claimed`: the target has not been called)
+    attempt   `attempting`, committed on its own right before the call that cannot be taken
+              back (`Outgoing.send` says when, by calling `attempt()`: SMTP just before DATA's
+              final dot, Slack and Telegram just before the request; the outbox and the
+              hand-off need none, see below)
+    act       the call
+    settle    the chunk in one transaction (a message to a target that cannot be looked at,
+              as soon as it is sent: `Outgoing.settle_at_once`):
 
     sent                      done      the receipt (Message-ID, Slack ts, Telegram message id)
-    OutcomeUnknownError       unknown   maybe sent: not resent automatically; reconciliation settles it
+    OutcomeUnknownError       unknown   maybe sent: never resent automatically
     PermanentError, config    failed    + a dead letter with the reason; never raised, never resent
+    cannot be built           failed    + a dead letter for that one message; the others go on
     RetriableError            (claim released) retried by the task; dead-lettered on its last attempt
+
+A run that dies leaves its chunk's claims behind, and the next run settles them by what they say:
+`claimed` ones never reached the target, so they are taken over and sent; `attempting` ones
+may have, so each channel answers in its own way (`Outgoing.look` / `Outgoing.dedupes`):
+
+    the outbox                 looked at: a file with that Message-ID is there -> done, else sent
+    the hand-off               redone: the receiver dedupes on Idempotency-Key (the effect key)
+    SMTP, Telegram, Slack      cannot be looked at -> `unknown`, reported, never resent
+    (chat.postMessage and the webhook; the key rides in the message's metadata for a person
+    who looks, but conversations.history needs the channel's id, a history scope and, for
+    apps outside the Marketplace, a rate of one call a minute: not used to settle)
+
+A target that drops a repeat of our key (`dedupes`: the hand-off, and the outbox, whose file is
+named by the Message-ID and replaced atomically) gets no `attempting` commit at all: a claim it
+leaves is redone, which is what `attempting` would lead to as well, one commit per message cheaper
+(SQLite, synchronous=FULL, on the 2-core test machine: 0.9 ms a commit idle, 6-7 ms under load;
+a burst of 1,500 outbox e-mails took 9.9 s with the commit and 6.9 s without, 28 s / 16 s loaded).
 
 A channel whose credentials are refused, or which is down, is not tried again in the same
 run: the rest of its messages take the same outcome without another call.
+
+Crash points (`stripeflow.core.crashpoints`, for the real-kill tests): `notify.<target>.after_claim`
+(claims committed, nothing sent) and `notify.<target>.after_call` (the target answered, the
+ledger not yet settled); <target> is email, slack, telegram or handoff.
 """
 
 from __future__ import annotations
@@ -21,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stripeflow.core.batching import chunks
+from stripeflow.core.crashpoints import crash_point
 from stripeflow.core.errors import (
     AuthError,
     ConfigError,
@@ -31,20 +61,51 @@ from stripeflow.core.errors import (
 )
 from stripeflow.core.ledger import Ledger
 
-CHUNK = 25  # messages per claim/settle transaction: fewer commits, at most this many left unknown by a crash
+CHUNK = 25  # messages per claim/settle transaction: fewer commits; a crash leaves at most these to settle
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+Attempt = Callable[[], None]
+
+
+class BuildError(PermanentError):
+    """A message that cannot be made from this payment (a header, a template): dead-letter that one."""
+
+
+@dataclass(frozen=True)
+class Looked:
+    """What the target says about a message an attempt may have sent: `found` None = cannot tell."""
+
+    found: bool | None
+    receipt: str = ""
+
+
+CANNOT_LOOK = Looked(None)
+
+
+def cannot_look() -> Looked:
+    return CANNOT_LOOK
 
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message ready to go: `send()` renders and sends it, returning a receipt."""
+    """One message ready to go.
+
+    `send(attempt)` builds it, calls `attempt()` once right before the call that may reach the
+    target (not before: a failure to build or connect leaves the claim clean), and returns a
+    receipt. `look()` tells whether the target has it; `dedupes` says the target drops a repeat
+    of our key, so a doubtful attempt is simply redone.
+    """
 
     key: str
     payment_id: str
     target: str  # the ledger's target: email, slack, telegram, handoff
     action: str
     channel: str  # what a failure of credentials or availability takes down with it
-    send: Callable[[], str]
+    send: Callable[[Attempt], str]
+    look: Callable[[], Looked] = cannot_look
+    dedupes: bool = False
+    # a target that can neither be looked at nor dedupes: settle each one as soon as it is sent,
+    # so a crash leaves only the message in flight in doubt, not the chunk's delivered ones
+    settle_at_once: bool = False
 
 
 @dataclass
@@ -56,6 +117,7 @@ class NotifyReport:
     unknown: list[str] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # a dead attempt's, found at the target
     last_retriable: RetriableError | None = field(default=None, repr=False)
 
     def counts(self) -> dict[str, int]:
@@ -65,6 +127,7 @@ class NotifyReport:
             "unknown": len(self.unknown),
             "dead": len(self.dead),
             "pending": len(self.pending),
+            "recovered": len(self.recovered),
         }
 
 
@@ -81,55 +144,111 @@ def describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
+@dataclass
+class _Run:
+    ledger: Ledger
+    report: NotifyReport
+    final_attempt: bool
+    logger: Logger
+    broken: dict[str, Exception] = field(default_factory=dict)
+
+
 def deliver(
     items: Sequence[Outgoing], ledger: Ledger, *, final_attempt: bool, logger: Logger
 ) -> NotifyReport:
-    report = NotifyReport()
+    run = _Run(ledger, NotifyReport(), final_attempt, logger)
     done = ledger.effects_done(item.key for item in items)
-    report.already_done.extend(i.key for i in items if i.key in done)
-    broken: dict[str, Exception] = {}
+    run.report.already_done.extend(i.key for i in items if i.key in done)
     for chunk in chunks([i for i in items if i.key not in done], CHUNK):
-        won, token = ledger.claim_effects(chunk)
-        outcomes: list[_Outcome] = []
-        for item in chunk:
-            if item.key not in won:
-                report.already_done.append(item.key)  # another run took it first
-            elif item.channel in broken:  # no call: the channel already failed this way
-                outcomes.append(_failure(item, broken[item.channel], report, final_attempt, logger))
-            else:
-                outcomes.append(_send(item, broken, report, final_attempt, logger))
-        ledger.settle_effects(outcomes, token)
-    return report
+        won, token = ledger.claim_effects(chunk)  # new keys, and `claimed` ones a dead attempt left
+        for target in dict.fromkeys(i.target for i in chunk if i.key in won):
+            crash_point(f"notify.{target}.after_claim")
+        stuck: set[str] = set()
+        rest = [i.key for i in chunk if i.key not in won]
+        if rest:
+            states = ledger.effect_states(rest)
+            doubtful = [k for k in rest if states.get(k) == "attempting"]
+            if doubtful:
+                stuck, stuck_token = ledger.take_over_attempting(doubtful)
+                _send_and_settle(run, [i for i in chunk if i.key in stuck], stuck_token, recover=True)
+        run.report.already_done.extend(k for k in rest if k not in stuck)  # another run's, settled
+        _send_and_settle(run, [i for i in chunk if i.key in won], token, recover=False)
+    return run.report
 
 
-def _send(
-    item: Outgoing, broken: dict[str, Exception], report: NotifyReport, final_attempt: bool, logger: Logger
-) -> _Outcome:
+def _send_and_settle(run: _Run, items: list[Outgoing], token: str, *, recover: bool) -> None:
+    if not items:
+        return
+    outcomes: list[_Outcome] = []
     try:
-        receipt = item.send()
+        for item in items:
+            outcome = _recover(run, item, token) if recover else _attempt(run, item, token, fresh=True)
+            if item.settle_at_once and outcome.status == "done":
+                run.ledger.settle_effects([outcome], token)  # a crash now leaves no delivered one in doubt
+            else:
+                outcomes.append(outcome)
+    finally:  # even when something unforeseen escapes: what was sent is settled, not left in doubt
+        run.ledger.settle_effects(outcomes, token)
+
+
+def _recover(run: _Run, item: Outgoing, token: str) -> _Outcome:
+    """An attempt died after `attempting`: settle it by looking at the target, or redo it."""
+    looked = item.look()
+    if looked.found:
+        run.report.recovered.append(item.key)
+        run.logger.info(
+            "%s for payment %s: found at %s after a dead attempt", item.action, item.payment_id, item.target
+        )
+        return _Outcome(item, "done", looked.receipt)
+    if looked.found is False or item.dedupes:  # not there, or a repeat is dropped: send it now
+        return _attempt(run, item, token, fresh=False)
+    run.report.unknown.append(item.key)
+    run.logger.warning(
+        "%s for payment %s: an attempt died while sending via %s, which cannot be looked at; "
+        "left unknown, not resent",
+        item.action,
+        item.payment_id,
+        item.target,
+    )
+    return _Outcome(item, "unknown", f"attempt died during the call; {item.target} cannot be looked at")
+
+
+def _attempt(run: _Run, item: Outgoing, token: str, *, fresh: bool) -> _Outcome:
+    if item.channel in run.broken:  # no call: the channel already failed this way
+        return _failure(run, item, run.broken[item.channel])
+    marked: list[bool] = []
+
+    def attempt() -> None:
+        # one small commit: "the call is about to be made"; not needed where a repeat is harmless
+        if fresh and not marked and not item.dedupes:
+            run.ledger.mark_attempting([item.key], token)
+        marked.append(True)
+
+    try:
+        receipt = item.send(attempt)
     except (VendorError, ConfigError) as exc:
-        if isinstance(exc, AuthError | ConfigError | RetriableError):
-            broken[item.channel] = exc
-        return _failure(item, exc, report, final_attempt, logger)
-    report.sent.append(item.key)
-    logger.info("sent %s for payment %s via %s", item.action, item.payment_id, item.target)
+        if isinstance(exc, AuthError | ConfigError | RetriableError) and not isinstance(exc, BuildError):
+            run.broken[item.channel] = exc
+        return _failure(run, item, exc)
+    crash_point(f"notify.{item.target}.after_call")
+    run.report.sent.append(item.key)
+    run.logger.info("sent %s for payment %s via %s", item.action, item.payment_id, item.target)
     return _Outcome(item, "done", receipt)
 
 
-def _failure(
-    item: Outgoing, exc: Exception, report: NotifyReport, final_attempt: bool, logger: Logger
-) -> _Outcome:
+def _failure(run: _Run, item: Outgoing, exc: Exception) -> _Outcome:
     reason = describe(exc)
+    report = run.report
     if isinstance(exc, OutcomeUnknownError):
         report.unknown.append(item.key)
-        logger.warning(
+        run.logger.warning(
             "%s for payment %s: outcome unknown, not resent (%s)",
             item.action,
             item.payment_id,
             type(exc).__name__,
         )
         return _Outcome(item, "unknown", reason)
-    if isinstance(exc, RetriableError) and not final_attempt:
+    if isinstance(exc, RetriableError) and not run.final_attempt:
         report.pending.append(item.key)
         report.last_retriable = exc
         return _Outcome(item, "release", reason)
@@ -137,5 +256,5 @@ def _failure(
         raise exc  # pragma: no cover - only the categories above reach here
     report.dead.append(item.key)
     code = getattr(exc, "code", None) or getattr(exc, "status", None) or type(exc).__name__
-    logger.warning("%s for payment %s dead-lettered (%s)", item.action, item.payment_id, code)
+    run.logger.warning("%s for payment %s dead-lettered (%s)", item.action, item.payment_id, code)
     return _Outcome(item, "failed", reason)

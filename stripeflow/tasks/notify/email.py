@@ -6,7 +6,16 @@ and it never retries by itself (the notify task's declared retries do, guarded b
     refused before DATA (connection, 4xx)      RetriableError   nothing was delivered
     5xx for the sender, a recipient or DATA    PermanentError   e.g. 550 no such user: dead letter
     535 / other AUTH failures                  AuthError
-    connection lost or timed out during DATA   OutcomeUnknownError  the server may have taken it
+    connection lost after DATA's final dot     OutcomeUnknownError  the server may have taken it
+
+`SMTPMailer.send(msg, attempt)` calls `attempt()` as late as the protocol allows: after the
+server accepted the sender, every recipient and DATA (354) and took the whole message, just
+before the final dot that commits it. A crash before that dot delivers nothing; only the
+moment between the dot and the ledger's settle stays in doubt (settled `unknown`).
+
+Header values are made safe here (`header_text`): line and paragraph separators (U+2028,
+U+2029, U+0085, CR, LF), NUL and other control characters become spaces, and long values are
+cut, so any product or customer name makes a valid one-line header.
 """
 
 from __future__ import annotations
@@ -35,9 +44,18 @@ from stripeflow.core.errors import (
     RetriableError,
     VendorError,
 )
-from stripeflow.tasks.notify.render import EmailContent
+from stripeflow.tasks.notify.render import EmailContent, one_line
 
 VENDOR = "smtp"
+SUBJECT_MAX = 200  # characters: mail clients show far fewer, and a subject need not carry a whole name
+NAME_MAX = 100
+Attempt = Callable[[], None]
+
+
+def header_text(value: str, limit: int) -> str:
+    """One line, no control characters, at most `limit` characters (an ellipsis says it was cut)."""
+    text = one_line(value)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 @dataclass(frozen=True)
@@ -77,12 +95,13 @@ def build_email(
     msg = EmailMessage(policy=email.policy.SMTP)
     try:
         msg["From"] = envelope.sender
-        msg["To"] = Address(display_name=envelope.to_name or "", addr_spec=envelope.to)
+        name = header_text(envelope.to_name or "", NAME_MAX)
+        msg["To"] = Address(display_name=name, addr_spec=envelope.to)
         if envelope.reply_to:
             msg["Reply-To"] = envelope.reply_to
     except (ValueError, IndexError, TypeError) as exc:
         raise PermanentError(f"invalid address: {exc}", vendor=VENDOR, code="invalid_address") from exc
-    msg["Subject"] = content.subject
+    msg["Subject"] = header_text(content.subject, SUBJECT_MAX)
     msg["Date"] = email.utils.format_datetime(now or datetime.now(UTC))
     msg["Message-ID"] = msg_id
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders stay quiet
@@ -99,7 +118,11 @@ def build_email(
 class Mailer(Protocol):
     """Delivers one built message; returns a short receipt for the ledger."""
 
-    def send(self, msg: EmailMessage) -> str: ...
+    def send(self, msg: EmailMessage, attempt: Attempt) -> str: ...
+
+    def look(self, msg_id: str) -> bool | None:
+        """Whether this message is at the target (None: this mailer cannot tell)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -110,14 +133,20 @@ class OutboxMailer:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def send(self, msg: EmailMessage) -> str:
-        name = re.sub(r"[^A-Za-z0-9._@-]", "_", str(msg["Message-ID"]).strip("<>")) + ".eml"
-        path = self.folder / name
+    def path(self, msg_id: str) -> Path:
+        return self.folder / (re.sub(r"[^A-Za-z0-9._@-]", "_", msg_id.strip().strip("<>")) + ".eml")
+
+    def look(self, msg_id: str) -> bool | None:
+        return self.path(msg_id).exists()
+
+    def send(self, msg: EmailMessage, attempt: Attempt) -> str:
+        path = self.path(str(msg["Message-ID"]))
         tmp = path.with_suffix(".eml.tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(msg.as_bytes())
-            os.replace(tmp, path)  # atomic: a reader never sees half a message
+            attempt()
+            os.replace(tmp, path)  # atomic: a reader never sees half a message, `look` never a false one
         except OSError as exc:  # a full or read-only disk: nothing was written, try again later
             raise RetriableError(f"cannot write to the outbox: {exc}", vendor="outbox") from exc
         return str(path)
@@ -142,6 +171,12 @@ def connect_smtp(cfg: SMTPSettings) -> smtplib.SMTP:
         smtp.starttls(context=context)
         smtp.ehlo()
     return smtp
+
+
+def _dot_stuffed(payload: bytes) -> bytes:
+    """The message as DATA carries it, without the final dot (as `smtplib.SMTP.data` does it)."""
+    body = re.sub(rb"(?m)^\.", b"..", payload)
+    return body if body.endswith(b"\r\n") else body + b"\r\n"
 
 
 def _response_error(code: int, reply: bytes | str, what: str) -> VendorError:
@@ -198,7 +233,10 @@ class SMTPMailer:
         self._smtp = smtp
         return smtp
 
-    def send(self, msg: EmailMessage) -> str:
+    def look(self, msg_id: str) -> bool | None:
+        return None  # SMTP has no way to ask whether a message was taken
+
+    def send(self, msg: EmailMessage, attempt: Attempt) -> str:
         smtp = self._session()
         sender = email.utils.parseaddr(str(msg["From"]))[1]
         recipients = [a.addr_spec for a in msg["To"].addresses]
@@ -217,13 +255,27 @@ class SMTPMailer:
         except (smtplib.SMTPException, OSError) as exc:
             self.close()
             raise RetriableError(f"connection lost before DATA: {exc}", vendor=VENDOR) from exc
-        try:
-            code, reply = smtp.data(payload)  # raises only when DATA itself is refused
-        except smtplib.SMTPDataError as exc:  # the server answered: it did not take the message
+        try:  # DATA and the message itself: still nothing delivered until the final dot
+            code, reply = smtp.docmd("data")
+            if code != 354:
+                raise _response_error(code, reply, "data_refused")
+            smtp.send(_dot_stuffed(payload))
+        except VendorError:
             self._reset()
-            raise _response_error(exc.smtp_code, exc.smtp_error, "data_refused") from exc
+            raise
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise RetriableError(f"connection lost before the end of DATA: {exc}", vendor=VENDOR) from exc
+        try:
+            attempt()
+        except BaseException:
+            self._drop()  # without the final dot the server discards the message
+            raise
+        try:
+            smtp.send(b".\r\n")
+            code, reply = smtp.getreply()
         except (smtplib.SMTPException, OSError) as exc:  # timeouts included
-            self.close()
+            self._drop()
             raise OutcomeUnknownError(f"connection lost during DATA: {exc}", vendor=VENDOR) from exc
         if code != 250:  # the answer to the message itself: refused, so not delivered
             self._reset()
@@ -237,6 +289,12 @@ class SMTPMailer:
             self._smtp.rset()
         except (smtplib.SMTPException, OSError):
             self.close()
+
+    def _drop(self) -> None:
+        """Close the socket without QUIT: inside DATA, QUIT would be read as part of the message."""
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
 
     def close(self) -> None:
         if self._smtp is None:

@@ -134,17 +134,17 @@ def message_context(
         "kind": kind,
         "language": language,
         "payment": payment,
-        "name": payment.name,
+        "name": _clean(payment.name),
         "email": payment.email,
-        "customer": payment.name or payment.email or payment.customer_id or "—",
-        "product": payment.product or None,
+        "customer": _clean(payment.name or payment.email or payment.customer_id) or "—",
+        "product": _clean(payment.product) or None,
         "amount": money(payment.amount),
         "refunded": money(payment.refunded_amount),
         "refund": money(max(payment.refunded_amount - before, Decimal(0))),
         "net": money(payment.net_amount),
         "fully_refunded": payment.refunded_amount >= payment.amount,
         "method": METHOD_LABELS[language].get(payment.method.value, payment.method.value),
-        "reason": payment.failure_message,
+        "reason": _clean(payment.failure_message),
         "occurred_at": format_datetime(
             payment.occurred_at, DATE_FORMAT[language], tzinfo=ZoneInfo(timezone), locale=LOCALES[language]
         ),
@@ -158,9 +158,24 @@ def message_context(
     }
 
 
-def _one_line(text: str) -> str:
-    """Fold to one line; non-breaking spaces stay (str.split would eat them: `1 249,00 zł`)."""
-    return re.sub(r"[ \t\r\n]+", " ", text).strip()
+# every character str.splitlines() breaks at (U+2028, U+2029, U+0085, \v, \f, \x1c-\x1e ...),
+# NUL and the other C0/C1 controls; not U+00A0, which keeps `1 249,00 zł` together
+_BREAKS = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
+TEXT_MAX = 300  # characters of one name or product in a message: enough to recognise it
+
+
+def one_line(text: str) -> str:
+    """Fold to one line of printable text (for headers, subjects and headlines)."""
+    return _BREAKS.sub(" ", text).strip()
+
+
+def _clean(value: str | None) -> str | None:
+    """A name or product from Stripe as a message shows it: one line, printable, not huge (None
+    when nothing printable is left, so the template's fallback applies)."""
+    text = one_line(value or "")
+    if not text:
+        return None
+    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1].rstrip() + "…"
 
 
 class Renderer:
@@ -196,13 +211,13 @@ class Renderer:
     def customer_email(self, kind: str, context: dict[str, Any]) -> EmailContent:
         base, context = f"customer_{kind}", {**context, "kind": kind}
         return EmailContent(
-            subject=_one_line(self._render(self.env, [f"{base}.subject.j2"], context)),
+            subject=one_line(self._render(self.env, [f"{base}.subject.j2"], context)),
             text=self._render(self.env, [f"{base}.txt.j2"], context) + "\n",
             html=self._render(self.env, [f"{base}.html.j2"], context) + "\n",
         )
 
     def headline(self, kind: str, context: dict[str, Any]) -> str:
-        return _one_line(self._render(self.env, self._team_names(kind, "subject"), {**context, "kind": kind}))
+        return one_line(self._render(self.env, self._team_names(kind, "subject"), {**context, "kind": kind}))
 
     def team_email(self, kind: str, context: dict[str, Any]) -> EmailContent:
         context = {**context, "kind": kind, "headline": self.headline(kind, context)}

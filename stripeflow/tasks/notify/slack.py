@@ -39,6 +39,7 @@ AUTH_ERRORS = frozenset(
     }
 )
 RATE_ERRORS = frozenset({"ratelimited", "rate_limited"})
+METADATA_EVENT = "stripeflow_message"  # message metadata's event_type for what we post
 SERVER_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
 
@@ -101,13 +102,22 @@ class SlackAPI(VendorAPI):
             request_id=self.request_id(response),
         )
 
-    def post_message(self, channel: str, text: str, blocks: list[dict[str, Any]]) -> str:
-        """Post; returns the message's `ts` (its id in the channel)."""
+    def post_message(
+        self, channel: str, text: str, blocks: list[dict[str, Any]], *, key: str | None = None
+    ) -> str:
+        """Post; returns the message's `ts` (its id in the channel).
+
+        `key` (our effect key) rides along as message metadata, so the message in the channel
+        says which effect it is (Slack keeps metadata with the message; it dedupes nothing).
+        """
+        payload: dict[str, Any] = {"channel": channel, "text": text, "blocks": blocks, "unfurl_links": False}
+        if key:
+            payload["metadata"] = {"event_type": METADATA_EVENT, "event_payload": {"effect_key": key}}
         body = self.request_json(
             "POST",
             "/chat.postMessage",
             idempotent=False,  # Slack has no idempotency key
-            json={"channel": channel, "text": text, "blocks": blocks, "unfurl_links": False},
+            json=payload,
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
         return str(body.get("ts", ""))

@@ -35,6 +35,18 @@ def ledger(settings: Settings) -> Iterator[Ledger]:
     ledger.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """The ledger on each of its databases: SQLite (WAL) and a fresh PostgreSQL database."""
+    url = (
+        f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    ledger = Ledger(url)
+    ledger.migrate()
+    yield ledger
+    ledger.dispose()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for one test, dropped afterwards."""

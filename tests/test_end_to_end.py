@@ -5,8 +5,7 @@ Then Prefect goes away (its connection cut) and comes back: nothing acknowledged
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import httpx
@@ -22,17 +21,9 @@ from tests.fakes.server import serve_app
 from tests.fakes.stripe_api import FakeStripe
 from tests.fakes.stripe_events import sign
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.waiting import wait_for
 
 SECRET = "whsec_test_e2e"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-    """Poll a condition (the system under test runs in other threads); fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,19 +22,9 @@ from stripeflow.core.ledger import Ledger
 from tests.conftest import PG_ADMIN
 from tests.fakes.server import serve_app
 from tests.fakes.stripe_events import StripeWorld, sign
+from tests.waiting import wait_for
 
 SECRET = "whsec_test_primary"  # the secret of the `settings` fixture
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (
-        f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    )
-    ledger = Ledger(url)
-    ledger.migrate()
-    yield ledger
-    ledger.dispose()
 
 
 @dataclass
@@ -153,9 +141,4 @@ def inbox_locked(ledger: Ledger) -> Iterator[None]:
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    wait_for(check, timeout, what, step=0.02)

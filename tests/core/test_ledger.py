@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy import inspect, select, update
 
 from stripeflow.core.ledger import InboxRow, IncomingEvent, LeaseKeeper, Ledger, utcnow
 from stripeflow.core.payment import Payment, PaymentStatus
+from tests.waiting import wait_for
 
 
 def incoming(event_id: str, created: int = 1) -> IncomingEvent:
@@ -60,16 +60,6 @@ def test_an_event_is_stored_once(any_ledger: Ledger) -> None:
     ]
     assert any_ledger.store_events([incoming("evt_1")]) == [False]
     assert any_ledger.inbox_counts() == {"pending": 2}
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll until `condition()` is truthy (the other party runs elsewhere); fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def test_claims_are_exclusive_until_the_lease_expires(any_ledger: Ledger) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from stripeflow.bridge.dispatcher import Dispatcher
 from stripeflow.core.config import Settings
 from stripeflow.core.runtime import Runtime, build_runtime, set_runtime
 from stripeflow.tasks.crm.local import LocalCRM
+from tests.waiting import wait_for  # noqa: F401  (the flow tests import it from here)
 
 
 @pytest.fixture
@@ -50,14 +50,3 @@ def drain(dispatcher: Dispatcher) -> int:
     while dispatcher.run_once():
         runs += 1
     return runs
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll until `condition()` is truthy (a lease has to run out, another run to move); fail
-    after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return result

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -297,17 +296,6 @@ def test_one_payment_in_one_final_state_whatever_the_order(ledger: Ledger, name:
         assert getattr(final, key) == value, key
     if mode == "with_api":
         assert final.missing == ()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (
-        f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    )
-    ledger = Ledger(url)
-    ledger.migrate()
-    yield ledger
-    ledger.dispose()
 
 
 def facts(*events: Obj) -> list[Payment]:

@@ -639,7 +639,10 @@ def main(argv: list[str] | None = None) -> int:
             api = f"http://127.0.0.1:{prefect_port}/api"
             secret = "whsec_bench_chaos"
             config = tmp / "stripeflow.toml"
-            config.write_text('[[crm]]\ntype = "hubspot"\n')
+            # the worker keeps to the Stripe fake's read limit, as it keeps to a real account's
+            config.write_text(
+                f'[stripe]\nrequests_per_second = {args.stripe_rate_limit}\n\n[[crm]]\ntype = "hubspot"\n'
+            )
             env = base_env(
                 PREFECT_HOME=str(prefect_home),
                 PREFECT_API_URL=api,

@@ -52,6 +52,12 @@ class StripeSettings(Section):
         description="whsec_... (env STRIPE_WEBHOOK_SECRET, comma-separated for rotation)",
     )
     tolerance: int = Field(300, description="seconds a signature's timestamp may be old")
+    requests_per_second: int | None = Field(
+        None,
+        gt=0,
+        description="most Stripe API reads a second; default Stripe's limit for the key's mode "
+        "(25 in a sandbox, 100 live)",
+    )
     block: str | None = Field(
         None, description="name of a StripeCredentials block to load instead of the env"
     )

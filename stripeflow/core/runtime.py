@@ -29,9 +29,10 @@ class Runtime:
     def lookup(self) -> Lookup:
         if self.settings.stripe.api_key is None:
             return NoLookup()
-        from stripeflow.tasks.stripe.client import StripeLookup, make_client
+        from stripeflow.tasks.stripe.client import StripeLookup, make_client, read_limiter
 
-        return StripeLookup(make_client(self.settings.stripe), self.ledger)
+        stripe = self.settings.stripe
+        return StripeLookup(make_client(stripe), self.ledger, limiter=read_limiter(stripe))
 
     def close(self) -> None:
         if "crms" in self.__dict__:

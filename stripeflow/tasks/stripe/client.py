@@ -24,6 +24,7 @@ from stripeflow.core.errors import (
     RetriableError,
     VendorError,
 )
+from stripeflow.core.http import Limiter, SlidingWindowLimiter, Unlimited
 from stripeflow.core.ledger import Ledger
 
 API_VERSION = "2026-10-28.endive"  # the version stripe-python 16.1 speaks; pin webhooks to it too
@@ -64,6 +65,18 @@ SERVICES = {
 }
 
 
+# docs.stripe.com/rate-limits: 25 read requests a second in a sandbox, 100 in live mode
+READS_PER_SECOND = {"test": 25, "live": 100}
+
+
+def read_limiter(settings: StripeSettings) -> Limiter:
+    """Stripe's read limit for the key's mode: a burst of events needing enrichment waits its
+    turn here instead of meeting 429s (which stripe-python does not retry)."""
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
+    mode = "live" if key.startswith(("sk_live_", "rk_live_")) else "test"
+    return SlidingWindowLimiter(settings.requests_per_second or READS_PER_SECOND[mode], 1.0)
+
+
 class StripeLookup:
     """Implements `normalise.Lookup` over the Stripe API with a ledger-backed cache."""
 
@@ -72,10 +85,12 @@ class StripeLookup:
         client: stripe.StripeClient,
         ledger: Ledger | None = None,
         max_age: timedelta = timedelta(minutes=10),
+        limiter: Limiter | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.max_age = max_age
+        self.limiter: Limiter = limiter or Unlimited()
         self.calls = 0
 
     def _cached(self, key: str, fetch: Any) -> Any:
@@ -84,8 +99,9 @@ class StripeLookup:
             if hit is not None:
                 return hit["value"]
         try:
-            self.calls += 1
-            value = fetch()
+            with self.limiter.slot():
+                self.calls += 1
+                value = fetch()
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
                 raise PayloadError(f"Stripe has no {key.split('|')[0]}: {exc.user_message or exc}") from exc

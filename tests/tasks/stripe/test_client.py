@@ -10,7 +10,7 @@ from stripeflow.core.config import StripeSettings
 from stripeflow.core.errors import AuthError, PayloadError, RateLimitedError
 from stripeflow.core.ledger import Ledger
 from stripeflow.core.payment import Payment
-from stripeflow.tasks.stripe.client import StripeLookup, make_client
+from stripeflow.tasks.stripe.client import READS_PER_SECOND, StripeLookup, make_client, read_limiter
 from stripeflow.tasks.stripe.normalise import normalise
 from tests.fakes.server import serve_app
 from tests.fakes.stripe_api import FakeStripe
@@ -69,6 +69,28 @@ def test_a_rate_limit_that_persists_is_retriable(fake: FakeStripe, stripe_url: s
         lookup_for(stripe_url, None).retrieve("charge", ch["id"])
     fake.fail_next.clear()
     assert lookup_for(stripe_url, None).retrieve("charge", ch["id"])["id"] == ch["id"]
+
+
+def test_a_burst_of_lookups_keeps_to_stripes_read_limit_instead_of_meeting_429s(
+    fake: FakeStripe, stripe_url: str
+) -> None:
+    """The fake refuses past 25 requests a second, as a sandbox does; 60 distinct lookups in a
+    burst all succeed because the lookup waits its turn."""
+    settings = StripeSettings(api_key="sk_test_123", api_base=stripe_url)
+    assert fake.rate_per_second == READS_PER_SECOND["test"]
+    lookup = StripeLookup(make_client(settings), None, limiter=read_limiter(settings))
+    charges = [fake.world.charge(100 + i, "pln") for i in range(60)]
+    assert [lookup.retrieve("charge", ch["id"])["id"] for ch in charges] == [ch["id"] for ch in charges]
+    unlimited = StripeLookup(make_client(settings), None)  # what happened before: 429s
+    with pytest.raises(RateLimitedError):
+        for ch in charges:
+            unlimited.retrieve("charge", ch["id"])
+
+
+def test_the_read_limit_follows_the_keys_mode_unless_set() -> None:
+    live = read_limiter(StripeSettings(api_key="rk_live_abc"))
+    set_ = read_limiter(StripeSettings(api_key="sk_test_abc", requests_per_second=7))
+    assert (live.max_calls, set_.max_calls) == (100, 7)  # type: ignore[attr-defined]
 
 
 def test_a_subscription_session_is_linked_to_its_payment_through_the_api(

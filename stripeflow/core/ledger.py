@@ -62,6 +62,8 @@ PAYMENT_PREFIXES = ("pi_", "ch_", "py_")
 
 log = logging.getLogger("stripeflow.ledger")
 
+# a run's failure note that blames an outage (a vendor, Prefect), not its events
+OUTAGE = "outage: "
 # statuses an event ends in; a replay (claim_given) may run them again
 FINISHED = ("done", "dead", "skipped")
 # the database itself is away or busy, not this payment: the run fails and is retried whole
@@ -678,21 +680,29 @@ class Ledger:
         )
 
     def claim_next(self, limit: int, lease_seconds: float, token: str) -> list[str]:
-        """What a dispatcher claims next: first the events whose run died or failed, in a batch
-        ten times smaller for each attempt they have had (10,000, 1,000, 100, 10, 1), so one event
-        that fails its whole batch ends up alone before it runs out of attempts, and the others
-        get through; else up to `limit` pending ones, oldest first."""
+        """What a dispatcher claims next: first the events whose run died or failed, else up to
+        `limit` pending ones, oldest first.
+
+        Events whose run raised are retried in a batch ten times smaller for each attempt
+        (10,000, 1,000, 100, 10, 1), so one event that fails its whole batch ends up alone before
+        it runs out of attempts, and the others get through. A run that died without a word
+        (kill -9, a lost machine) or failed on an outage (`OUTAGE` notes) says nothing about its
+        events: they go again whole, and shrink only from their second such attempt on, so a
+        worker killed mid-burst costs one lease, not ten small runs."""
         now = utcnow()
+        expired = (InboxRow.status == "claimed") & (InboxRow.lease_until < now)
         with self.session() as s:
-            tried = s.scalar(
+            tried = s.scalar(select(func.max(InboxRow.attempts)).where(expired))
+            failed = s.scalar(
                 select(func.max(InboxRow.attempts)).where(
-                    InboxRow.status == "claimed", InboxRow.lease_until < now
+                    expired, InboxRow.note.is_not(None), InboxRow.note.not_like(f"{OUTAGE}%")
                 )
             )
         if tried:
+            shrink = max(int(failed or 0), int(tried) - 1)
             retry = self._claim(
                 [(InboxRow.status == "claimed", (InboxRow.attempts.desc(), InboxRow.lease_until))],
-                max(1, limit // 10 ** min(int(tried), 9)),
+                max(1, limit // 10 ** min(shrink, 9)),
                 lease_seconds,
                 token,
             )

@@ -10,7 +10,16 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from stripeflow.core.config import DispatcherSettings
-from stripeflow.core.ledger import Changes, LeaseKeeper, Ledger, PaymentChange, describe_error, new_token
+from stripeflow.core.errors import RetriableError
+from stripeflow.core.ledger import (
+    OUTAGE,
+    Changes,
+    LeaseKeeper,
+    Ledger,
+    PaymentChange,
+    describe_error,
+    new_token,
+)
 from stripeflow.core.payment import Payment
 
 
@@ -66,7 +75,8 @@ def leases_kept(ledger: Ledger, token: str, cfg: DispatcherSettings) -> Iterator
         yield
     except BaseException as exc:  # recorded and re-raised: the run still fails as it would
         keeper.stop()
-        ledger.note_failure(token, describe_error(exc))
+        outage = isinstance(exc, RetriableError)  # the vendor's fault, not the events'
+        ledger.note_failure(token, (OUTAGE if outage else "") + describe_error(exc))
         raise
     keeper.stop()
     ledger.release_payments(token)

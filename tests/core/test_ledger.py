@@ -231,11 +231,28 @@ def test_events_whose_run_failed_are_claimed_again_in_ever_smaller_batches(any_l
     sizes = []
     for attempt in range(3):
         sizes.append(len(any_ledger.claim_next(100, 0.2, token=f"run{attempt}")))
+        any_ledger.note_failure(f"run{attempt}", "ValueError: a bug one payment trips")
         wait_for(lambda: _expired(any_ledger), 5, "the failed run's lease to end")
     assert sizes == [100, 10, 1]  # a batch that failed is split tenfold each time
     any_ledger.store_events([incoming("evt_new", created=1000)])
     # retries first; the new event waits its turn rather than join a batch that may fail again
     assert "evt_new" not in any_ledger.claim_next(100, 300, token="next")
+
+
+@pytest.mark.parametrize("note", [None, "outage: RateLimitedError: stripe: Request rate limit exceeded"])
+def test_a_run_killed_or_failed_on_an_outage_is_retried_whole_once(
+    any_ledger: Ledger, note: str | None
+) -> None:
+    """A worker killed mid-burst (no note) or a run that failed on an outage says nothing about
+    its events: they go again in one batch, and shrink only if that fails too."""
+    any_ledger.store_events([incoming(f"evt_{i:03}", created=i) for i in range(100)])
+    sizes = []
+    for attempt in range(3):
+        sizes.append(len(any_ledger.claim_next(100, 0.2, token=f"run{attempt}")))
+        if note:
+            any_ledger.note_failure(f"run{attempt}", note)
+        wait_for(lambda: _expired(any_ledger), 5, "the dead run's lease to end")
+    assert sizes == [100, 100, 10]
 
 
 def _expired(ledger: Ledger) -> bool:

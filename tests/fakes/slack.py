@@ -171,6 +171,15 @@ class SlackState(FakeVendor):
         self._last_ts = ts
         return f"{ts:.6f}"
 
+    def add_message(self, channel: str, text: str, metadata: dict[str, Any] | None = None) -> str:
+        """A message someone else posted (a person, another app); returns its ts."""
+        ts = self._new_ts()
+        message: dict[str, Any] = {"type": "message", "user": "U0PERSON", "text": text, "ts": ts}
+        if metadata is not None:
+            message["metadata"] = metadata
+        self.messages.append({**message, "channel": self.channel_id(channel)})
+        return ts
+
     def texts(self, channel: str | None = None) -> list[str]:
         wanted = self.channel_id(channel) if channel else None
         return [m["text"] for m in self.messages if wanted is None or m["channel"] == wanted]

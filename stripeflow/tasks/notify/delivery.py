@@ -12,7 +12,10 @@ Every message goes claim -> attempt -> act -> settle, in small chunks:
               as soon as it is sent: `Outgoing.settle_at_once`):
 
     sent                      done      the receipt (Message-ID, Slack ts, Telegram message id)
-    OutcomeUnknownError       unknown   maybe sent: never resent automatically
+    OutcomeUnknownError       unknown   maybe sent: never resent automatically; at a target that
+                                        can be looked at (`Outgoing.can_look`), looked at first as a
+                                        dead attempt is (below): at once on the task's last try, else
+                                        left `attempting` for its retry, by when a slow write shows
     PermanentError, config    failed    + a dead letter with the reason; never raised, never resent
     cannot be built           failed    + a dead letter for that one message; the others go on
     RetriableError            (claim released) retried by the task; dead-lettered on its last attempt
@@ -23,10 +26,16 @@ may have, so each channel answers in its own way (`Outgoing.look` / `Outgoing.de
 
     the outbox                 looked at: a file with that Message-ID is there -> done, else sent
     the hand-off               redone: the receiver dedupes on Idempotency-Key (the effect key)
-    SMTP, Telegram, Slack      cannot be looked at -> `unknown`, reported, never resent
-    (chat.postMessage and the webhook; the key rides in the message's metadata for a person
-    who looks, but conversations.history needs the channel's id, a history scope and, for
-    apps outside the Marketplace, a rate of one call a minute: not used to settle)
+    Slack bot (chat.postMessage)  looked at: `SlackAPI.find_message` reads the channel's history
+                               since the effect's claim for a message whose metadata carries the
+                               key -> done with its ts; none -> sent; the lookup refused
+                               (missing_scope, not_in_channel, channel_not_found), down, rate-limited
+                               past the seam's wait or over 2,000 messages deep -> `unknown`
+    SMTP, Telegram, Slack webhook  cannot be looked at -> `unknown`, reported, never resent
+
+(The look needs channels:read/groups:read and channels:history/groups:history; an app outside
+the Slack Marketplace may be held to one history call a minute, 15 messages a page (Slack's
+2025-05-29 change): then a look mostly ends `unknown`, never in a blind resend.)
 
 A target that drops a repeat of our key (`dedupes`: the hand-off, and the outbox, whose file is
 named by the Message-ID and replaced atomically) gets no `attempting` commit at all: a claim it

@@ -3,6 +3,10 @@
 Sent through our `VendorAPI` rather than slack-sdk's WebClient: one HTTP seam means the same
 Retry-After policy, injected sleep and error tree as every vendor, and no second retry layer.
 
+A bot message carries its effect key in its metadata, so `find_message` can tell afterwards
+whether Slack has it (conversations.list for the channel's id, then conversations.history);
+a webhook message carries nothing one could look for.
+
 Slack answers most errors with HTTP 200 and `{"ok": false, "error": "..."}`; `classify`
 reads those into the error tree (the table below), and 429 carries `Retry-After`.
 """
@@ -185,7 +189,8 @@ class SlackAPI(VendorAPI):
                     code="history_too_deep",
                 )
             meta = message.get("metadata") if isinstance(message, dict) else None
-            payload = meta.get("event_payload") if isinstance(meta, dict) else None
+            ours = isinstance(meta, dict) and meta.get("event_type") == METADATA_EVENT
+            payload = meta.get("event_payload") if ours and isinstance(meta, dict) else None
             if isinstance(payload, dict) and payload.get("effect_key") == key:
                 return str(message.get("ts", ""))
         return None

@@ -1140,6 +1140,11 @@ class Ledger:
                 s.execute(select(EffectRow.key, EffectRow.status).where(EffectRow.key.in_(keys))).all()
             )  # type: ignore[arg-type]
 
+    def effect_claimed_at(self, key: str) -> datetime | None:
+        """When this effect was first claimed: nothing an attempt of it made at a target is older."""
+        with self.session() as s:
+            return s.scalar(select(EffectRow.created_at).where(EffectRow.key == key))
+
     def effects_done(self, keys: Iterable[str]) -> set[str]:
         """The keys already settled (done, unknown or failed): nothing to do for them in a normal run."""
         return {k for k, status in self.effect_states(keys).items() if status in self.SETTLED}

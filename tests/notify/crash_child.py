@@ -2,7 +2,7 @@
 
     python -m tests.notify.crash_child spec.json
 
-spec: {"ledger": url, "settings": {...}, "payments": [Payment JSON], "task": "customer" | "handoff"}.
+spec: {"ledger": url, "settings": {...}, "payments": [Payment JSON], "task": "customer" | "team" | "handoff"}.
 With STRIPEFLOW_CRASH_AT set, `crash_point` kills it with SIGKILL at that point; otherwise it
 prints the task's report counts as JSON.
 """
@@ -27,7 +27,8 @@ def main(spec_path: str) -> None:
     if spec["task"] == "handoff":
         report = hand_off_changes.fn(changes, settings, ledger)
     else:
-        report = notify_changes.fn(changes, settings, ledger, audience="customer")
+        audience = "team" if spec["task"] == "team" else "customer"
+        report = notify_changes.fn(changes, settings, ledger, audience=audience)
     print(json.dumps({"counts": report.counts(), "unknown": report.unknown}))
     ledger.dispose()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 
 from stripeflow.core.config import Settings
-from stripeflow.core.errors import ConfigError, RetriableError
+from stripeflow.core.errors import ConfigError, RetriableError, VendorError
 from stripeflow.core.ledger import Ledger, PaymentChange
 from stripeflow.tasks.notify.channels import Channels, NotifySecrets, load_secrets
 from stripeflow.tasks.notify.delivery import (
@@ -46,6 +47,10 @@ from stripeflow.tasks.retry import retry_if_retriable
 
 log = logging.getLogger("stripeflow.notify")
 T = TypeVar("T")
+# a Slack message of an effect is no older than its claim (less this, for the two clocks' skew);
+# the look-back when the claim's time is unknown
+SLACK_CLOCK_MARGIN = timedelta(minutes=5)
+SLACK_LOOK_BACK = timedelta(hours=24)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -143,6 +148,16 @@ def _outgoing(
         found = channels.mailer().look(msg_id)
         return CANNOT_LOOK if found is None else Looked(found, msg_id)
 
+    def look_slack() -> Looked:
+        claimed = ledger.effect_claimed_at(p.key)
+        since = (claimed or datetime.now(UTC) - SLACK_LOOK_BACK) - SLACK_CLOCK_MARGIN
+        try:
+            client = channels.slack(p.channel_target)
+            ts = client.find_message(p.channel_target, p.key, since.timestamp())
+        except (VendorError, ConfigError) as exc:  # cannot tell: never taken for "not sent"
+            return Looked(None, reason=f"the lookup failed: {describe(exc)}")
+        return Looked(True, ts) if ts else Looked(False)
+
     def send_slack(attempt: Attempt) -> str:
         content = _build(lambda: renderer.team_slack(p.kind, context()))
         client = channels.slack(p.channel_target)
@@ -169,6 +184,11 @@ def _outgoing(
     }
     target = "slack" if p.channel_type == "slack-webhook" else p.channel_type
     outbox = p.channel_type == "email" and channels.mailer_can_look()
+    # SMTP, the Slack webhook and Telegram keep nothing one could ask for later
+    lookers: dict[str, Callable[[], Looked]] = {
+        "slack": look_slack,
+        **({"email": look_email} if outbox else {}),
+    }
     breaker = "email" if p.channel_type == "email" else p.channel  # one SMTP server for all mail
     return Outgoing(
         key=p.key,
@@ -177,7 +197,7 @@ def _outgoing(
         action=p.action,
         channel=breaker,
         send=senders[p.channel_type],
-        look=look_email if p.channel_type == "email" else cannot_look,
+        look=lookers.get(p.channel_type, cannot_look),
         dedupes=outbox,  # one file per Message-ID, replaced atomically: a repeat changes nothing
         settle_at_once=not outbox,
     )

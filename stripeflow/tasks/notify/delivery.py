@@ -12,7 +12,10 @@ Every message goes claim -> attempt -> act -> settle, in small chunks:
               as soon as it is sent: `Outgoing.settle_at_once`):
 
     sent                      done      the receipt (Message-ID, Slack ts, Telegram message id)
-    OutcomeUnknownError       unknown   maybe sent: never resent automatically
+    OutcomeUnknownError       unknown   maybe sent: never resent automatically; at a target that
+                                        can be looked at (`Outgoing.can_look`), looked at first as a
+                                        dead attempt is (below): at once on the task's last try, else
+                                        left `attempting` for its retry, by when a slow write shows
     PermanentError, config    failed    + a dead letter with the reason; never raised, never resent
     cannot be built           failed    + a dead letter for that one message; the others go on
     RetriableError            (claim released) retried by the task; dead-lettered on its last attempt
@@ -23,10 +26,16 @@ may have, so each channel answers in its own way (`Outgoing.look` / `Outgoing.de
 
     the outbox                 looked at: a file with that Message-ID is there -> done, else sent
     the hand-off               redone: the receiver dedupes on Idempotency-Key (the effect key)
-    SMTP, Telegram, Slack      cannot be looked at -> `unknown`, reported, never resent
-    (chat.postMessage and the webhook; the key rides in the message's metadata for a person
-    who looks, but conversations.history needs the channel's id, a history scope and, for
-    apps outside the Marketplace, a rate of one call a minute: not used to settle)
+    Slack bot (chat.postMessage)  looked at: `SlackAPI.find_message` reads the channel's history
+                               since the effect's claim for a message whose metadata carries the
+                               key -> done with its ts; none -> sent; the lookup refused
+                               (missing_scope, not_in_channel, channel_not_found), down, rate-limited
+                               past the seam's wait or over 2,000 messages deep -> `unknown`
+    SMTP, Telegram, Slack webhook  cannot be looked at -> `unknown`, reported, never resent
+
+(The look needs channels:read/groups:read and channels:history/groups:history; an app outside
+the Slack Marketplace may be held to one history call a minute, 15 messages a page (Slack's
+2025-05-29 change): then a look mostly ends `unknown`, never in a blind resend.)
 
 A target that drops a repeat of our key (`dedupes`: the hand-off, and the outbox, whose file is
 named by the Message-ID and replaced atomically) gets no `attempting` commit at all: a claim it
@@ -76,6 +85,7 @@ class Looked:
 
     found: bool | None
     receipt: str = ""
+    reason: str = ""  # why it cannot tell, when it cannot
 
 
 CANNOT_LOOK = Looked(None)
@@ -107,6 +117,10 @@ class Outgoing:
     # so a crash leaves only the message in flight in doubt, not the chunk's delivered ones
     settle_at_once: bool = False
 
+    @property
+    def can_look(self) -> bool:
+        return self.look is not cannot_look
+
 
 @dataclass
 class NotifyReport:
@@ -134,7 +148,7 @@ class NotifyReport:
 @dataclass(frozen=True)
 class _Outcome:
     item: Outgoing
-    status: str  # done | unknown | failed | release
+    status: str  # done | unknown | failed | release | keep (left `attempting`, looked at on the retry)
     result: str
     claimed: bool = True
 
@@ -188,29 +202,31 @@ def _send_and_settle(run: _Run, items: list[Outgoing], token: str, *, recover: b
             else:
                 outcomes.append(outcome)
     finally:  # even when something unforeseen escapes: what was sent is settled, not left in doubt
-        run.ledger.settle_effects(outcomes, token)
+        run.ledger.settle_effects([o for o in outcomes if o.status != "keep"], token)
 
 
-def _recover(run: _Run, item: Outgoing, token: str) -> _Outcome:
-    """An attempt died after `attempting`: settle it by looking at the target, or redo it."""
+def _recover(run: _Run, item: Outgoing, token: str, *, after: str = "a dead attempt") -> _Outcome:
+    """An attempt died after `attempting` (or lost its answer): settle it by looking at the
+    target, or redo it."""
     looked = item.look()
     if looked.found:
         run.report.recovered.append(item.key)
         run.logger.info(
-            "%s for payment %s: found at %s after a dead attempt", item.action, item.payment_id, item.target
+            "%s for payment %s: found at %s after %s", item.action, item.payment_id, item.target, after
         )
         return _Outcome(item, "done", looked.receipt)
     if looked.found is False or item.dedupes:  # not there, or a repeat is dropped: send it now
         return _attempt(run, item, token, fresh=False)
     run.report.unknown.append(item.key)
+    why = looked.reason or f"{item.target} cannot be looked at"
     run.logger.warning(
-        "%s for payment %s: an attempt died while sending via %s, which cannot be looked at; "
-        "left unknown, not resent",
+        "%s for payment %s: an attempt died while sending via %s; %s; left unknown, not resent",
         item.action,
         item.payment_id,
         item.target,
+        why,
     )
-    return _Outcome(item, "unknown", f"attempt died during the call; {item.target} cannot be looked at")
+    return _Outcome(item, "unknown", f"attempt died during the call; {why}"[:1000])
 
 
 def _attempt(run: _Run, item: Outgoing, token: str, *, fresh: bool) -> _Outcome:
@@ -227,6 +243,8 @@ def _attempt(run: _Run, item: Outgoing, token: str, *, fresh: bool) -> _Outcome:
     try:
         receipt = item.send(attempt)
     except (VendorError, ConfigError) as exc:
+        if isinstance(exc, OutcomeUnknownError) and fresh and item.can_look:
+            return _lost_answer(run, item, token, exc)
         if isinstance(exc, AuthError | ConfigError | RetriableError) and not isinstance(exc, BuildError):
             run.broken[item.channel] = exc
         return _failure(run, item, exc)
@@ -234,6 +252,17 @@ def _attempt(run: _Run, item: Outgoing, token: str, *, fresh: bool) -> _Outcome:
     run.report.sent.append(item.key)
     run.logger.info("sent %s for payment %s via %s", item.action, item.payment_id, item.target)
     return _Outcome(item, "done", receipt)
+
+
+def _lost_answer(run: _Run, item: Outgoing, token: str, exc: OutcomeUnknownError) -> _Outcome:
+    """The call went out and its answer was lost, at a target that can be looked at."""
+    if not run.final_attempt:  # left `attempting` for the task's retry, by when a slow write shows
+        run.report.pending.append(item.key)
+        run.report.last_retriable = RetriableError(
+            f"{item.target}: an answer was lost; looked for on the retry", vendor=item.target
+        )
+        return _Outcome(item, "keep", describe(exc))
+    return _recover(run, item, token, after="a lost answer")
 
 
 def _failure(run: _Run, item: Outgoing, exc: Exception) -> _Outcome:

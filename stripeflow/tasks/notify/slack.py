@@ -3,14 +3,19 @@
 Sent through our `VendorAPI` rather than slack-sdk's WebClient: one HTTP seam means the same
 Retry-After policy, injected sleep and error tree as every vendor, and no second retry layer.
 
+A bot message carries its effect key in its metadata, so `find_message` can tell afterwards
+whether Slack has it (conversations.list for the channel's id, then conversations.history);
+a webhook message carries nothing one could look for.
+
 Slack answers most errors with HTTP 200 and `{"ok": false, "error": "..."}`; `classify`
 reads those into the error tree (the table below), and 429 carries `Retry-After`.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,7 +27,15 @@ from stripeflow.core.errors import (
     RetriableError,
     VendorError,
 )
-from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
+from stripeflow.core.http import (
+    Clock,
+    CursorPaginator,
+    Limiter,
+    Paginator,
+    Sleep,
+    TokenBucketLimiter,
+    VendorAPI,
+)
 from stripeflow.core.redact import hide_in_logs
 
 AUTH_ERRORS = frozenset(
@@ -40,6 +53,12 @@ AUTH_ERRORS = frozenset(
 )
 RATE_ERRORS = frozenset({"ratelimited", "rate_limited"})
 METADATA_EVENT = "stripeflow_message"  # message metadata's event_type for what we post
+HISTORY_PAGE = 200  # Slack's advice for conversations.history pages
+HISTORY_PAGES = 10  # a look at most this deep; deeper than that it cannot tell, so it does not say "missing"
+CHANNEL_PAGES = 20
+CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{6,}")  # names are lower-case; ids C…/G…, upper-case
+CHANNELS = cast(Paginator, CursorPaginator("channels", "response_metadata.next_cursor", "cursor"))
+HISTORY = cast(Paginator, CursorPaginator("messages", "response_metadata.next_cursor", "cursor"))
 SERVER_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
 
@@ -72,6 +91,7 @@ class SlackAPI(VendorAPI):
         clock = kw.pop("clock", time.monotonic)
         kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep), clock))
         super().__init__(base_url, **kw)
+        self._channel_ids: dict[str, str] = {}  # channel name -> id, from conversations.list
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"}
@@ -121,6 +141,59 @@ class SlackAPI(VendorAPI):
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
         return str(body.get("ts", ""))
+
+    def channel_id(self, channel: str) -> str:
+        """The id of `#name` or `name` (conversations.history takes ids only); an id as given.
+
+        Raises `PermanentError` channel_not_found when no channel the bot can list has the name.
+        """
+        name = channel.removeprefix("#")
+        if channel.startswith("#") or not CHANNEL_ID.fullmatch(name):
+            if name not in self._channel_ids:
+                self._channel_ids.update(self._list_channels())
+            if name not in self._channel_ids:
+                raise PermanentError(
+                    "channel_not_found", vendor=self.vendor, code="channel_not_found", status=200
+                )
+            return self._channel_ids[name]
+        return name
+
+    def _list_channels(self) -> dict[str, str]:
+        params = {"types": "public_channel,private_channel", "exclude_archived": "true", "limit": "1000"}
+        found: dict[str, str] = {}
+        for n, row in enumerate(self.paginate("GET", "/conversations.list", CHANNELS, params=params)):
+            if n >= CHANNEL_PAGES * 1000:
+                break
+            found[str(row.get("name"))] = str(row.get("id"))
+        return found
+
+    def find_message(self, channel: str, key: str, since: float) -> str | None:
+        """The ts of the message in `channel` (name or id) that carries effect `key` in its
+        metadata, posted after `since` (Unix seconds); None when the channel has none since then.
+
+        Raises a `VendorError` when it cannot tell (channel_not_found, not_in_channel,
+        missing_scope, an outage, or more messages since then than it reads): the caller must
+        then not take the message for missing.
+        """
+        params = {
+            "channel": self.channel_id(channel),
+            "oldest": f"{since:.6f}",
+            "include_all_metadata": "true",
+            "limit": str(HISTORY_PAGE),
+        }
+        for n, message in enumerate(self.paginate("GET", "/conversations.history", HISTORY, params=params)):
+            if n >= HISTORY_PAGE * HISTORY_PAGES:
+                raise PermanentError(
+                    f"more than {n} messages since the attempt: not looked further",
+                    vendor=self.vendor,
+                    code="history_too_deep",
+                )
+            meta = message.get("metadata") if isinstance(message, dict) else None
+            ours = isinstance(meta, dict) and meta.get("event_type") == METADATA_EVENT
+            payload = meta.get("event_payload") if ours and isinstance(meta, dict) else None
+            if isinstance(payload, dict) and payload.get("effect_key") == key:
+                return str(message.get("ts", ""))
+        return None
 
 
 class SlackWebhookAPI(VendorAPI):

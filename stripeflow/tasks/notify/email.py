@@ -26,6 +26,7 @@ import hashlib
 import os
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from stripeflow.core.config import SMTPSettings
 from stripeflow.core.errors import (
@@ -156,6 +157,7 @@ class OutboxMailer:
 
 
 SMTPFactory = Callable[[SMTPSettings], smtplib.SMTP]
+SMTPSession = TypeVar("SMTPSession", bound=smtplib.SMTP)
 
 
 def connect_smtp(cfg: SMTPSettings) -> smtplib.SMTP:
@@ -164,12 +166,20 @@ def connect_smtp(cfg: SMTPSettings) -> smtplib.SMTP:
         raise ConfigError("notify.smtp.host (SMTP_HOST) is not set")
     context = ssl.create_default_context()
     if cfg.security == "ssl":
-        return smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=context)
-    smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+        return _no_delay(smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=context))
+    smtp = _no_delay(smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout))
     smtp.ehlo()
     if cfg.security == "starttls":
         smtp.starttls(context=context)
         smtp.ehlo()
+    return smtp
+
+
+def _no_delay(smtp: SMTPSession) -> SMTPSession:
+    """TCP_NODELAY: the final dot goes alone after the `attempting` commit, and Nagle's
+    algorithm would hold it for the server's delayed ACK (40 ms a message, measured)."""
+    if smtp.sock is not None:
+        smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return smtp
 
 

@@ -210,8 +210,16 @@ T = TypeVar("T")
 LAG_WAIT = 10.0  # seconds for a vendor's search index to show a record just created
 
 
+LAG_TRIES = 3  # looks after a lost create, each LAG_WAIT later, before the task's retry takes over
+
+
 def look_first(
-    upsert: Callable[[Sequence[T]], list[str]], items: Sequence[T], *, vendor: str, consistent: bool
+    upsert: Callable[[Sequence[T]], list[str]],
+    items: Sequence[T],
+    *,
+    vendor: str,
+    consistent: bool,
+    sleep: Callable[[float], None] | None = None,
 ) -> list[str]:
     """Run an upsert that looks before it creates (search, then create what is missing); when a
     create's answer was lost (`OutcomeUnknownError`: a timeout or 5xx after the vendor may have
@@ -219,19 +227,25 @@ def look_first(
 
     With a lookup the vendor answers from its own records (`consistent`), the second look runs now.
     With a search index that lags fresh records (HubSpot, Pipedrive), looking now could miss what
-    the lost create made, so this raises `RetriableError` instead, and the task's declared retry
-    runs the same look-first upsert `LAG_WAIT` seconds or more later. A second lost answer also
-    goes to the task's retry. Either way, the retry path is this same look-then-create.
+    the lost create made, so the look runs `LAG_WAIT` seconds later (the client's `sleep` seam),
+    for this batch alone, up to `LAG_TRIES` times; then (or without a `sleep`) this raises
+    `RetriableError` and the task's declared retry runs the same look-then-create later. A whole
+    task redone for one lost answer cost minutes of rate limit per attempt (the chaos bench).
     """
     try:
         return upsert(items)
     except OutcomeUnknownError as exc:
-        if not consistent:
+        if not consistent and sleep is None:
             raise _look_later(exc, vendor) from exc
-    try:
-        return upsert(items)
-    except OutcomeUnknownError as exc:
-        raise _look_later(exc, vendor) from exc
+        last = exc
+    for _ in range(1 if consistent else LAG_TRIES):
+        if not consistent and sleep is not None:
+            sleep(LAG_WAIT)  # for the search index to show what the lost create made
+        try:
+            return upsert(items)
+        except OutcomeUnknownError as exc:
+            last = exc
+    raise _look_later(last, vendor) from last
 
 
 def _look_later(exc: OutcomeUnknownError, vendor: str) -> RetriableError:

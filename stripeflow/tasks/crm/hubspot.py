@@ -209,7 +209,9 @@ class HubSpotCRM:
 
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         # e-mail contacts are a keyed upsert; the others a search, then an unkeyed batch/create
-        return look_first(self._upsert_contacts, contacts, vendor=VENDOR, consistent=False)
+        return look_first(
+            self._upsert_contacts, contacts, vendor=VENDOR, consistent=False, sleep=self.api.sleep
+        )
 
     def _upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         ids: list[str | None] = [None] * len(contacts)

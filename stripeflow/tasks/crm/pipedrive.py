@@ -260,7 +260,9 @@ class PipedriveCRM:
 
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         # POST /persons carries no key: a lost answer is looked for by the search, not resent
-        return look_first(self._upsert_contacts, contacts, vendor=VENDOR, consistent=False)
+        return look_first(
+            self._upsert_contacts, contacts, vendor=VENDOR, consistent=False, sleep=self.api.sleep
+        )
 
     def _upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         chosen, positions = unique_by(contacts, key=lambda c: c.key)
@@ -302,7 +304,7 @@ class PipedriveCRM:
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
         # POST /deals carries no key: a lost answer is looked for by payment id, not resent
-        return look_first(self._upsert_deals, deals, vendor=VENDOR, consistent=False)
+        return look_first(self._upsert_deals, deals, vendor=VENDOR, consistent=False, sleep=self.api.sleep)
 
     def _upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
         chosen, positions = unique_by(deals, key=lambda d: d.payment_id)

@@ -231,7 +231,7 @@ def test_events_of_a_dead_deployment_run_go_again_in_a_new_run(
     dispatcher = Dispatcher(runtime)
     CrashingCRM.crashed = False
     runtime.__dict__["crms"] = [CrashingCRM(crm, reject="-")]
-    runtime.settings.dispatcher.lease_seconds = 1
+    runtime.settings.dispatcher.lease_seconds = 3  # renewed each second; 1 s lapsed mid-run on a busy machine
     event, pi, _ = expanded_success(world)
     deliver(runtime, event)
     with pytest.raises(KeyboardInterrupt):

@@ -215,6 +215,21 @@ class SlackState(FakeVendor):
                 params.update({k: v[0] for k, v in parse_qs(call.body.decode()).items()})
         return params
 
+    def _page(
+        self, rows: list[Any], params: dict[str, Any], prefix: str, method: str
+    ) -> tuple[list[Any], str | None] | None:
+        """One page of `rows` from the request's cursor, and the next cursor (None: the last
+        page); None for a cursor this fake did not give out."""
+        start = 0
+        if params.get("cursor"):
+            got = _offset(prefix, params["cursor"])
+            if got is None:
+                return None
+            start = got
+        limit = self._limit(params, method)
+        more = start + limit < len(rows)
+        return rows[start : start + limit], _cursor(prefix, start + limit) if more else None
+
     @staticmethod
     def _limit(params: dict[str, str], method: str) -> int:
         try:
@@ -283,21 +298,11 @@ class SlackState(FakeVendor):
             if ("private_channel" if name in self.private else "public_channel") in types
             and not (_truthy(params.get("exclude_archived")) and name in self.archived)
         ]
-        start = 0
-        if params.get("cursor"):
-            got = _offset("team", params["cursor"])
-            if got is None:
-                return _err("invalid_cursor")
-            start = got
-        limit = self._limit(params, "conversations.list")
-        page = rows[start : start + limit]
-        more = start + limit < len(rows)
-        return _ok(
-            {
-                "channels": page,
-                "response_metadata": {"next_cursor": _cursor("team", start + limit) if more else ""},
-            }
-        )
+        paged = self._page(rows, params, "team", "conversations.list")
+        if paged is None:
+            return _err("invalid_cursor")
+        page, next_cursor = paged
+        return _ok({"channels": page, "response_metadata": {"next_cursor": next_cursor or ""}})
 
     def _conversations_history(self, call: Call) -> httpx.Response:
         params = self._params(call)
@@ -331,18 +336,13 @@ class SlackState(FakeVendor):
             for m in reversed(self.messages)  # newest first
             if m["channel"] == channel_id and within(float(m["ts"]))
         ]
-        start = 0
-        if params.get("cursor"):
-            got = _offset("next_ts", params["cursor"])
-            if got is None:
-                return _err("invalid_cursor")
-            start = got
-        limit = self._limit(params, "conversations.history")
-        page = found[start : start + limit]
-        more = start + limit < len(found)
-        body: dict[str, Any] = {"messages": page, "has_more": more, "pin_count": 0}
-        if more:
-            body["response_metadata"] = {"next_cursor": _cursor("next_ts", start + limit)}
+        paged = self._page(found, params, "next_ts", "conversations.history")
+        if paged is None:
+            return _err("invalid_cursor")
+        page, next_cursor = paged
+        body: dict[str, Any] = {"messages": page, "has_more": bool(next_cursor), "pin_count": 0}
+        if next_cursor:
+            body["response_metadata"] = {"next_cursor": next_cursor}
         return _ok(body)
 
     # -- incoming webhooks -------------------------------------------------------------------

@@ -35,6 +35,18 @@ def ledger(settings: Settings) -> Iterator[Ledger]:
     ledger.dispose()
 
 
+@pytest.fixture
+def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project folder with nothing of this machine's environment that names a real system."""
+    from stripeflow.demo import REAL_NAMES, REAL_PREFIXES
+
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name in REAL_NAMES or name.startswith(REAL_PREFIXES):
+            monkeypatch.delenv(name)
+    yield tmp_path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     """The ledger on each of its databases: SQLite (WAL) and a fresh PostgreSQL database."""

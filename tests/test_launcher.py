@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from rich.console import Console
 
 from stripeflow.core.config import load_settings
 from stripeflow.core.errors import ConfigError
-from stripeflow.demo import REAL_NAMES, REAL_PREFIXES, command_settings, record_run
+from stripeflow.demo import command_settings, record_run
 from stripeflow.launcher import Launcher, Plan, decide_demo, load_user_settings, plan_run
 from stripeflow.tasks.crm import build_crm
 from stripeflow.tasks.crm.local import LocalCRM
@@ -56,16 +55,6 @@ REAL_ENV = {
     "STRIPEFLOW_HANDOFF_URL": "https://erp.example.com/real",
     "STRIPEFLOW_HANDOFF_SECRET": "real-handoff-secret",
 }
-
-
-@pytest.fixture
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A project folder with nothing of this machine's environment that names a real system."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name in REAL_NAMES or name.startswith(REAL_PREFIXES):
-            monkeypatch.delenv(name)
-    yield tmp_path
 
 
 def write(path: Path, text: str) -> Path:

@@ -1216,13 +1216,7 @@ class Ledger:
                     .where(EffectRow.key.in_(keys), EffectRow.status == "claimed", EffectRow.token != token)
                     .values(token=token, updated_at=now)
                 )
-            won = set(
-                s.scalars(
-                    select(EffectRow.key).where(
-                        EffectRow.key.in_(keys), EffectRow.token == token, EffectRow.status == "claimed"
-                    )
-                )
-            )
+            won = _held(s, keys, token, "claimed")
         return won, token
 
     def mark_attempting(self, keys: Iterable[str], token: str) -> None:
@@ -1253,13 +1247,7 @@ class Ledger:
                 .where(EffectRow.key.in_(keys), EffectRow.status == "attempting")
                 .values(token=token, updated_at=utcnow())
             )
-            won = set(
-                s.scalars(
-                    select(EffectRow.key).where(
-                        EffectRow.key.in_(keys), EffectRow.token == token, EffectRow.status == "attempting"
-                    )
-                )
-            )
+            won = _held(s, keys, token, "attempting")
         return won, token
 
     def settle_effects(self, outcomes: Sequence[EffectOutcome], token: str) -> None:
@@ -1427,6 +1415,14 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _held(s: Session, keys: Sequence[str], token: str, status: str) -> set[str]:
+    """The keys among `keys` that `token` holds in `status` (what a claim or take-over won)."""
+    query = select(EffectRow.key).where(
+        EffectRow.key.in_(keys), EffectRow.token == token, EffectRow.status == status
+    )
+    return set(s.scalars(query))
 
 
 class LeaseKeeper:

@@ -4,19 +4,16 @@ missing, and the demo's data while the demo is what `stripeflow run` runs."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
 from stripeflow.cli.main import app
 from stripeflow.core.config import load_settings
 from stripeflow.core.enrichment import GAPS
 from stripeflow.core.ledger import IncomingEvent, Ledger
-from stripeflow.demo import REAL_NAMES, REAL_PREFIXES, record_run
+from stripeflow.demo import record_run
 from stripeflow.launcher import Launcher, load_user_settings, plan_run
 from stripeflow.tasks.crm.base import DealInput
 from stripeflow.tasks.crm.local import LocalCRM
@@ -24,15 +21,6 @@ from stripeflow.tasks.stripe.normalise import normalise
 from tests.fakes.stripe_events import StripeWorld
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name in REAL_NAMES or name.startswith(REAL_PREFIXES):
-            monkeypatch.delenv(name)
-    yield tmp_path
 
 
 def status_json(env: dict[str, str] | None = None) -> dict[str, Any]:

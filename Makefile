@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 ## run: the Prefect server + UI (127.0.0.1:4200), the webhook bridge (127.0.0.1:8000), the worker,
-##      and, without Stripe keys, the demo payments. Ctrl-C stops everything.
+##      and, when no Stripe webhook secret is configured, the demo (in .stripeflow/demo). Ctrl-C stops everything.
 run: setup
 	$(BIN)/stripeflow run
 

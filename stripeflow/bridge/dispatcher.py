@@ -1,12 +1,17 @@
 """The dispatcher: hands waiting inbox events to Prefect, and runs them in this process.
 
-Each round claims up to `batch_size` pending events (so a burst is drained by few runs; events
-whose run failed go first, in batches ten times smaller per attempt, see `Ledger.claim_next`),
-creates a flow run of the `process-payment-events` deployment for them (Pending, so the
-served runner does not also pick it up; one idempotency key per claim), and executes
-it here, in a long-lived process: a run reaches its first task in ~0.1 s instead of the
-2–4 s a fresh process costs. The run is a real deployment run: it shows in the UI, and
-"Retry" there reruns it through the served deployment.
+Each round claims up to `batch_size` pending events (events whose run failed go first, in
+batches ten times smaller per attempt, see `Ledger.claim_next`), creates a flow run of the
+`process-payment-events` deployment for them (Pending, so the served runner does not also pick
+it up; one idempotency key per claim), and executes it here, in a long-lived process: a run
+reaches its first task in ~0.1 s instead of the 2–4 s a fresh process costs. The run is a real
+deployment run: it shows in the UI, and "Retry" there reruns it through the served deployment.
+
+Up to `[dispatcher] runs` runs go at once, each in its own thread; one loop claims, and only
+when a run slot is free. A run spends most of its time waiting on vendors (a CRM's 429 window,
+backoffs), so while one waits the next events need not: under a failing CRM, one run at a
+time left thousands of events waiting behind a single run (the chaos bench). Runs at once
+never work on the same payment or customer (their leases), and share each vendor's limiter.
 
 Each claim carries a token, passed to the run as `claim_token`: the run renews the claim's
 lease while it works (every third of `lease_seconds`), so a run that dies, with its process,
@@ -21,6 +26,7 @@ import contextvars
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 from uuid import UUID
@@ -57,6 +63,8 @@ class Dispatcher:
         self._deployment_id: UUID | None = None
         self.failures = 0
         self.runs = 0
+        self._count_lock = threading.Lock()
+        self._live: set[threading.Thread] = set()  # the runs' threads
         self._thread: threading.Thread | None = None
 
     def _find_deployment(self, client: Any) -> UUID | None:
@@ -87,11 +95,19 @@ class Dispatcher:
 
     def run_once(self) -> int:
         """One round: claim, create the run, execute it. Returns how many events it took."""
+        claimed = self.claim_run()
+        if claimed is None:
+            return 0
+        self.execute(*claimed)
+        return len(claimed[0])
+
+    def claim_run(self) -> tuple[list[str], str, FlowRun] | None:
+        """Claim waiting events and create their flow run; None when the inbox has nothing."""
         cfg = self.rt.settings.dispatcher
         token = new_token()
         event_ids = self.rt.ledger.claim_next(cfg.batch_size, cfg.lease_seconds, token)
         if not event_ids:
-            return 0
+            return None
         try:
             flow_run = self.create_run(event_ids, token)
         except UNREACHABLE as exc:
@@ -105,13 +121,18 @@ class Dispatcher:
             raise PrefectUnreachable(str(exc)) from exc
         self.failures = 0
         self.rt.ledger.set_flow_run(event_ids, str(flow_run.id))
+        return event_ids, token, flow_run
+
+    def execute(self, event_ids: list[str], token: str, flow_run: FlowRun) -> None:
+        """Run the flow run here, to its end."""
         state = run_flow_sync(
             process_payment_events,
             flow_run=flow_run,
             parameters={"event_ids": event_ids, "claim_token": token},
             return_type="state",
         )
-        self.runs += 1
+        with self._count_lock:
+            self.runs += 1
         if isinstance(state, State) and not state.is_completed():
             log.error(
                 "run %s for %d events ended %s; they are claimed again when the lease ends",
@@ -119,22 +140,52 @@ class Dispatcher:
                 len(event_ids),
                 state.type.value,
             )
-        return len(event_ids)
 
     def run_forever(self) -> None:
-        poll = self.rt.settings.dispatcher.poll_interval
+        cfg = self.rt.settings.dispatcher
+        try:  # built once here, not raced for by the first runs at once
+            _ = (self.rt.crms, self.rt.lookup)
+        except Exception:  # a bad CRM or Stripe setting: each run fails with it, and says so
+            log.exception("cannot build the CRM clients or the Stripe lookup")
+        slots = threading.BoundedSemaphore(cfg.runs)
         while not self.stop_event.is_set():
+            if not slots.acquire(timeout=cfg.poll_interval):
+                continue  # every slot busy
             try:
-                took = self.run_once()
+                claimed = self.claim_run()
             except PrefectUnreachable:
-                self.stop_event.wait(min(self.max_backoff, poll * 2 ** min(self.failures, 8)))
+                slots.release()
+                self.stop_event.wait(min(self.max_backoff, cfg.poll_interval * 2 ** min(self.failures, 8)))
                 continue
             except Exception:  # the loop is a process boundary: log, keep dispatching
+                slots.release()
                 log.exception("dispatch round failed; its events are claimed again after the lease")
-                self.stop_event.wait(poll)
+                self.stop_event.wait(cfg.poll_interval)
                 continue
-            if not took:
-                self.stop_event.wait(poll)
+            if claimed is None:
+                slots.release()
+                self.stop_event.wait(cfg.poll_interval)
+                continue
+            # a daemon thread, as the dispatcher's own: stopping the worker does not wait for a run
+            thread = threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self._execute_in_slot, claimed, slots),
+                name=f"flow-run-{claimed[2].name}",
+                daemon=True,
+            )
+            with self._count_lock:
+                self._live = {t for t in self._live if t.is_alive()} | {thread}
+            thread.start()
+
+    def _execute_in_slot(
+        self, claimed: tuple[list[str], str, FlowRun], slots: threading.BoundedSemaphore
+    ) -> None:
+        try:
+            self.execute(*claimed)
+        except Exception:  # a thread boundary: the events are claimed again after their lease
+            log.exception("flow run %s failed to execute", claimed[2].name)
+        finally:
+            slots.release()
 
     def start(self) -> threading.Thread:
         # the thread keeps the caller's context, where Prefect's settings (the API URL) live
@@ -147,10 +198,16 @@ class Dispatcher:
         return thread
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop after the current round, and send what Prefect's background workers still hold."""
+        """Stop claiming, let the runs going end (within `timeout`), and send what Prefect's
+        background workers still hold."""
         self.stop_event.set()
+        deadline = time.monotonic() + timeout
         if self._thread is not None:
             self._thread.join(timeout)
+        with self._count_lock:
+            live = list(self._live)
+        for thread in live:
+            thread.join(max(0.0, deadline - time.monotonic()))
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
 

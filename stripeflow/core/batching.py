@@ -3,11 +3,18 @@
 A vendor's batch endpoint often rejects the whole batch for one invalid item. Rather than
 dead-letter a hundred good payments, the batch is halved until each permanent error is
 pinned to its own item; the good ones go through. Every sink uses this one helper.
+
+Batches may go `parallel` (a few in flight at once, each in its own thread): the vendor's
+limits are kept by its client's limiter, which every thread shares, so overlapping calls only
+overlaps their waits (a 429's window, a 5xx backoff, a look-again pause), which one batch at a
+time would take one after another.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from stripeflow.core.errors import PermanentError
@@ -25,12 +32,36 @@ def call_in_batches(
     size: int,
     call: Callable[[Sequence[T]], Sequence[R | None]],
     on_permanent: Callable[[T, PermanentError], None],
+    *,
+    parallel: int = 1,
 ) -> list[R | None]:
-    """`call` each batch; results in input order, None where the item failed permanently."""
-    results: list[R | None] = []
-    for batch in chunks(items, size):
-        results.extend(_call_isolating(batch, call, on_permanent))
-    return results
+    """`call` each batch; results in input order, None where the item failed permanently.
+
+    With `parallel` > 1, up to that many batches are in flight at once. An exception other than
+    a permanent one (an outage) stops the batches not yet started, waits for those in flight,
+    and is raised, the first batch's first, as it would be one batch at a time.
+    """
+    batches = chunks(items, size)
+    if parallel <= 1 or len(batches) <= 1:
+        results: list[R | None] = []
+        for batch in batches:
+            results.extend(_call_isolating(batch, call, on_permanent))
+        return results
+    with ThreadPoolExecutor(max_workers=min(parallel, len(batches)), thread_name_prefix="batch") as pool:
+        # each thread runs in a copy of the caller's context: Prefect's run context and logger
+        futures: list[Future[list[R | None]]] = [
+            pool.submit(contextvars.copy_context().run, _call_isolating, batch, call, on_permanent)
+            for batch in batches
+        ]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() is not None for f in done):
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            for f in futures:
+                if not f.cancelled() and f.exception() is not None:
+                    raise f.exception()  # type: ignore[misc]
+    return [r for f in futures for r in f.result()]
 
 
 def _call_isolating(

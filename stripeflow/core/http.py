@@ -260,6 +260,14 @@ class CallStats:
     calls: int = 0
     retries: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, *, path: str | None = None, call: bool = False, retry: bool = False) -> None:
+        with self._lock:  # one client serves parallel batches
+            if path is not None:
+                self.by_path[path] = self.by_path.get(path, 0) + 1
+            self.calls += call
+            self.retries += retry
 
 
 class VendorAPI:
@@ -348,13 +356,13 @@ class VendorAPI:
         idempotent: bool = True,
     ) -> httpx.Response:
         """Send one logical request, retrying what is safe to retry. Returns a 2xx/3xx response."""
-        self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
+        self.stats.count(path=path)
         attempt = 0
         while True:
             attempt += 1
             error: VendorError
             with self.limiter.slot():
-                self.stats.calls += 1
+                self.stats.count(call=True)
                 try:
                     response = self.http.request(
                         method,
@@ -395,7 +403,7 @@ class VendorAPI:
             if attempt >= self.max_attempts or wait > self.max_wait:
                 error.wait = wait
                 raise error
-            self.stats.retries += 1
+            self.stats.count(retry=True)
             self.sleep(wait)
 
     def _backoff(self, attempt: int) -> float:

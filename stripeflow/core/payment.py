@@ -302,6 +302,11 @@ class Payment(BaseModel):
         return ", ".join(self.products)
 
     @property
+    def customer_key(self) -> str | None:
+        """Who paid, as sinks know a person: the e-mail (lower case), else the Stripe customer id."""
+        return self.email.lower() if self.email else self.customer_id
+
+    @property
     def net_amount(self) -> Decimal:
         return self.amount - self.refunded_amount
 

@@ -3,6 +3,7 @@ close the events."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -109,10 +110,19 @@ def claim_run_events(
 
 
 def lock_ids(payment: Payment, known: Mapping[str, str]) -> set[str]:
-    """What a run must hold to work on a payment: every id it goes by, and the payment each
-    already known id belongs to (a charge and its PaymentIntent are one lock, whichever came)."""
+    """What a run must hold to work on a payment: every id it goes by, the payment each already
+    known id belongs to (a charge and its PaymentIntent are one lock, whichever came), and its
+    customer, since a contact found-or-created by search (Pipedrive, an e-mail-less HubSpot
+    contact) would be created twice by two runs at once."""
     ids = {payment.payment_id, *payment.ids}
-    return ids | {known[i] for i in ids if i in known}
+    return ids | {known[i] for i in ids if i in known} | customer_lock(payment)
+
+
+def customer_lock(payment: Payment) -> set[str]:
+    """The lease id of a payment's customer: a digest, so no e-mail sits in the lease table."""
+    if not payment.customer_key:
+        return set()
+    return {"customer:" + hashlib.sha256(payment.customer_key.encode()).hexdigest()[:32]}
 
 
 @task(cache_policy=NONE)

@@ -30,7 +30,7 @@ class HoldingCRM:
 
     def __init__(self, inner: LocalCRM) -> None:
         self.inner = inner
-        self.name, self.batch_size = inner.name, inner.batch_size
+        self.name, self.batch_size, self.parallel = inner.name, inner.batch_size, inner.parallel
         self.entered, self.release = threading.Event(), threading.Event()
         self.calls: list[tuple[str, list[str]]] = []
 
@@ -132,6 +132,67 @@ def test_two_runs_never_work_on_the_same_payment_at_once(
         "Płatność zrealizowana: 249,00\u00a0zł (card).",
         "Zwrot całej płatności: 249,00\u00a0zł.",
     ]
+
+
+def test_two_runs_never_sync_the_same_customer_at_once(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
+    """A second payment of the customer a held run is syncing waits for that run: a contact
+    found-or-created by search would otherwise be created by both runs."""
+    held = HoldingCRM(crm)
+    runtime.__dict__["crms"] = [held]
+    first_event, first_pi, _ = expanded_success(world, email="anna@example.pl")
+    (first_id,) = deliver(runtime, first_event)
+    first = in_thread(dispatcher.run_once)
+    assert held.entered.wait(60)  # the first run is inside the CRM with Anna's contact
+    again, again_pi, _ = expanded_success(world, email="ANNA@example.pl", amount=5000)
+    other, other_pi, _ = expanded_success(world, email="ola@example.pl")
+    again_id, other_id = deliver(runtime, again, other)
+    assert dispatcher.run_once() == 2
+    assert inbox(runtime)[again_id][:2] == ("pending", 0)  # waits for Anna's run, uncounted
+    assert inbox(runtime)[other_id][0] == "done"
+    assert all(again_pi["id"] not in ids for _, ids in held.calls)
+    held.release.set()
+    first.join(60)
+    drain(dispatcher)
+    assert {e: v[0] for e, v in inbox(runtime).items()} == {
+        first_id: "done",
+        again_id: "done",
+        other_id: "done",
+    }
+    assert sorted(d.payment_id for d in crm.list_deals()) == sorted(
+        [first_pi["id"], again_pi["id"], other_pi["id"]]
+    )
+    assert len(crm.list_contacts()) == 2
+
+
+def test_the_dispatcher_keeps_several_runs_going_at_once(
+    runtime: Runtime, crm: LocalCRM, world: StripeWorld
+) -> None:
+    """While one run waits on the CRM, the next payments go through in runs of their own."""
+    held = HoldingCRM(crm)
+    runtime.__dict__["crms"] = [held]
+    runtime.settings.dispatcher.runs = 2
+    runtime.settings.dispatcher.poll_interval = 0.05
+    dispatcher = Dispatcher(runtime)
+    first_event, first_pi, _ = expanded_success(world, email="anna@example.pl")
+    (first_id,) = deliver(runtime, first_event)
+    dispatcher.start()
+    try:
+        assert held.entered.wait(60)
+        later = [expanded_success(world, email=f"c{i}@example.pl")[0] for i in range(3)]
+        later_ids = deliver(runtime, *later)
+        wait_for(
+            lambda: all(inbox(runtime)[e][0] == "done" for e in later_ids), 60, "the later payments done"
+        )
+        assert inbox(runtime)[first_id][0] == "claimed"  # its run still waits in the CRM
+        held.release.set()
+        wait_for(lambda: inbox(runtime)[first_id][0] == "done", 60, "the held run done")
+    finally:
+        held.release.set()
+        dispatcher.stop()
+    assert len(crm.list_deals()) == 4 and dispatcher.runs >= 2
+    assert crm.notes_for(first_pi["id"]) == ["Płatność zrealizowana: 249,00\u00a0zł (card)."]
 
 
 def test_one_bad_event_or_payment_is_set_aside_and_the_rest_go_on(

@@ -134,7 +134,7 @@ class RejectingCRM:
 
     def __init__(self, inner: LocalCRM, reject: str) -> None:
         self.inner, self.reject = inner, reject
-        self.name, self.batch_size = inner.name, inner.batch_size
+        self.name, self.batch_size, self.parallel = inner.name, inner.batch_size, inner.parallel
 
     def upsert_contacts(self, items: Sequence[ContactInput]) -> list[str]:
         return self.inner.upsert_contacts(items)

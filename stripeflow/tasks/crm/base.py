@@ -97,6 +97,9 @@ class CRM(Protocol):
 
     name: str
     batch_size: int
+    # batches the CRM tasks keep in flight at once; the adapter's limiter keeps the vendor's
+    # limits across them, and its methods must be safe to call from that many threads
+    parallel: int
 
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]: ...
 

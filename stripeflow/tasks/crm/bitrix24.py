@@ -213,6 +213,7 @@ class Bitrix24CRM:
     """The `CRM` protocol over Bitrix24's `batch`."""
 
     batch_size = MAX_COMMANDS
+    parallel = 2  # the leaky bucket refills 2 calls a second: two batches keep it busy
 
     def __init__(
         self,

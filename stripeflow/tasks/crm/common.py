@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -269,14 +270,17 @@ class Remembered(Generic[K]):
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
         self._ids: OrderedDict[K, str] = OrderedDict()
+        self._lock = threading.Lock()  # batches run in parallel threads
 
     def put(self, key: K, value: str) -> None:
-        self._ids[key] = value
-        while len(self._ids) > self.size:
-            self._ids.popitem(last=False)
+        with self._lock:
+            self._ids[key] = value
+            while len(self._ids) > self.size:
+                self._ids.popitem(last=False)
 
     def pop(self, key: K) -> str | None:
-        return self._ids.pop(key, None)
+        with self._lock:
+            return self._ids.pop(key, None)
 
     @contextmanager
     def kept_on_error(self, items: Sequence[K], ids: list[str | None]) -> Iterator[None]:

@@ -155,6 +155,7 @@ class HubSpotCRM:
     """The `CRM` protocol over HubSpot's batch APIs."""
 
     batch_size = 100
+    parallel = 4  # batches in flight at once; the ten-secondly limiter is shared by them
 
     def __init__(
         self,

@@ -88,6 +88,7 @@ class LocalCRM:
     """A CRM in a SQLite file. Thread-safe through SQLite's own locking."""
 
     batch_size = 500
+    parallel = 1  # one writer: SQLite serialises writes anyway
 
     def __init__(
         self, path: str | Path, *, stages: dict[str, str] | None = None, name: str = "local"

@@ -123,6 +123,7 @@ class PipedriveCRM:
     """The `CRM` protocol over Pipedrive, one record per call."""
 
     batch_size = 100
+    parallel = 4  # batches in flight at once; the rate limiter is shared by them
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ the rest through.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -124,7 +125,7 @@ def deal_state_key(target: str, payment: Payment) -> str:
 
 
 def contact_key(payment: Payment) -> str | None:
-    return payment.email.lower() if payment.email else payment.customer_id
+    return payment.customer_key
 
 
 def mapped_fields(payment: Payment, mapping: dict[str, str]) -> dict[str, Any]:
@@ -163,6 +164,7 @@ def upsert_contacts(crm: CRM, ledger: Ledger, changes: Changes) -> dict[str, str
         crm.batch_size,
         crm.upsert_contacts,
         lambda c, exc: _dead_letter(ledger, crm, "upsert_contact", owners[c.key], exc),
+        parallel=crm.parallel,
     )
     found = {c.key: i for c, i in zip(items, ids, strict=True) if i is not None}
     ledger.set_links("contact", crm.name, found)
@@ -198,6 +200,7 @@ def upsert_deals(
         crm.batch_size,
         crm.upsert_deals,
         lambda d, exc: _dead_letter(ledger, crm, "upsert_deal", d.payment_id, exc),
+        parallel=crm.parallel,
     )
     crash_point("crm.deal.after_call")
     found = {d.payment_id: i for d, i in zip(items, ids, strict=True) if i is not None}
@@ -265,6 +268,7 @@ class _NoteClaims:
         self.ledger = ledger
         self._held = held  # key -> (note, token)
         self.unsure = unsure  # held keys that may be in the CRM already: look before sending
+        self._lock = threading.Lock()  # batches settle from parallel threads
 
     @classmethod
     def take(cls, ledger: Ledger, notes: Sequence[_Note]) -> _NoteClaims:
@@ -283,9 +287,10 @@ class _NoteClaims:
 
     def _settle(self, outcomes: Sequence[_Outcome]) -> None:
         by_token: dict[str, list[_Outcome]] = {}
-        for o in outcomes:
-            by_token.setdefault(self._held.pop(o.item.key)[1], []).append(o)
-            self.unsure.discard(o.item.key)
+        with self._lock:
+            for o in outcomes:
+                by_token.setdefault(self._held.pop(o.item.key)[1], []).append(o)
+                self.unsure.discard(o.item.key)
         for token, group in by_token.items():
             self.ledger.settle_effects(group, token)
 
@@ -300,10 +305,11 @@ class _NoteClaims:
         def find(batch: Sequence[_Note]) -> list[str | None]:
             found = crm.find_notes([n.note for n in batch])
             self._settle([_Outcome(n, "done", i) for n, i in zip(batch, found, strict=True) if i is not None])
-            self.unsure.difference_update(n.key for n in batch)
+            with self._lock:
+                self.unsure.difference_update(n.key for n in batch)
             return found
 
-        call_in_batches(unsure, crm.batch_size, find, self._fail)
+        call_in_batches(unsure, crm.batch_size, find, self._fail, parallel=crm.parallel)
 
     def send(self, crm: CRM, *, last: bool = False) -> int:
         """Send the held notes known not to be in the CRM, settling each batch right after its call."""
@@ -320,13 +326,15 @@ class _NoteClaims:
                         status=exc.status,
                         wait=10.0,
                     ) from exc
-                self.unsure.update(n.key for n in batch)
+                with self._lock:
+                    self.unsure.update(n.key for n in batch)
                 return [None] * len(batch)
             crash_point("crm.note.after_call")
             self._settle([_Outcome(n, "done", str(i)) for n, i in zip(batch, ids, strict=True)])
             return list(ids)
 
-        return sum(1 for r in call_in_batches(todo, crm.batch_size, send_batch, self._fail) if r)
+        made = call_in_batches(todo, crm.batch_size, send_batch, self._fail, parallel=crm.parallel)
+        return sum(1 for r in made if r)
 
     def check_settled(self) -> None:
         """Never leave a claim held: the payment would count as synced with its note unsettled."""

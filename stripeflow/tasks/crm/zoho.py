@@ -195,6 +195,7 @@ class ZohoCRM:
     """The `CRM` protocol over Zoho CRM's upsert and notes APIs."""
 
     batch_size = 100
+    parallel = 4  # batches in flight at once; Zoho's concurrency limiter caps the calls
 
     def __init__(
         self,

@@ -37,22 +37,25 @@ def call_in_batches(
 ) -> list[R | None]:
     """`call` each batch; results in input order, None where the item failed permanently.
 
-    With `parallel` > 1, up to that many batches are in flight at once. An exception other than
-    a permanent one (an outage) stops the batches not yet started, waits for those in flight,
-    and is raised, the first batch's first, as it would be one batch at a time.
+    With `parallel` > 1, up to that many batches are in flight at once (see `in_parallel`).
     """
-    batches = chunks(items, size)
-    if parallel <= 1 or len(batches) <= 1:
-        results: list[R | None] = []
-        for batch in batches:
-            results.extend(_call_isolating(batch, call, on_permanent))
-        return results
-    with ThreadPoolExecutor(max_workers=min(parallel, len(batches)), thread_name_prefix="batch") as pool:
-        # each thread runs in a copy of the caller's context: Prefect's run context and logger
-        futures: list[Future[list[R | None]]] = [
-            pool.submit(contextvars.copy_context().run, _call_isolating, batch, call, on_permanent)
-            for batch in batches
-        ]
+    done = in_parallel(
+        lambda batch: _call_isolating(batch, call, on_permanent), chunks(items, size), parallel
+    )
+    return [r for results in done for r in results]
+
+
+def in_parallel(fn: Callable[[T], R], items: Sequence[T], parallel: int) -> list[R]:
+    """`fn` of each item, up to `parallel` at once, each in a thread with a copy of the caller's
+    context (Prefect's run context and logger live there); results in input order.
+
+    An exception stops the items not yet started, waits for those in flight, and the first
+    item's is raised, as one at a time would raise it.
+    """
+    if parallel <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(parallel, len(items)), thread_name_prefix="parallel") as pool:
+        futures: list[Future[R]] = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() is not None for f in done):
             for f in futures:
@@ -61,7 +64,7 @@ def call_in_batches(
             for f in futures:
                 if not f.cancelled() and f.exception() is not None:
                     raise f.exception()  # type: ignore[misc]
-    return [r for f in futures for r in f.result()]
+    return [f.result() for f in futures]
 
 
 def _call_isolating(

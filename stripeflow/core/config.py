@@ -173,6 +173,9 @@ class NotifySettings(Section):
     telegram_token: SecretStr | None = Field(None, description="bot token (env TELEGRAM_BOT_TOKEN)")
     telegram_api_base: str = Field("https://api.telegram.org", description="a fake's URL in tests")
     block: str | None = Field(None, description="name of a NotifyCredentials block to take secrets from")
+    parallel: int = Field(
+        4, ge=1, description="messages in flight at once (one SMTP connection each); limits still hold"
+    )
 
     @field_validator("routes")
     @classmethod
@@ -191,6 +194,7 @@ class HandoffSettings(Section):
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (env STRIPEFLOW_HANDOFF_SECRET)")
     timeout: float = Field(30.0, description="seconds to wait for the receiver")
     block: str | None = Field(None, description="name of a HandoffCredentials block to take the secret from")
+    parallel: int = Field(4, ge=1, description="hand-offs in flight at once")
 
 
 class Settings(Section):

@@ -85,17 +85,20 @@ class SlidingWindowLimiter(_TimedLimiter):
         super().__init__(**kw)
         self.max_calls = max_calls
         self.period = period + margin
-        self._calls: deque[list[float]] = deque()  # one cell per call: its start, then its end
+        # one cell per call: [its start, 0.0] while in flight, then [its end, 1.0]
+        self._calls: deque[list[float]] = deque()
 
     def _reserve_call(self) -> tuple[float, list[float]]:
         now = self.clock()
-        while self._calls and self._calls[0][0] <= now - self.period:
+        while self._calls and self._calls[0][1] and self._calls[0][0] <= now - self.period:
             self._calls.popleft()
         start = now
         if len(self._calls) >= self.max_calls:
-            times = sorted(cell[0] for cell in self._calls)
+            # a call still in flight reaches the vendor by now at the earliest (many threads
+            # share a limiter: counting one from its start let the 101st call in early)
+            times = sorted(cell[0] if cell[1] else max(cell[0], now) for cell in self._calls)
             start = max(start, times[-self.max_calls] + self.period)
-        cell = [start]
+        cell = [start, 0.0]
         self._calls.append(cell)
         return start - now, cell
 
@@ -109,7 +112,7 @@ class SlidingWindowLimiter(_TimedLimiter):
             yield
         finally:
             with self._lock:
-                cell[0] = max(cell[0], self.clock())
+                cell[0], cell[1] = max(cell[0], self.clock()), 1.0
 
 
 class TokenBucketLimiter(_TimedLimiter):

@@ -824,12 +824,14 @@ class Ledger:
             )
 
     def renew_leases(self, token: str, lease_seconds: float) -> int:
-        """Move on every lease `token` holds (its claimed events and its payments); how many."""
+        """Move on every lease `token` holds (its claimed events and its payments, and the events
+        that wait for its payments: they wait while it lives, not claimed and given back again
+        each lease); how many."""
         until = utcnow() + timedelta(seconds=lease_seconds)
         with self.session() as s:
             events = s.execute(
                 update(InboxRow)
-                .where(InboxRow.claim_token == token, InboxRow.status == "claimed")
+                .where(InboxRow.claim_token == token, InboxRow.status.in_(("claimed", "pending")))
                 .values(lease_until=until)
             )
             payments = s.execute(

@@ -54,6 +54,20 @@ def test_sliding_window_never_exceeds_its_limit() -> None:
     assert clock.now == pytest.approx(30.0)  # 350 calls: three full windows waited, no more
 
 
+def test_sliding_window_counts_a_call_in_flight_as_arriving_now() -> None:
+    """Threads share a limiter: two calls still in flight after a whole period (a slow answer)
+    may only just be arriving at the vendor, so a third waits a period from now, not from when
+    they started."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(2, 10.0, margin=0.0, clock=clock, sleep=clock.sleep)
+    with limiter.slot(), limiter.slot():  # both in flight
+        clock.now = 12.0
+        with limiter.slot():
+            assert clock.now == pytest.approx(22.0)
+    with limiter.slot():  # all three ended; the window holds the two that ended at 22
+        assert clock.now == pytest.approx(32.0)
+
+
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     clock = FakeClock()
     limiter = TokenBucketLimiter(50, 2.0, clock=clock, sleep=clock.sleep)

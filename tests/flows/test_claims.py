@@ -195,6 +195,32 @@ def test_the_dispatcher_keeps_several_runs_going_at_once(
     assert crm.notes_for(first_pi["id"]) == ["Płatność zrealizowana: 249,00\u00a0zł (card)."]
 
 
+def test_an_event_waiting_for_a_live_run_waits_until_that_run_ends(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
+    """The holder renews the waiting events' lease with its own: they are not claimed and given
+    back once a lease while it works, however long it takes."""
+    runtime.settings.dispatcher.lease_seconds = 1
+    held = HoldingCRM(crm)
+    runtime.__dict__["crms"] = [held]
+    event, pi, ch = expanded_success(world)
+    deliver(runtime, event)
+    first = in_thread(dispatcher.run_once)
+    assert held.entered.wait(60)
+    (refund_id,) = deliver(runtime, world.event("charge.refunded", world.refund(ch)))
+    assert dispatcher.run_once() == 1  # claimed, then it waits for the held run
+    deadline = time.monotonic() + 3.5  # three and a half leases
+    while time.monotonic() < deadline:
+        assert dispatcher.run_once() == 0
+        assert inbox(runtime)[refund_id][:2] == ("pending", 0)
+        time.sleep(0.1)
+    held.release.set()
+    first.join(60)
+    drain(dispatcher)
+    assert inbox(runtime)[refund_id][:2] == ("done", 1)
+    assert crm.list_deals()[0].stage == "refunded" and len(crm.notes_for(pi["id"])) == 2
+
+
 def test_one_bad_event_or_payment_is_set_aside_and_the_rest_go_on(
     runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
 ) -> None:

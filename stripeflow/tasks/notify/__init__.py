@@ -14,6 +14,7 @@ only (`RetriableError`), and are safe because every send is guarded by its ledge
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -238,7 +239,9 @@ def notify_changes(
             Renderer(settings.language, settings.notify.templates_dir),
             audience,
         )
-        report = deliver(items, ledger, final_attempt=_final_attempt(), logger=logger)
+        report = deliver(
+            items, ledger, final_attempt=_final_attempt(), logger=logger, parallel=settings.notify.parallel
+        )
     finally:
         if own:
             channels.close()
@@ -256,8 +259,13 @@ def hand_off_changes(
         return NotifyReport()
     logger = _logger()
     clients: list[HandoffAPI] = [client] if client is not None else []
+    building = threading.Lock()  # hand-offs go from several threads at once
 
     def api() -> HandoffAPI:
+        with building:
+            return clients[0] if clients else build_api()
+
+    def build_api() -> HandoffAPI:
         if not clients:
             url, secret = cfg.url, cfg.secret.get_secret_value() if cfg.secret else None
             if cfg.block and not secret:
@@ -293,7 +301,7 @@ def hand_off_changes(
         for key in [handoff_key(change.payment)]
     ]
     try:
-        report = deliver(items, ledger, final_attempt=_final_attempt(), logger=logger)
+        report = deliver(items, ledger, final_attempt=_final_attempt(), logger=logger, parallel=cfg.parallel)
     finally:
         if client is None:
             for c in clients:

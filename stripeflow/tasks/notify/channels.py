@@ -6,6 +6,7 @@ get one client per channel or chat, whose limiter keeps to that chat's pace.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -74,7 +75,9 @@ class Channels:
         self.clock = clock  # tests pass a virtual clock that their `sleep` advances
         self.smtp_connect = smtp_connect
         self.transport = transport
-        self._mailer: Mailer | None = None
+        self._local = threading.local()  # one mailer (an SMTP session) per sending thread
+        self._mailers: list[Mailer] = []
+        self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
 
     @property
@@ -84,13 +87,17 @@ class Channels:
         return self._secrets
 
     def mailer(self) -> Mailer:
-        if self._mailer is None:
+        mailer: Mailer | None = getattr(self._local, "mailer", None)
+        if mailer is None:
             cfg = self.settings.notify
             if cfg.smtp.host:
-                self._mailer = SMTPMailer(cfg.smtp, self.secrets.smtp_password, self.smtp_connect)
+                mailer = SMTPMailer(cfg.smtp, self.secrets.smtp_password, self.smtp_connect)
             else:
-                self._mailer = OutboxMailer(cfg.outbox or self.settings.home / "outbox")
-        return self._mailer
+                mailer = OutboxMailer(cfg.outbox or self.settings.home / "outbox")
+            self._local.mailer = mailer
+            with self._lock:
+                self._mailers.append(mailer)
+        return mailer
 
     def mailer_can_look(self) -> bool:
         """Whether the mailer can tell if a message arrived (the outbox can; SMTP cannot)."""
@@ -100,9 +107,10 @@ class Channels:
         return self.mailer().send(msg, attempt)
 
     def _client(self, name: str, build: Any) -> Any:
-        if name not in self._clients:
-            self._clients[name] = build()
-        return self._clients[name]
+        with self._lock:  # httpx clients are shared by the sending threads
+            if name not in self._clients:
+                self._clients[name] = build()
+            return self._clients[name]
 
     def _http_kw(self) -> dict[str, Any]:
         return {"sleep": self.sleep, "clock": self.clock, "transport": self.transport}
@@ -141,9 +149,11 @@ class Channels:
         )
 
     def close(self) -> None:
-        if self._mailer is not None:
-            self._mailer.close()
-            self._mailer = None
+        with self._lock:
+            mailers, self._mailers = self._mailers, []
+        for mailer in mailers:
+            mailer.close()
+        self._local = threading.local()
         for client in self._clients.values():
             client.close()
         self._clients.clear()

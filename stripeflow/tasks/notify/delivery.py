@@ -58,7 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stripeflow.core.batching import chunks
+from stripeflow.core.batching import chunks, in_parallel
 from stripeflow.core.crashpoints import crash_point
 from stripeflow.core.errors import (
     AuthError,
@@ -168,26 +168,37 @@ class _Run:
 
 
 def deliver(
-    items: Sequence[Outgoing], ledger: Ledger, *, final_attempt: bool, logger: Logger
+    items: Sequence[Outgoing], ledger: Ledger, *, final_attempt: bool, logger: Logger, parallel: int = 1
 ) -> NotifyReport:
+    """Send each item once. With `parallel` > 1, that many chunks go at once, each in its own
+    thread (an SMTP session each): a server answering in tens of milliseconds then still takes
+    thousands of messages a minute."""
     run = _Run(ledger, NotifyReport(), final_attempt, logger)
     done = ledger.effects_done(item.key for item in items)
     run.report.already_done.extend(i.key for i in items if i.key in done)
-    for chunk in chunks([i for i in items if i.key not in done], CHUNK):
-        won, token = ledger.claim_effects(chunk)  # new keys, and `claimed` ones a dead attempt left
-        for target in dict.fromkeys(i.target for i in chunk if i.key in won):
-            crash_point(f"notify.{target}.after_claim")
-        stuck: set[str] = set()
-        rest = [i.key for i in chunk if i.key not in won]
-        if rest:
-            states = ledger.effect_states(rest)
-            doubtful = [k for k in rest if states.get(k) == "attempting"]
-            if doubtful:
-                stuck, stuck_token = ledger.take_over_attempting(doubtful)
-                _send_and_settle(run, [i for i in chunk if i.key in stuck], stuck_token, recover=True)
-        run.report.already_done.extend(k for k in rest if k not in stuck)  # another run's, settled
-        _send_and_settle(run, [i for i in chunk if i.key in won], token, recover=False)
+    in_parallel(
+        lambda chunk: _deliver_chunk(run, chunk),
+        chunks([i for i in items if i.key not in done], CHUNK),
+        parallel,
+    )
     return run.report
+
+
+def _deliver_chunk(run: _Run, chunk: Sequence[Outgoing]) -> None:
+    ledger = run.ledger
+    won, token = ledger.claim_effects(chunk)  # new keys, and `claimed` ones a dead attempt left
+    for target in dict.fromkeys(i.target for i in chunk if i.key in won):
+        crash_point(f"notify.{target}.after_claim")
+    stuck: set[str] = set()
+    rest = [i.key for i in chunk if i.key not in won]
+    if rest:
+        states = ledger.effect_states(rest)
+        doubtful = [k for k in rest if states.get(k) == "attempting"]
+        if doubtful:
+            stuck, stuck_token = ledger.take_over_attempting(doubtful)
+            _send_and_settle(run, [i for i in chunk if i.key in stuck], stuck_token, recover=True)
+    run.report.already_done.extend(k for k in rest if k not in stuck)  # another run's, settled
+    _send_and_settle(run, [i for i in chunk if i.key in won], token, recover=False)
 
 
 def _send_and_settle(run: _Run, items: list[Outgoing], token: str, *, recover: bool) -> None:

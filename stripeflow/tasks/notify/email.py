@@ -28,6 +28,7 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ from stripeflow.core.errors import (
 from stripeflow.tasks.notify.render import EmailContent, one_line
 
 VENDOR = "smtp"
+FRESH_SESSION = 5.0  # seconds after an answer in which a session is used without a NOOP first
 SUBJECT_MAX = 200  # characters: mail clients show far fewer, and a subject need not carry a whole name
 NAME_MAX = 100
 Attempt = Callable[[], None]
@@ -207,9 +209,12 @@ class SMTPMailer:
         self.password = password
         self._connect = connect
         self._smtp: smtplib.SMTP | None = None
+        self._used_at = 0.0  # monotonic time of the session's last answer
 
     def _session(self) -> smtplib.SMTP:
         if self._smtp is not None:
+            if time.monotonic() - self._used_at < FRESH_SESSION:
+                return self._smtp  # it just answered: a NOOP first would double each message's round trips
             try:
                 if self._smtp.noop()[0] == 250:
                     return self._smtp
@@ -241,6 +246,7 @@ class SMTPMailer:
                 smtp.close()
                 raise RetriableError(f"login failed: {exc}", vendor=VENDOR) from exc
         self._smtp = smtp
+        self._used_at = time.monotonic()
         return smtp
 
     def look(self, msg_id: str) -> bool | None:
@@ -252,7 +258,12 @@ class SMTPMailer:
         recipients = [a.addr_spec for a in msg["To"].addresses]
         payload = msg.as_bytes(policy=email.policy.SMTP)
         try:  # MAIL and RCPT: until DATA is answered, nothing was delivered
-            code, reply = smtp.mail(sender)
+            try:
+                code, reply = smtp.mail(sender)
+            except (smtplib.SMTPServerDisconnected, ConnectionError):  # it closed an idle session
+                self._drop()
+                smtp = self._session()
+                code, reply = smtp.mail(sender)
             if code != 250:
                 raise _response_error(code, reply, "sender_refused")
             for rcpt in recipients:
@@ -287,6 +298,7 @@ class SMTPMailer:
         except (smtplib.SMTPException, OSError) as exc:  # timeouts included
             self._drop()
             raise OutcomeUnknownError(f"connection lost during DATA: {exc}", vendor=VENDOR) from exc
+        self._used_at = time.monotonic()
         if code != 250:  # the answer to the message itself: refused, so not delivered
             self._reset()
             raise _response_error(code, reply, "data_refused")

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from stripeflow.core.batching import in_parallel
 from stripeflow.core.errors import RetriableError
 from stripeflow.core.ledger import Ledger, describe_error
+from stripeflow.core.payment import Payment
 from stripeflow.tasks.ledger import Normalised
 from stripeflow.tasks.retry import retry_if_retriable
 from stripeflow.tasks.stripe.normalise import Lookup, Skipped, normalise
+
+LOOKUPS_IN_FLIGHT = 8
 
 
 @task(cache_policy=NONE, retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_if_retriable)
@@ -27,13 +32,20 @@ def normalise_events(ledger: Ledger, event_ids: Sequence[str], lookup: Lookup) -
     log = get_run_logger()
     events = ledger.load_events(event_ids)
     out = Normalised(events=len(events))
-    for event in events:
+
+    def one(event: dict[str, Any]) -> Payment | Skipped | Exception | None:
         try:
-            payment = normalise(event, lookup)
+            return normalise(event, lookup)
         except RetriableError:
             raise
         except Exception as exc:  # poison isolation: one event's failure, whatever it is, is its own
-            reason = describe_error(exc)
+            return exc
+
+    # with the API, each event may wait on a lookup: several at once (the read limiter still holds)
+    parallel = 1 if getattr(lookup, "offline", False) else LOOKUPS_IN_FLIGHT
+    for event, payment in zip(events, in_parallel(one, events, parallel), strict=True):
+        if isinstance(payment, Exception):
+            reason = describe_error(payment)
             log.warning("event %s (%s) cannot be processed: %s", event.get("id"), event.get("type"), reason)
             out.dead[event["id"]] = reason
             continue

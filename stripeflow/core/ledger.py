@@ -1316,6 +1316,30 @@ class Ledger:
                 )
         return found
 
+    def release_superseded(self, payment_ids: Iterable[str], before: datetime) -> int:
+        """Settle what dead runs left of these payments' effects, claimed or attempting before
+        `before` (when the caller took the payments' leases) and not taken over since: effects
+        of a state the payment has moved past, which no run will plan again. A `claimed` one never
+        reached its target and is released; an `attempting` one may have, and becomes `unknown`.
+        Otherwise the payment would count as unfinished for good. How many rows changed."""
+        ids = sorted(set(payment_ids))
+        changed = 0
+        with self.session() as s:
+            for start in range(0, len(ids), 500):
+                old = EffectRow.payment_id.in_(ids[start : start + 500]) & (EffectRow.updated_at < before)
+                gone = s.execute(delete(EffectRow).where(old, EffectRow.status == "claimed"))
+                doubtful = s.execute(
+                    update(EffectRow)
+                    .where(old, EffectRow.status == "attempting")
+                    .values(
+                        status="unknown",
+                        result="an attempt died in its call; the payment moved on before it was looked at",
+                        updated_at=utcnow(),
+                    )
+                )
+                changed += int(gone.rowcount or 0) + int(doubtful.rowcount or 0)  # type: ignore[attr-defined]
+        return changed
+
     def reopen_failed_effects(self, payment_ids: Iterable[str]) -> int:
         """Forget effects that failed for good, so a replay (after a fix) may try them again."""
         ids = list(payment_ids)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -20,6 +21,7 @@ from stripeflow.core.ledger import (
     PaymentChange,
     describe_error,
     new_token,
+    utcnow,
 )
 from stripeflow.core.payment import Payment
 
@@ -35,6 +37,7 @@ class Normalised:
         self.skip_reasons: dict[str, str] = {}  # event id -> why it is not a payment
         self.dead: dict[str, str] = {}  # event id -> why it cannot be processed
         self.released: list[str] = []  # ids of events whose payment another run holds just now
+        self.locked_at: datetime | None = None  # when the run took its payments' leases
 
     def __repr__(self) -> str:
         return (
@@ -132,8 +135,9 @@ def lock_payments(ledger: Ledger, normalised: Normalised, token: str, lease_seco
     never work on the same payment at once."""
     known = ledger.canonical_ids(i for p in normalised.payments for i in (p.payment_id, *p.ids))
     wanted = {id(p): lock_ids(p, known) for p in normalised.payments}
-    won = ledger.lock_payments(set().union(*wanted.values()), token, lease_seconds)
     out = Normalised(normalised.events)
+    out.locked_at = utcnow()
+    won = ledger.lock_payments(set().union(*wanted.values()), token, lease_seconds)
     out.skipped, out.skip_reasons, out.dead = normalised.skipped, normalised.skip_reasons, normalised.dead
     out.payments = [p for p in normalised.payments if wanted[id(p)] <= won]
     waiting = {
@@ -185,6 +189,10 @@ def finish_events(ledger: Ledger, normalised: Normalised, changes: Changes, toke
     A payment with an effect still failed or in flight keeps its processed state where it was,
     so a replay (or the next change) plans the same effects again and their keys skip what is done.
     """
+    if normalised.locked_at is not None:  # what dead runs left of states these payments moved past
+        released = ledger.release_superseded([p.payment_id for p in changes.payments], normalised.locked_at)
+        if released:
+            get_run_logger().info("%d effects of superseded states, left by dead runs, settled", released)
     unfinished = ledger.unfinished_payments([p.payment_id for p in changes.payments])
     ledger.mark_processed([p for p in changes.payments if p.payment_id not in unfinished])
     ledger.finish_events(normalised.done_event_ids, "done", token=token)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,24 +32,33 @@ from tests.fakes.stripe_events import StripeWorld
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
+import sys
 from stripeflow.core.config import load_settings
 from stripeflow.core.runtime import build_runtime, set_runtime
 from stripeflow.flows.process_payment_events import process_payment_events
 
 runtime = build_runtime(load_settings())
 set_runtime(runtime)
-print(process_payment_events())
+print(process_payment_events(event_ids=sys.argv[1:] or None))
 runtime.close()
 """
 
 
-def run_worker(env: dict[str, str], crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    env: dict[str, str], crash_at: str | None = None, event_ids: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """One run of the flow in a child process: of these events, or (none given) what is pending."""
     child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     child_env.pop("STRIPEFLOW_CRASH_AT", None)
     if crash_at:
         child_env["STRIPEFLOW_CRASH_AT"] = crash_at
     return subprocess.run(
-        [sys.executable, "-c", CHILD], env=child_env, capture_output=True, text=True, timeout=180, cwd=ROOT
+        [sys.executable, "-c", CHILD, *event_ids],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
     )
 
 
@@ -147,4 +156,42 @@ def test_sigkill_between_a_crm_call_and_its_record_leaves_exactly_one_of_each(
         assert notes_of(pi["id"]) == 1 and deals_of(pi["id"]) == 1
         notes = [e for e in ledger.effects_for(pi["id"]) if e.action == "note"]
         assert [e.status for e in notes] == ["done"]
+    ledger.dispose()
+
+
+def test_a_note_a_killed_run_claimed_for_a_state_the_payment_moved_past_is_settled(
+    prefect_server: str, tmp_path: Path, world: StripeWorld
+) -> None:
+    """Killed after claiming the "paid" note, before calling the CRM; the refund then comes, and
+    the run that finishes both events plans only the refund's note. The dead run's claim is let
+    go (the CRM never had it), so the payment is not left unfinished for good."""
+    home = tmp_path / "home"
+    config = tmp_path / "stripeflow.toml"
+    config.write_text(f'home = "{home}"\n[dispatcher]\nlease_seconds = 1\n[[crm]]\ntype = "local"\n')
+    settings = load_settings(config, env={})
+    ledger = Ledger(settings.ledger_url)
+    ledger.migrate()
+    cus = world.customer("anna@example.pl", "Anna Nowak")
+    pi, ch = world.payment_intent(24900, "pln", cus)
+    success = world.event("payment_intent.succeeded", {**pi, "latest_charge": ch, "customer": cus})
+    ledger.store_events([parse_event(success, json.dumps(success))])
+    env = {"STRIPEFLOW_CONFIG": str(config), "PREFECT_API_URL": prefect_server}
+
+    killed = run_worker(env, crash_at="crm.note.after_claim")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [(e.action, e.status) for e in ledger.effects_for(pi["id"]) if e.action == "note"] == [
+        ("note", "claimed")
+    ]
+    refund = world.event("charge.refunded", world.refund(ch))
+    ledger.store_events([parse_event(refund, json.dumps(refund))])
+    deadline = time.monotonic() + 120
+    while ledger.inbox_counts() != {"done": 2}:  # both events in one run, once the dead lease ends
+        assert time.monotonic() < deadline, ledger.inbox_counts()
+        rerun = run_worker(env, event_ids=[success["id"], refund["id"]])
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    assert LocalCRM(home / "crm.db").notes_for(pi["id"]) == ["Zwrot całej płatności: 249,00\u00a0zł."]
+    notes = {e.key.rsplit(":", 2)[1]: e.status for e in ledger.effects_for(pi["id"]) if e.action == "note"}
+    assert notes == {"refunded": "done"}  # the paid note's claim let go, not left claimed
+    assert ledger.unfinished_payments([pi["id"]]) == set()
     ledger.dispose()

@@ -231,6 +231,7 @@ def add_notes(crm: CRM, ledger: Ledger, changes: Changes, deal_ids: dict[str, st
         }.items()
     ]
     claims = _NoteClaims.take(ledger, notes)
+    crash_point("crm.note.after_claim")
     claims.look(crm)  # what an earlier attempt may have made
     made = claims.send(crm)  # a lost answer leaves its notes held and unsure
     claims.look(crm)

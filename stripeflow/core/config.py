@@ -109,13 +109,13 @@ class BridgeSettings(Section):
 class DispatcherSettings(Section):
     poll_interval: float = Field(0.2, description="seconds between looks at the inbox")
     batch_size: int = Field(
-        2_000,
+        1_000,
         ge=1,
         description="most events one flow run drains: a burst becomes a few runs that overlap, "
         "so the next events need not wait for one long run's CRM calls",
     )
     runs: int = Field(
-        3,
+        4,
         ge=1,
         description="flow runs the dispatcher keeps going at once; two never work on the same "
         "payment or customer (leases), and each CRM's limits hold across them",

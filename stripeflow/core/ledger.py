@@ -1096,6 +1096,22 @@ class Ledger:
             row = s.get(LinkRow, (kind, local_id, target))
             return row.remote_id if row else None
 
+    def get_links(self, kind: str, target: str, local_ids: Iterable[str]) -> dict[str, str]:
+        """local id -> its id in the target, for the ones linked."""
+        ids = sorted(set(local_ids))
+        found: dict[str, str] = {}
+        with self.session() as s:
+            for start in range(0, len(ids), 500):
+                rows = s.execute(
+                    select(LinkRow.local_id, LinkRow.remote_id).where(
+                        LinkRow.kind == kind,
+                        LinkRow.target == target,
+                        LinkRow.local_id.in_(ids[start : start + 500]),
+                    )
+                )
+                found.update({local: remote for local, remote in rows})
+        return found
+
     def set_links(self, kind: str, target: str, remote_ids: dict[str, str]) -> None:
         """Record many local ids' ids in one target, in one transaction."""
         if not remote_ids:

@@ -10,7 +10,7 @@ from stripeflow.core.errors import RetriableError
 from stripeflow.core.ledger import Changes, Ledger, PaymentChange
 from stripeflow.core.payment import Payment
 from stripeflow.tasks.crm.base import CRM, NoteInput
-from stripeflow.tasks.crm.tasks import _Note, add_notes, note_key, note_text
+from stripeflow.tasks.crm.tasks import NOTE_ROUNDS, _Note, add_notes, note_key, note_text
 from tests.crm.harness import Harness, deal, payment
 
 
@@ -81,11 +81,19 @@ def test_a_note_whose_answer_was_lost_is_settled_by_looking(
 
 
 @pytest.mark.http
-def test_a_note_lost_twice_goes_to_the_retry_which_looks_first(
+def test_a_note_lost_twice_is_settled_in_the_same_attempt(harness: Harness, crm: CRM, ledger: Ledger) -> None:
+    p, changes, deal_ids = one_payment(crm)
+    harness.refuse_create("note", count=2)  # two 502s: unknown to the client, nothing written
+    assert run(crm, ledger, changes, deal_ids) == 1  # looked, found nothing, sent again, twice
+    assert note_state(ledger, p) == [("done", "note")] and harness.count_notes() == 1
+
+
+@pytest.mark.http
+def test_a_note_lost_every_round_goes_to_the_retry_which_looks_first(
     harness: Harness, crm: CRM, ledger: Ledger
 ) -> None:
     p, changes, deal_ids = one_payment(crm)
-    harness.refuse_create("note", count=2)  # two 502s: unknown to the client, nothing written
+    harness.refuse_create("note", count=NOTE_ROUNDS)  # every round's send unknown, nothing written
     with pytest.raises(RetriableError):  # looked, found nothing, sent once more: unknown again
         run(crm, ledger, changes, deal_ids)
     assert note_state(ledger, p) == [("claimed", "note")] and harness.count_notes() == 0

@@ -74,6 +74,9 @@ NOTE_TEXT = {
     },
 }
 NO_PRODUCT = {"pl": "płatność", "en": "payment"}
+# look-then-send rounds in one attempt: the look reads the deal's notes (no search lag), so a
+# batch whose answer was lost is settled at once rather than by the task's retry 10 s later
+NOTE_ROUNDS = 4
 
 # Statuses whose stage follows the money left after refunds (a dispute does not undo a refund).
 _BY_REFUNDS = frozenset({PaymentStatus.disputed, PaymentStatus.dispute_won})
@@ -150,12 +153,18 @@ def _dead_letter(ledger: Ledger, crm: CRM, action: str, payment_id: str, exc: Pe
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
 def upsert_contacts(crm: CRM, ledger: Ledger, changes: Changes) -> dict[str, str]:
-    """Find or create each payment's contact (by e-mail, else Stripe customer id); key -> CRM id."""
+    """Find or create each payment's contact (by e-mail, else Stripe customer id); key -> CRM id.
+
+    A payment whose deal this CRM already has, with this same contact, is left out: the deal was
+    associated with it when it was made, so a later state of the payment costs no contact call.
+    """
     inputs: dict[str, ContactInput] = {}
     owners: dict[str, str] = {}
+    deals = ledger.get_links("deal", crm.name, (p.payment_id for p in changes.payments))
+    known = ledger.get_links("contact", crm.name, filter(None, (contact_key(p) for p in changes.payments)))
     for p in changes.payments:
         key = contact_key(p)
-        if key and key not in inputs:
+        if key and key not in inputs and not (p.payment_id in deals and key in known):
             inputs[key] = ContactInput(key=key, email=p.email, name=p.name, customer_id=p.customer_id)
             owners[key] = p.payment_id
     items = list(inputs.values())
@@ -232,10 +241,10 @@ def add_notes(crm: CRM, ledger: Ledger, changes: Changes, deal_ids: dict[str, st
     ]
     claims = _NoteClaims.take(ledger, notes)
     crash_point("crm.note.after_claim")
-    claims.look(crm)  # what an earlier attempt may have made
-    made = claims.send(crm)  # a lost answer leaves its notes held and unsure
-    claims.look(crm)
-    made += claims.send(crm, last=True)  # once more what is really missing
+    made = 0
+    for round_ in range(1, NOTE_ROUNDS + 1):
+        claims.look(crm)  # what an earlier attempt (or round) may have made
+        made += claims.send(crm, last=round_ == NOTE_ROUNDS)  # a lost answer leaves its notes unsure
     claims.check_settled()
     return made
 

@@ -21,11 +21,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from sqlalchemy import update
 
-from stripeflow.core.batching import call_in_batches
+from stripeflow.core.batching import call_in_batches, in_parallel
 from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.crashpoints import crash_point
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
-from stripeflow.core.ledger import Changes, EffectRow, Ledger
+from stripeflow.core.ledger import Changes, EffectRow, Ledger, PaymentChange
 from stripeflow.core.money import format_money, to_minor
 from stripeflow.core.payment import Payment, PaymentStatus
 from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
@@ -400,11 +400,35 @@ class _DealState:
 def sync_crm(crm: CRM, target: CRMTarget, changes: Changes, ledger: Ledger, settings: Settings) -> None:
     """The CRM part of the recipe: contacts, deals, notes, each a batched and keyed task.
 
-    A payment whose earlier sync failed half-way is not yet marked synced, so it goes again.
+    The payments go in slices of one batch, each slice through all four steps on its own, up to
+    `crm.parallel` slices at once: a 429 or a backoff then holds up its own slice only, not
+    every payment's next step. All payments of one customer share a slice, so no two slices
+    find-or-create the same contact at once. A payment whose earlier sync failed half-way is not
+    yet marked synced, so it goes again.
     """
     todo = select_unsynced(crm, ledger, changes)
-    if not todo:
-        return
+    in_parallel(
+        lambda part: _sync_slice(crm, target, part, ledger, settings),
+        slices_by_customer(todo, crm.batch_size),
+        crm.parallel,
+    )
+
+
+def slices_by_customer(changes: Changes, size: int) -> list[Changes]:
+    """The changes in slices of about `size` (more only for one customer's many payments), each
+    customer's payments in one slice, in the order the customers first come."""
+    groups: dict[str, list[PaymentChange]] = {}
+    for c in changes:
+        groups.setdefault(contact_key(c.payment) or c.payment.payment_id, []).append(c)
+    slices: list[list[PaymentChange]] = []
+    for group in groups.values():
+        if not slices or (len(slices[-1]) + len(group) > size and slices[-1]):
+            slices.append([])
+        slices[-1].extend(group)
+    return [Changes(part) for part in slices if part]
+
+
+def _sync_slice(crm: CRM, target: CRMTarget, todo: Changes, ledger: Ledger, settings: Settings) -> None:
     contact_ids = upsert_contacts(crm, ledger, todo)
     deal_ids = upsert_deals(crm, ledger, todo, contact_ids, target, settings)
     add_notes(crm, ledger, todo, deal_ids, settings.language)

@@ -295,6 +295,8 @@ def hand_off_changes(
             channel="handoff",
             send=sender(change, key),
             dedupes=True,  # Idempotency-Key: a receiver drops a repeat, so a doubtful one is redone
+            # settled as soon as taken: a kill leaves only those in flight to redo, not a chunk's
+            settle_at_once=True,
         )
         for change in changes
         if change.changed

@@ -39,6 +39,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     insert,
     or_,
@@ -663,8 +664,13 @@ class Ledger:
             )
             if retry:
                 return retry
+        # an event of a payment a live run holds would only wait for it: leave it for the next
+        # claim and take one that can go now (its object is the payment, or one of its ids)
+        held = exists().where(
+            PaymentLeaseRow.payment_id == InboxRow.object_id, PaymentLeaseRow.lease_until >= now
+        )
         return self._claim(
-            [(InboxRow.status == "pending", (InboxRow.received_at, InboxRow.created))],
+            [(and_(InboxRow.status == "pending", ~held), (InboxRow.received_at, InboxRow.created))],
             limit,
             lease_seconds,
             token,

@@ -53,7 +53,7 @@ from bench.common import (
 )
 from stripeflow.core.ledger import Ledger
 from stripeflow.launcher import free_port
-from tests.fakes.stripe_events import StripeWorld, sign
+from stripeflow.testing.stripe_events import StripeWorld, sign
 
 TARGET_THROUGHPUT = 1000.0  # events/s (DESIGN.md, "Numbers to reach")
 TARGET_P99 = 0.050  # seconds to 2xx at 200 events/s

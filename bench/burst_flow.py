@@ -33,12 +33,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.sender import run_sender
-from stripeflow.bridge.dispatcher import Dispatcher
 from stripeflow.core.config import Settings
-from stripeflow.core.runtime import build_runtime, set_runtime
-from tests.fakes.hubspot import FakeHubSpot
-from tests.fakes.server import free_port, serve_app
-from tests.fakes.stripe_events import StripeWorld
+from stripeflow.deployments.dispatcher import Dispatcher
+from stripeflow.runtime import build_runtime, set_runtime
+from stripeflow.testing.hubspot import FakeHubSpot
+from stripeflow.testing.server import free_port, serve_app
+from stripeflow.testing.stripe_events import StripeWorld
 
 SECRET = "whsec_bench_burst"
 console = Console()

@@ -74,11 +74,11 @@ from stripeflow.launcher import free_port
 from stripeflow.tasks.crm.tasks import NOTE_TEXT
 from stripeflow.tasks.notify.email import message_id
 from stripeflow.tasks.notify.handoff import SIGNATURE_HEADER, verify_signature
-from tests.fakes.hubspot import FakeHubSpot
-from tests.fakes.server import ServerThread
-from tests.fakes.smtp import SMTPServer, smtp_server
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_events import StripeWorld
+from stripeflow.testing.hubspot import FakeHubSpot
+from stripeflow.testing.server import ServerThread
+from stripeflow.testing.smtp import SMTPServer, smtp_server
+from stripeflow.testing.stripe_api import FakeStripe
+from stripeflow.testing.stripe_events import StripeWorld
 
 DEPLOYMENT = "process-payment-events/process-payment-events"
 SENDER = "Stripeflow <no-reply@localhost>"  # the default `notify.sender`: Message-IDs derive from it
@@ -215,7 +215,7 @@ def run_stripe_sender(
 async def _send_all(
     url: str, bodies: list[str], secret: str, concurrency: int, rate: float, timeout: float, acked: Any
 ) -> dict[str, Any]:
-    from tests.fakes.stripe_events import sign
+    from stripeflow.testing.stripe_events import sign
 
     rng = random.Random(1)
     gate = asyncio.Semaphore(concurrency)

@@ -28,7 +28,7 @@ from rich.table import Table
 
 # Wide enough for the result tables when the output is a file or a pipe (rich's default there is 80).
 console = Console(width=None if sys.stdout.isatty() else 150)
-ROOT = Path(__file__).resolve().parent.parent  # the repository: tests.fakes imports from here
+ROOT = Path(__file__).resolve().parent.parent  # the repository: `bench` and `tests` import from here
 
 # Variables a developer's shell may carry that would point a bench at someone else's state.
 _HERMETIC_DROP = (

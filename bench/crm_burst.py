@@ -38,13 +38,13 @@ from stripeflow.tasks.crm.bitrix24 import Bitrix24CRM
 from stripeflow.tasks.crm.hubspot import HubSpotCRM
 from stripeflow.tasks.crm.pipedrive import PipedriveCRM
 from stripeflow.tasks.crm.zoho import ZohoCRM
-from tests.crm.harness import contact, deal
-from tests.fakes.bitrix24 import FakeBitrix24
-from tests.fakes.hubspot import FakeHubSpot
-from tests.fakes.pipedrive import FakePipedrive
-from tests.fakes.server import serve_app
-from tests.fakes.vendor import FakeClock, FakeVendor
-from tests.fakes.zoho import FakeZoho
+from stripeflow.testing.bitrix24 import FakeBitrix24
+from stripeflow.testing.hubspot import FakeHubSpot
+from stripeflow.testing.pipedrive import FakePipedrive
+from stripeflow.testing.server import serve_app
+from stripeflow.testing.vendor import FakeClock, FakeVendor
+from stripeflow.testing.zoho import FakeZoho
+from tests.tasks.crm.harness import contact, deal
 
 console = Console()
 

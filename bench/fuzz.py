@@ -18,7 +18,7 @@ Phases, each on a real ledger:
    transaction would) while good events arrive: each must get 503 with Retry-After by the
    deadline, /healthz must say the writer is stuck, and after the lock goes the retried events
    are accepted.
-3. outage (PostgreSQL behind a TCP proxy, tests/fakes/tcp_proxy.py): fuzz and good events while
+3. outage (PostgreSQL behind a TCP proxy, stripeflow/testing/tcp_proxy.py): fuzz and good events while
    the database is up (no 5xx), then the proxy is taken down (connections cut, new ones
    refused): good events get 503 with Retry-After; after it comes back they are accepted.
 A 5xx outside phases 2 and 3's failure windows is "unexplained"; the target is none.
@@ -51,8 +51,8 @@ from bench.bridge import pg_available, pg_create, pg_drop, raw_request
 from bench.common import Procs, base_env, bench_session, console, machine, print_table, python, wait_http
 from stripeflow.core.ledger import Ledger
 from stripeflow.launcher import free_port
-from tests.fakes.stripe_events import StripeWorld
-from tests.fakes.tcp_proxy import TcpProxy
+from stripeflow.testing.stripe_events import StripeWorld
+from stripeflow.testing.tcp_proxy import TcpProxy
 
 DEADLINE = 3.0  # the bridge's request_deadline in this bench
 CLIENT_TIMEOUT = 3 * DEADLINE + 5  # past this a request counts as a hang

@@ -53,9 +53,9 @@ from bench.common import (
     wait_http,
 )
 from stripeflow.launcher import free_port
-from tests.fakes.server import ServerThread
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_events import StripeWorld, sign
+from stripeflow.testing.server import ServerThread
+from stripeflow.testing.stripe_api import FakeStripe
+from stripeflow.testing.stripe_events import StripeWorld, sign
 
 TARGET_P50 = 2.0  # seconds, webhook to deal (DESIGN.md, "Numbers to reach")
 TARGET_P95 = 5.0

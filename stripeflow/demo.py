@@ -3,8 +3,8 @@
 The scenario: several customers; PLN, EUR and JPY; a card, an Apple Pay and a BLIK payment;
 a Checkout Session; a subscription invoice; a refund delivered *before* the payment it refunds;
 a declined card; a duplicate delivery; an event type Stripeflow does not handle. Then, one new
-payment every `loop_every` seconds. The fakes live in the source tree (`tests/fakes/`), which
-the demo therefore needs: it is run from a checkout.
+payment every `loop_every` seconds. The fakes are part of the package (`stripeflow.testing`), so an
+installed Stripeflow runs its own demo.
 
 The demo's home and configuration live here too. `stripeflow run` gives the demo a home of its
 own (`<home>/demo`) and a generated `stripeflow.toml` there that reaches nothing real: the local
@@ -21,7 +21,6 @@ import os
 import random
 import re
 import secrets
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -217,12 +216,7 @@ def _key(key: str) -> str:
 
 
 def _fakes() -> Any:
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "tests" / "fakes" / "stripe_api.py").exists():
-        raise SystemExit("the demo needs the source checkout (tests/fakes); run it from the repository")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from tests.fakes import stripe_api, stripe_events
+    from stripeflow.testing import stripe_api, stripe_events
 
     return stripe_api, stripe_events
 
@@ -306,7 +300,7 @@ def random_payment(world: Any) -> tuple[str, dict[str, Any], str]:
 
 def run_demo(bridge_url: str, secret: str, stripe_port: int, loop_every: float = 20.0) -> None:
     stripe_api, stripe_events = _fakes()
-    from tests.fakes.server import ServerThread
+    from stripeflow.testing.server import ServerThread
 
     fake = stripe_api.FakeStripe()
     ServerThread(fake.app, port=stripe_port).start()

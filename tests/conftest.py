@@ -12,7 +12,7 @@ import pytest
 
 from stripeflow.core.config import Settings
 from stripeflow.core.ledger import Ledger
-from tests.fakes.stripe_events import StripeWorld
+from stripeflow.testing.stripe_events import StripeWorld
 
 PG_ADMIN = os.environ.get("STRIPEFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

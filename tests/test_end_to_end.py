@@ -13,14 +13,14 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from stripeflow.bridge.app import create_app
-from stripeflow.bridge.dispatcher import Dispatcher
 from stripeflow.core.config import Settings
-from stripeflow.core.runtime import Runtime, build_runtime, set_runtime
+from stripeflow.deployments.dispatcher import Dispatcher
+from stripeflow.runtime import Runtime, build_runtime, set_runtime
 from stripeflow.tasks.crm.local import LocalCRM
-from tests.fakes.server import serve_app
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_events import sign
-from tests.fakes.tcp_proxy import TcpProxy
+from stripeflow.testing.server import serve_app
+from stripeflow.testing.stripe_api import FakeStripe
+from stripeflow.testing.stripe_events import sign
+from stripeflow.testing.tcp_proxy import TcpProxy
 from tests.waiting import wait_for
 
 SECRET = "whsec_test_e2e"

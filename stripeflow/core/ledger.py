@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -54,7 +54,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.types import TypeDecorator
 
 from stripeflow.core import money
-from stripeflow.core.payment import Lifecycle, Payment, preferred_id
+from stripeflow.core.payment import Lifecycle, Payment, PaymentChange, preferred_id
 
 # An invoice and a charge no id links (no Stripe API, no invoice_payment.paid) are one payment
 # only if they agree on customer, currency and amount and were paid this close together.
@@ -246,51 +246,6 @@ class EffectOutcome(Protocol):
     def result(self) -> str: ...
     @property
     def claimed(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class PaymentChange:
-    """A payment's merged state, and the state the sinks last finished with (None: never)."""
-
-    payment: Payment
-    previous: Payment | None
-
-    @property
-    def changed(self) -> bool:
-        return self.previous is None or self.previous != self.payment.model_copy(
-            update={"event_ids": self.previous.event_ids}
-        )
-
-
-class Changes(Sequence[PaymentChange]):
-    """The payment changes one run passes to its sinks.
-
-    Deliberately not a list, tuple or dataclass: Prefect walks every such task argument looking
-    for futures, and for thousands of payments that walk costs seconds per task. A plain
-    `Sequence` is handed over as it is.
-    """
-
-    def __init__(self, items: Iterable[PaymentChange] = ()) -> None:
-        self._items = tuple(items)
-
-    @overload
-    def __getitem__(self, index: int) -> PaymentChange: ...
-    @overload
-    def __getitem__(self, index: slice) -> Changes: ...
-    def __getitem__(self, index: int | slice) -> PaymentChange | Changes:
-        if isinstance(index, slice):
-            return Changes(self._items[index])
-        return self._items[index]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"Changes({len(self._items)} payments)"
-
-    @property
-    def payments(self) -> list[Payment]:
-        return [c.payment for c in self._items]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

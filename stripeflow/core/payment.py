@@ -18,10 +18,12 @@ rows, hand-made test payments) gets dimensions that say the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Context, Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -368,3 +370,51 @@ class Payment(BaseModel):
             missing=tuple(sorted(set(a.missing) | set(b.missing))),
         )
         return Payment.model_validate(data)
+
+
+# --- what one run passes to its sinks -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentChange:
+    """A payment's merged state, and the state the sinks last finished with (None: never)."""
+
+    payment: Payment
+    previous: Payment | None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous is None or self.previous != self.payment.model_copy(
+            update={"event_ids": self.previous.event_ids}
+        )
+
+
+class Changes(Sequence[PaymentChange]):
+    """The payment changes one run passes to its sinks.
+
+    Deliberately not a list, tuple or dataclass: Prefect walks every such task argument looking
+    for futures, and for thousands of payments that walk costs seconds per task. A plain
+    `Sequence` is handed over as it is.
+    """
+
+    def __init__(self, items: Iterable[PaymentChange] = ()) -> None:
+        self._items = tuple(items)
+
+    @overload
+    def __getitem__(self, index: int) -> PaymentChange: ...
+    @overload
+    def __getitem__(self, index: slice) -> Changes: ...
+    def __getitem__(self, index: int | slice) -> PaymentChange | Changes:
+        if isinstance(index, slice):
+            return Changes(self._items[index])
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Changes({len(self._items)} payments)"
+
+    @property
+    def payments(self) -> list[Payment]:
+        return [c.payment for c in self._items]

@@ -14,10 +14,10 @@ from typing import Any
 
 from prefect import serve
 
-from stripeflow.bridge.dispatcher import Dispatcher
-from stripeflow.core.runtime import build_runtime, set_runtime
+from stripeflow.deployments.dispatcher import Dispatcher
 from stripeflow.flows.process_payment_events import process_payment_events
 from stripeflow.flows.replay import replay
+from stripeflow.runtime import build_runtime, set_runtime
 
 log = logging.getLogger("stripeflow.worker")
 

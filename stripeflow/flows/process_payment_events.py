@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from stripeflow.core.runtime import get_runtime
+from stripeflow.runtime import get_runtime
 from stripeflow.tasks.crm.tasks import sync_crm
-from stripeflow.tasks.ledger import (
+from stripeflow.tasks.inbox import (
     claim_run_events,
     finish_events,
     leases_kept,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from stripeflow.core.runtime import get_runtime
 from stripeflow.flows.process_payment_events import process_payment_events
-from stripeflow.tasks.ledger import close_replayed_dead_letters, events_to_replay, open_dead_letter_ids
+from stripeflow.runtime import get_runtime
+from stripeflow.tasks.inbox import close_replayed_dead_letters, events_to_replay, open_dead_letter_ids
 
 
 @flow(name="replay")

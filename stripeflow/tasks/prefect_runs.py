@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 
 from stripeflow.core.money import format_money
 from stripeflow.core.payment import Payment
-from stripeflow.tasks.ledger import Normalised
+from stripeflow.tasks.inbox import Normalised
 
 
 def run_name_for(payments: Sequence[Payment], language: str = "pl") -> str | None:

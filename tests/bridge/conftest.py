@@ -19,9 +19,9 @@ from stripeflow.bridge.app import create_app
 from stripeflow.bridge.inbox_writer import InboxWriter
 from stripeflow.core.config import Settings
 from stripeflow.core.ledger import Ledger
+from stripeflow.testing.server import serve_app
+from stripeflow.testing.stripe_events import StripeWorld, sign
 from tests.conftest import PG_ADMIN
-from tests.fakes.server import serve_app
-from tests.fakes.stripe_events import StripeWorld, sign
 from tests.waiting import wait_for
 
 SECRET = "whsec_test_primary"  # the secret of the `settings` fixture

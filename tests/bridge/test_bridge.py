@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from stripeflow.bridge.app import create_app
 from stripeflow.core.config import Settings
 from stripeflow.core.ledger import Ledger
-from tests.fakes.server import serve_app
-from tests.fakes.stripe_events import StripeWorld, sign
+from stripeflow.testing.server import serve_app
+from stripeflow.testing.stripe_events import StripeWorld, sign
 
 SECRET = "whsec_test_primary"
 OLD_SECRET = "whsec_test_rotated_out"

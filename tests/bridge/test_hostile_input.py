@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from stripeflow.core.ledger import Ledger
+from stripeflow.testing.stripe_events import StripeWorld
 from tests.bridge.conftest import Bridge, good_event, stored
-from tests.fakes.stripe_events import StripeWorld
 
 Event = dict[str, Any]
 

@@ -18,9 +18,9 @@ from sqlalchemy import event as sa_event
 import stripeflow.bridge.app as bridge_app
 from stripeflow.core.config import Settings
 from stripeflow.core.ledger import IncomingEvent, Ledger
+from stripeflow.testing.stripe_events import StripeWorld
+from stripeflow.testing.tcp_proxy import TcpProxy
 from tests.bridge.conftest import Bridge, good_event, inbox_locked, stored, wait_until
-from tests.fakes.stripe_events import StripeWorld
-from tests.fakes.tcp_proxy import TcpProxy
 
 
 def unchecked_parse(data: Any, payload: str) -> IncomingEvent:

@@ -18,7 +18,7 @@ from stripeflow.launcher import Launcher, load_user_settings, plan_run
 from stripeflow.tasks.crm.base import DealInput
 from stripeflow.tasks.crm.local import LocalCRM
 from stripeflow.tasks.stripe.normalise import normalise
-from tests.fakes.stripe_events import StripeWorld
+from stripeflow.testing.stripe_events import StripeWorld
 
 runner = CliRunner()
 

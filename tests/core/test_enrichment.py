@@ -10,7 +10,7 @@ import pytest
 from stripeflow.core.config import Settings
 from stripeflow.core.enrichment import GAPS, enrichment, health
 from stripeflow.tasks.stripe.normalise import HANDLERS, normalise
-from tests.fakes.stripe_events import StripeWorld
+from stripeflow.testing.stripe_events import StripeWorld
 
 
 class RecordingLookup:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from stripeflow.bridge.app import parse_event
-from stripeflow.bridge.dispatcher import Dispatcher
 from stripeflow.core.config import Settings
-from stripeflow.core.runtime import Runtime, build_runtime, set_runtime
+from stripeflow.deployments.dispatcher import Dispatcher
+from stripeflow.runtime import Runtime, build_runtime, set_runtime
 from stripeflow.tasks.crm.local import LocalCRM
 from tests.waiting import wait_for  # noqa: F401  (the flow tests import it from here)
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from stripeflow.bridge.dispatcher import Dispatcher
 from stripeflow.core.ledger import InboxRow
-from stripeflow.core.runtime import Runtime
+from stripeflow.deployments.dispatcher import Dispatcher
 from stripeflow.flows.process_payment_events import process_payment_events
+from stripeflow.runtime import Runtime
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.local import LocalCRM
-from tests.fakes.stripe_events import StripeWorld
+from stripeflow.testing.stripe_events import StripeWorld
 from tests.flows.conftest import deliver, drain, wait_for
 from tests.flows.test_process_payment_events import expanded_success
 

@@ -8,14 +8,14 @@ from decimal import Decimal
 import pytest
 from prefect import get_client
 
-from stripeflow.bridge.dispatcher import Dispatcher
 from stripeflow.core.errors import PermanentError
-from stripeflow.core.runtime import Runtime
+from stripeflow.deployments.dispatcher import Dispatcher
 from stripeflow.flows.process_payment_events import process_payment_events
 from stripeflow.flows.replay import replay
+from stripeflow.runtime import Runtime
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.local import LocalCRM
-from tests.fakes.stripe_events import StripeWorld
+from stripeflow.testing.stripe_events import StripeWorld
 from tests.flows.conftest import deliver, drain, wait_for
 
 

@@ -25,9 +25,9 @@ from stripeflow.core.batching import call_in_batches, in_parallel
 from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.crashpoints import crash_point
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
-from stripeflow.core.ledger import Changes, EffectRow, Ledger, PaymentChange
+from stripeflow.core.ledger import EffectRow, Ledger
 from stripeflow.core.money import format_money, to_minor
-from stripeflow.core.payment import Payment, PaymentStatus
+from stripeflow.core.payment import Changes, Payment, PaymentChange, PaymentStatus
 from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
 from stripeflow.tasks.retry import retry_if_retriable
 

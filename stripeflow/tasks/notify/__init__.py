@@ -27,7 +27,8 @@ from prefect.exceptions import MissingContextError
 
 from stripeflow.core.config import Settings
 from stripeflow.core.errors import ConfigError, RetriableError, VendorError
-from stripeflow.core.ledger import Ledger, PaymentChange
+from stripeflow.core.ledger import Ledger
+from stripeflow.core.payment import PaymentChange
 from stripeflow.tasks.notify.channels import Channels, NotifySecrets, load_secrets
 from stripeflow.tasks.notify.delivery import (
     CANNOT_LOOK,

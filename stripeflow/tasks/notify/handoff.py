@@ -19,9 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stripeflow.core.http import VendorAPI
-from stripeflow.core.ledger import PaymentChange
 from stripeflow.core.money import from_minor, to_minor
-from stripeflow.core.payment import Payment
+from stripeflow.core.payment import Payment, PaymentChange
 
 SIGNATURE_HEADER = "Stripeflow-Signature"
 EVENT_TYPE = "payment.changed"

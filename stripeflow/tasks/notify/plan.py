@@ -21,9 +21,8 @@ from decimal import Decimal
 from typing import Literal
 
 from stripeflow.core.config import NotifySettings
-from stripeflow.core.ledger import PaymentChange
 from stripeflow.core.money import to_minor
-from stripeflow.core.payment import PaymentStatus
+from stripeflow.core.payment import PaymentChange, PaymentStatus
 
 PAID = frozenset(
     {

@@ -12,7 +12,7 @@ from stripeflow.core.batching import in_parallel
 from stripeflow.core.errors import RetriableError
 from stripeflow.core.ledger import Ledger, describe_error
 from stripeflow.core.payment import Payment
-from stripeflow.tasks.ledger import Normalised
+from stripeflow.tasks.inbox import Normalised
 from stripeflow.tasks.retry import retry_if_retriable
 from stripeflow.tasks.stripe.normalise import Lookup, Skipped, normalise
 

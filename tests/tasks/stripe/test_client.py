@@ -12,8 +12,8 @@ from stripeflow.core.ledger import Ledger
 from stripeflow.core.payment import Payment
 from stripeflow.tasks.stripe.client import READS_PER_SECOND, StripeLookup, make_client, read_limiter
 from stripeflow.tasks.stripe.normalise import normalise
-from tests.fakes.server import serve_app
-from tests.fakes.stripe_api import FakeStripe
+from stripeflow.testing.server import serve_app
+from stripeflow.testing.stripe_api import FakeStripe
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from stripeflow.core.errors import PayloadError, UnknownCurrencyError
 from stripeflow.core.payment import Payment, PaymentKind, PaymentMethod, PaymentStatus
 from stripeflow.tasks.stripe.normalise import NoLookup, Skipped, normalise
-from tests.fakes.stripe_events import StripeWorld
+from stripeflow.testing.stripe_events import StripeWorld
 
 
 class WorldLookup:

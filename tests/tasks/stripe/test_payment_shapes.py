@@ -25,9 +25,9 @@ from stripeflow.tasks.crm.tasks import note_text, stage_for
 from stripeflow.tasks.notify.plan import occurrences
 from stripeflow.tasks.stripe.client import StripeLookup, make_client
 from stripeflow.tasks.stripe.normalise import Lookup, NoLookup, Skipped, normalise
-from tests.fakes.server import serve_app
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_events import Obj, StripeWorld
+from stripeflow.testing.server import serve_app
+from stripeflow.testing.stripe_api import FakeStripe
+from stripeflow.testing.stripe_events import Obj, StripeWorld
 
 SHUFFLES = 30  # seeded shuffles for scenarios of more than 4 events (4! = 24 orders are all tried)
 

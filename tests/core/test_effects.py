@@ -82,7 +82,11 @@ def test_release_frees_a_claim_and_failed_ones_reopen_for_a_replay(any_ledger: L
 
 
 def test_keyed_writes_record_their_own_proof_once(any_ledger: Ledger) -> None:
-    any_ledger.record_effects([Item("deal:pi_1:abc", target="hubspot", action="deal")], ["111"])
-    any_ledger.record_effects([Item("deal:pi_1:abc", target="hubspot", action="deal")], ["222"])
+    deal = Item("deal:pi_1:abc", target="hubspot", action="deal")
+    won, token = any_ledger.claim_effects([deal])  # claimed and settled at once, as `mark_synced` does
+    any_ledger.settle_effects([Outcome(deal, "done", "111")], token)
+    assert won == {deal.key}
+    won, token = any_ledger.claim_effects([deal])  # written again: already recorded, nothing to settle
+    assert won == set()
     (row,) = any_ledger.effects_for("pi_1")
     assert (row.status, row.result) == ("done", "111")

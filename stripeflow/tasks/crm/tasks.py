@@ -381,20 +381,36 @@ def select_unsynced(crm: CRM, ledger: Ledger, changes: Changes) -> Changes:
 
 @task(cache_policy=NONE)
 def mark_synced(crm: CRM, ledger: Ledger, changes: Changes, deal_ids: dict[str, str]) -> None:
-    """Last step: only now is a payment's state counted as in the CRM (notes included)."""
+    """Last step: only now is a payment's state counted as in the CRM (notes included). The deal
+    is its own proof: the state is claimed and settled done at once; one recorded before is kept."""
     synced = [c.payment for c in changes if c.payment.payment_id in deal_ids]
-    ledger.record_effects(
-        [_DealState(deal_state_key(crm.name, p), p.payment_id, crm.name) for p in synced],
-        [deal_ids[p.payment_id] for p in synced],
-    )
+    states = [
+        _DealState(deal_state_key(crm.name, p), p.payment_id, crm.name, deal_ids[p.payment_id])
+        for p in synced
+    ]
+    won, token = ledger.claim_effects(states)
+    ledger.settle_effects([s for s in states if s.key in won], token)
 
 
 @dataclass(frozen=True)
 class _DealState:
+    """A deal's synced state: the effect, and its outcome once claimed (done, the deal's id)."""
+
     key: str
     payment_id: str
     target: str
+    deal_id: str
     action: str = "deal"
+    status: str = "done"
+    claimed: bool = True
+
+    @property
+    def item(self) -> _DealState:
+        return self
+
+    @property
+    def result(self) -> str:
+        return self.deal_id
 
 
 def sync_crm(crm: CRM, target: CRMTarget, changes: Changes, ledger: Ledger, settings: Settings) -> None:

@@ -10,7 +10,7 @@ from stripeflow.core.errors import RetriableError
 from stripeflow.core.ledger import Ledger
 from stripeflow.core.payment import Changes, Payment, PaymentChange
 from stripeflow.tasks.crm.base import CRM, NoteInput
-from stripeflow.tasks.crm.tasks import NOTE_ROUNDS, _Note, add_notes, note_key, note_text
+from stripeflow.tasks.crm.tasks import NOTE_ROUNDS, _Note, _Outcome, add_notes, note_key, note_text
 from tests.tasks.crm.harness import Harness, deal, payment
 
 
@@ -52,12 +52,11 @@ def test_whatever_an_earlier_attempt_left_ends_as_one_note(
 ) -> None:
     p, changes, deal_ids = one_payment(crm)
     note = the_note(crm, p, deal_ids[p.payment_id])
+    _, token = ledger.claim_effects([note])
     if left == "unknown":  # what the version before claims recorded for a lost answer
-        ledger.record_effects([note], ["timed out"], status="unknown")
-    else:
-        _, token = ledger.claim_effects([note])
-        if left == "attempting":
-            ledger.mark_attempting([note.key], token)
+        ledger.settle_effects([_Outcome(note, "unknown", "timed out")], token)
+    elif left == "attempting":
+        ledger.mark_attempting([note.key], token)
     if called:
         crm.add_notes([note.note])  # the attempt reached the CRM, then died before its settle
     run(crm, ledger, changes, deal_ids)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import SecretStr
 
@@ -24,6 +24,9 @@ from stripeflow.core.payment import Payment
 from stripeflow.tasks.notify.delivery import Attempt, BuildError, Looked, describe
 from stripeflow.tasks.notify.plan import Planned
 from stripeflow.tasks.notify.render import Renderer, RenderError, message_context
+
+if TYPE_CHECKING:
+    from stripeflow.tasks.notify.channels import Channels
 
 T = TypeVar("T")
 BUILD_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, AttributeError, RenderError)
@@ -107,6 +110,10 @@ class Channel(Protocol):
     type: ClassVar[str]
     target: ClassVar[str]
     secrets: ClassVar[tuple[Secret, ...]]
+
+    def __init__(self, clients: Channels) -> None:
+        """Built once per task run; its clients come from `clients`, built on first use."""
+        ...
 
     def send(self, message: Message, attempt: Attempt) -> str:
         """Build the message, call `attempt()` right before the call that may reach the target, send

@@ -101,7 +101,7 @@ class Channels:
         with self._lock:
             if name not in self._clients:
                 self._clients[name] = build()
-            return self._clients[name]  # type: ignore[no-any-return]
+            return self._clients[name]
 
     def thread_client(self, name: str, build: Callable[[], C]) -> C:
         """This sending thread's own client called `name` (an SMTP session is one conversation)."""

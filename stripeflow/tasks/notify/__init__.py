@@ -4,11 +4,11 @@
                                                  e-mail), each exactly once per payment and kind
     hand_off_changes(changes, settings, ledger)  one signed JSON webhook per payment change
 
-The Prefect tasks are in `tasks`; the channels behind `channel.Channel`, one module each
+The Prefect tasks are in `tasks`; the channels behind `base.Channel`, one module each
 (`email`, `slack`, `slack_webhook`, `telegram`), found by route type in `registry`.
 """
 
-from stripeflow.tasks.notify.channel import Channel, Message
+from stripeflow.tasks.notify.base import Channel, Message
 from stripeflow.tasks.notify.channels import Channels, NotifySecrets, load_secrets
 from stripeflow.tasks.notify.delivery import NotifyReport
 from stripeflow.tasks.notify.messages import build_messages

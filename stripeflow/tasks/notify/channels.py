@@ -3,7 +3,7 @@
 One `Channels` per task run: the SMTP session is shared by its e-mails (one per sending thread),
 and Slack and Telegram get one client per channel or chat, whose limiter keeps to that chat's
 pace. Which client a channel needs, and which secrets, is the channel's own business
-(`channel.Channel`); this only builds each once, hands it to every thread, and closes it.
+(`base.Channel`); this only builds each once, hands it to every thread, and closes it.
 """
 
 from __future__ import annotations

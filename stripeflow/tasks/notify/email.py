@@ -49,7 +49,7 @@ from stripeflow.core.errors import (
     RetriableError,
     VendorError,
 )
-from stripeflow.tasks.notify.channel import Message, Secret, build
+from stripeflow.tasks.notify.base import Message, Secret, build
 from stripeflow.tasks.notify.delivery import CANNOT_LOOK, Looked
 from stripeflow.tasks.notify.render import EmailContent, one_line
 

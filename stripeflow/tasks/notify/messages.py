@@ -1,6 +1,6 @@
 """The messages payment changes call for, each bound to the channel its route names.
 
-What to send is `plan`'s; how it goes is its channel's (`channel.Channel`, found in `registry`);
+What to send is `plan`'s; how it goes is its channel's (`base.Channel`, found in `registry`);
 this turns one into the other: an `Outgoing` per planned message, which `delivery` sends once.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from stripeflow.core.config import Settings
 from stripeflow.core.ledger import Ledger
 from stripeflow.core.payment import PaymentChange
-from stripeflow.tasks.notify.channel import Channel, Message
+from stripeflow.tasks.notify.base import Channel, Message
 from stripeflow.tasks.notify.channels import Channels
 from stripeflow.tasks.notify.delivery import Attempt, Looked, Outgoing, cannot_look
 from stripeflow.tasks.notify.plan import Audience, plan_messages

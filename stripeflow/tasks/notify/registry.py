@@ -1,4 +1,4 @@
-"""Notification channels, one module each, behind `stripeflow.tasks.notify.channel.Channel`.
+"""Notification channels, one module each, behind `stripeflow.tasks.notify.base.Channel`.
 
 `build_channel` picks the class a route's type names. Adding a channel adds one line to `CHANNELS`
 (a lazy import path, so an unused channel's code is never loaded) and its type to
@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from stripeflow.core.errors import ConfigError
-from stripeflow.tasks.notify.channel import Channel, Secret
+from stripeflow.tasks.notify.base import Channel, Secret
 
 if TYPE_CHECKING:
     from stripeflow.tasks.notify.channels import Channels

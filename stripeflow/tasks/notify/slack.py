@@ -38,7 +38,7 @@ from stripeflow.core.http import (
     TokenBucketLimiter,
     VendorAPI,
 )
-from stripeflow.tasks.notify.channel import Message, Secret, build
+from stripeflow.tasks.notify.base import Message, Secret, build
 from stripeflow.tasks.notify.delivery import Attempt, Looked, describe
 
 if TYPE_CHECKING:

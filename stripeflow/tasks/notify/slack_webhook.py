@@ -16,7 +16,7 @@ import httpx
 from stripeflow.core.errors import ConfigError, VendorError
 from stripeflow.core.http import VendorAPI
 from stripeflow.core.redact import hide_in_logs
-from stripeflow.tasks.notify.channel import Message, Secret, build
+from stripeflow.tasks.notify.base import Message, Secret, build
 from stripeflow.tasks.notify.delivery import CANNOT_LOOK, Attempt, Looked
 from stripeflow.tasks.notify.slack import classify_slack_error, per_channel_limiter
 

@@ -5,7 +5,7 @@
     hand_off_changes(changes, settings, ledger)  one signed JSON webhook per payment change
 
 What each change calls for is in `plan`, how it reads in `render` (and the templates), which
-channel takes it in `messages` (the channels: `channel`, `registry`), how each message goes once
+channel takes it in `messages` (the channels: `base`, `registry`), how each message goes once
 in `delivery`. Neither task raises for a message that cannot be delivered
 (a rejected address, an unknown channel, refused credentials): it is dead-lettered with the
 reason, so notifications never hold up the CRM work. Their declared retries are for outages

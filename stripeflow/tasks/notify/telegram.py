@@ -22,7 +22,7 @@ import httpx
 from stripeflow.core.errors import AuthError, ConfigError, PermanentError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
 from stripeflow.core.redact import hide_in_logs
-from stripeflow.tasks.notify.channel import Message, Secret, build
+from stripeflow.tasks.notify.base import Message, Secret, build
 from stripeflow.tasks.notify.delivery import CANNOT_LOOK, Attempt, Looked
 
 if TYPE_CHECKING:

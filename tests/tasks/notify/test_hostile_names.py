@@ -116,7 +116,7 @@ def test_one_message_that_cannot_be_built_does_not_hold_up_its_chunk(
 
 
 def test_deliver_never_leaves_a_claim_for_a_message_that_fails_to_build(ledger: Ledger) -> None:
-    from stripeflow.tasks.notify.channel import build as _build
+    from stripeflow.tasks.notify.base import build as _build
 
     def send(attempt: object) -> str:
         return _build(lambda: "x".encode("ascii") and "\u2028".encode("ascii").decode())

@@ -1,4 +1,5 @@
-"""The protocol every notification channel implements, and the message that crosses it.
+"""The protocol every notification channel implements, and the message that crosses it
+(as `tasks/crm/base.py` is for the CRMs).
 
 A channel is one kind of route (`<type>:<target>`, e.g. `slack:#payments`): it sends a planned
 message, says whether its target can be looked at afterwards (`Looked`) and whether the target

@@ -1,33 +1,48 @@
-"""Clients for every channel a message may take, built from settings on first use (never at import).
+"""One task run's clients and secrets for every channel, built on first use (never at import).
 
-One `Channels` per task run: the SMTP session is shared by its e-mails, and Slack and Telegram
-get one client per channel or chat, whose limiter keeps to that chat's pace.
+One `Channels` per task run: the SMTP session is shared by its e-mails (one per sending thread),
+and Slack and Telegram get one client per channel or chat, whose limiter keeps to that chat's
+pace. Which client a channel needs, and which secrets, is the channel's own business
+(`base.Channel`); this only builds each once, hands it to every thread, and closes it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from email.message import EmailMessage
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from stripeflow.core.config import Settings
-from stripeflow.core.errors import ConfigError
 from stripeflow.core.http import Clock, Sleep
-from stripeflow.tasks.notify.email import Attempt, Mailer, OutboxMailer, SMTPFactory, SMTPMailer, connect_smtp
-from stripeflow.tasks.notify.slack import SlackAPI, SlackWebhookAPI
-from stripeflow.tasks.notify.telegram import TelegramAPI
+from stripeflow.tasks.notify.email import SMTP_PASSWORD, Mailer, SMTPFactory, connect_smtp, make_mailer
+from stripeflow.tasks.notify.registry import all_secrets
 
 
-@dataclass(frozen=True)
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closeable)
+
+
 class NotifySecrets:
-    smtp_password: str | None = None
-    slack_token: str | None = None
-    slack_webhook_url: str | None = None
-    telegram_token: str | None = None
+    """The channels' secrets by name (`Secret.name`: smtp_password, slack_token, ...); unset: None."""
+
+    def __init__(self, **values: str | None) -> None:
+        known = {s.name for s in all_secrets()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"no channel has a secret named {', '.join(unknown)}")
+        self._values = dict(values)
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def __repr__(self) -> str:  # names only: a secret never shows
+        return f"NotifySecrets({', '.join(n for n, v in self._values.items() if v)})"
 
 
 def _plain(value: Any) -> str | None:
@@ -37,27 +52,18 @@ def _plain(value: Any) -> str | None:
 def load_secrets(settings: Settings) -> NotifySecrets:
     """From the settings (the environment); a named block fills what they leave empty."""
     cfg = settings.notify
-    found = NotifySecrets(
-        _plain(cfg.smtp.password),
-        _plain(cfg.slack_token),
-        _plain(cfg.slack_webhook_url),
-        _plain(cfg.telegram_token),
-    )
+    secrets = all_secrets()
+    found = {s.name: _plain(s.setting(cfg)) for s in secrets}
     if cfg.block is None:
-        return found
+        return NotifySecrets(**found)
     from stripeflow.blocks.notify import NotifyCredentials, load_block
 
     block: Any = load_block(NotifyCredentials, cfg.block, "notify")
-    return NotifySecrets(
-        smtp_password=found.smtp_password or _plain(block.smtp_password),
-        slack_token=found.slack_token or _plain(block.slack_bot_token),
-        slack_webhook_url=found.slack_webhook_url or _plain(block.slack_webhook_url),
-        telegram_token=found.telegram_token or _plain(block.telegram_bot_token),
-    )
+    return NotifySecrets(**{s.name: found[s.name] or _plain(getattr(block, s.block_field)) for s in secrets})
 
 
 class Channels:
-    """Builds and caches each channel's client; `close()` ends them all."""
+    """Builds and caches the channels' clients; `close()` ends them all."""
 
     def __init__(
         self,
@@ -75,8 +81,8 @@ class Channels:
         self.clock = clock  # tests pass a virtual clock that their `sleep` advances
         self.smtp_connect = smtp_connect
         self.transport = transport
-        self._local = threading.local()  # one mailer (an SMTP session) per sending thread
-        self._mailers: list[Mailer] = []
+        self._local = threading.local()  # clients of one sending thread each (an SMTP session)
+        self._per_thread: list[Closeable] = []
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
 
@@ -86,74 +92,40 @@ class Channels:
             self._secrets = load_secrets(self.settings)
         return self._secrets
 
-    def mailer(self) -> Mailer:
-        mailer: Mailer | None = getattr(self._local, "mailer", None)
-        if mailer is None:
-            cfg = self.settings.notify
-            if cfg.smtp.host:
-                mailer = SMTPMailer(cfg.smtp, self.secrets.smtp_password, self.smtp_connect)
-            else:
-                mailer = OutboxMailer(cfg.outbox or self.settings.home / "outbox")
-            self._local.mailer = mailer
-            with self._lock:
-                self._mailers.append(mailer)
-        return mailer
+    def http_kw(self) -> dict[str, Any]:
+        """What every `VendorAPI` client of the run is built with (the tests' clock and transport)."""
+        return {"sleep": self.sleep, "clock": self.clock, "transport": self.transport}
 
-    def mailer_can_look(self) -> bool:
-        """Whether the mailer can tell if a message arrived (the outbox can; SMTP cannot)."""
-        return not self.settings.notify.smtp.host
-
-    def send_email(self, msg: EmailMessage, attempt: Attempt) -> str:
-        return self.mailer().send(msg, attempt)
-
-    def _client(self, name: str, build: Any) -> Any:
-        with self._lock:  # httpx clients are shared by the sending threads
+    def client(self, name: str, build: Callable[[], C]) -> C:
+        """The run's one client called `name`, shared by the sending threads (httpx clients are)."""
+        with self._lock:
             if name not in self._clients:
                 self._clients[name] = build()
             return self._clients[name]
 
-    def _http_kw(self) -> dict[str, Any]:
-        return {"sleep": self.sleep, "clock": self.clock, "transport": self.transport}
+    def thread_client(self, name: str, build: Callable[[], C]) -> C:
+        """This sending thread's own client called `name` (an SMTP session is one conversation)."""
+        found: C | None = getattr(self._local, name, None)
+        if found is None:
+            found = build()
+            setattr(self._local, name, found)
+            with self._lock:
+                self._per_thread.append(found)
+        return found
 
-    def slack(self, channel: str) -> SlackAPI:
-        token = self.secrets.slack_token
-        if not token:
-            raise ConfigError("notify: a route names slack:... but SLACK_BOT_TOKEN is not set")
-        return self._client(
-            f"slack:{channel}",
-            lambda: SlackAPI(  # type: ignore[no-any-return]
-                token, self.settings.notify.slack_api_base, **self._http_kw()
-            ),
-        )
-
-    def slack_webhook(self) -> SlackWebhookAPI:
-        url = self.secrets.slack_webhook_url
-        if not url:
-            raise ConfigError("notify: a route names slack-webhook but SLACK_WEBHOOK_URL is not set")
-        return self._client(
-            "slack-webhook",
-            lambda: SlackWebhookAPI(  # type: ignore[no-any-return]
-                url, **self._http_kw()
-            ),
-        )
-
-    def telegram(self, chat_id: str) -> TelegramAPI:
-        token = self.secrets.telegram_token
-        if not token:
-            raise ConfigError("notify: a route names telegram:... but TELEGRAM_BOT_TOKEN is not set")
-        return self._client(
-            f"telegram:{chat_id}",
-            lambda: TelegramAPI(  # type: ignore[no-any-return]
-                token, self.settings.notify.telegram_api_base, **self._http_kw()
-            ),
+    def mailer(self) -> Mailer:
+        """This thread's mailer: SMTP when a host is set, else the local outbox."""
+        return self.thread_client(
+            "mailer",
+            lambda: make_mailer(self.settings, self.secrets.get(SMTP_PASSWORD.name), self.smtp_connect),
         )
 
     def close(self) -> None:
         with self._lock:
-            mailers, self._mailers = self._mailers, []
-        for mailer in mailers:
-            mailer.close()
-        self._local = threading.local()
-        for client in self._clients.values():
+            per_thread, self._per_thread = self._per_thread, []
+        for client in per_thread:
             client.close()
+        self._local = threading.local()
+        for shared in self._clients.values():
+            shared.close()
         self._clients.clear()

@@ -16,6 +16,9 @@ moment between the dot and the ledger's settle stays in doubt (settled `unknown`
 Header values are made safe here (`header_text`): line and paragraph separators (U+2028,
 U+2029, U+0085, CR, LF), NUL and other control characters become spaces, and long values are
 cut, so any product or customer name makes a valid one-line header.
+
+`EmailChannel` is the `email:<address>` route and the customer e-mails: the outbox can be looked
+at and dedupes (one file per Message-ID, replaced atomically); SMTP can do neither.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
-from stripeflow.core.config import SMTPSettings
+from stripeflow.core.config import Settings, SMTPSettings
 from stripeflow.core.errors import (
     AuthError,
     ConfigError,
@@ -46,13 +49,19 @@ from stripeflow.core.errors import (
     RetriableError,
     VendorError,
 )
+from stripeflow.tasks.notify.base import Message, Secret, build
+from stripeflow.tasks.notify.delivery import CANNOT_LOOK, Looked
 from stripeflow.tasks.notify.render import EmailContent, one_line
+
+if TYPE_CHECKING:
+    from stripeflow.tasks.notify.channels import Channels
 
 VENDOR = "smtp"
 FRESH_SESSION = 5.0  # seconds after an answer in which a session is used without a NOOP first
 SUBJECT_MAX = 200  # characters: mail clients show far fewer, and a subject need not carry a whole name
 NAME_MAX = 100
 Attempt = Callable[[], None]
+SMTP_PASSWORD = Secret("smtp_password", lambda cfg: cfg.smtp.password, "smtp_password")
 
 
 def header_text(value: str, limit: int) -> str:
@@ -326,3 +335,66 @@ class SMTPMailer:
         except (smtplib.SMTPException, OSError):
             self._smtp.close()
         self._smtp = None
+
+
+def make_mailer(settings: Settings, password: str | None, connect: SMTPFactory = connect_smtp) -> Mailer:
+    """SMTP when a host is set, else the local outbox (`notify.outbox`, default <home>/outbox)."""
+    cfg = settings.notify
+    if cfg.smtp.host:
+        return SMTPMailer(cfg.smtp, password, connect)
+    return OutboxMailer(cfg.outbox or settings.home / "outbox")
+
+
+class EmailChannel:
+    """`email:<address>` routes and every customer e-mail, through one mailer per sending thread."""
+
+    type: ClassVar[str] = "email"
+    target: ClassVar[str] = "email"
+    secrets: ClassVar[tuple[Secret, ...]] = (SMTP_PASSWORD,)
+
+    def __init__(self, clients: Channels) -> None:
+        self.clients = clients
+
+    def message_id(self, message: Message) -> str:
+        return message_id(message.key, message.payment.payment_id, self.clients.settings.notify.sender)
+
+    def mime(self, message: Message) -> EmailMessage:
+        cfg = self.clients.settings.notify
+        customer = message.for_customer
+        renderer, context = message.renderer, message.context()
+        content = (
+            renderer.customer_email(message.kind, context)
+            if customer
+            else renderer.team_email(message.kind, context)
+        )
+        envelope = Envelope(
+            sender=cfg.sender,
+            to=message.to,
+            to_name=message.payment.name if customer else None,
+            reply_to=cfg.reply_to if customer else None,
+            unsubscribe_mailto=cfg.unsubscribe_mailto if customer else None,
+            unsubscribe_url=cfg.unsubscribe_url if customer else None,
+        )
+        msg = build_email(content, envelope, msg_id=self.message_id(message))
+        msg.as_bytes()  # serialising is where a bad header value shows itself: here, not mid-send
+        return msg
+
+    def send(self, message: Message, attempt: Attempt) -> str:
+        msg = build(lambda: self.mime(message))
+        return self.clients.mailer().send(msg, attempt)
+
+    @property
+    def can_look(self) -> bool:
+        return not self.clients.settings.notify.smtp.host  # the outbox can; SMTP keeps nothing to ask
+
+    def look(self, message: Message) -> Looked:
+        msg_id = self.message_id(message)
+        found = self.clients.mailer().look(msg_id)
+        return CANNOT_LOOK if found is None else Looked(found, msg_id)
+
+    @property
+    def dedupes(self) -> bool:
+        return self.can_look  # the outbox: one file per Message-ID, replaced atomically
+
+    def breaker(self, message: Message) -> str:
+        return "email"  # one SMTP server for all mail

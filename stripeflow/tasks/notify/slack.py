@@ -1,11 +1,12 @@
-"""Slack: `chat.postMessage` with a bot token, or an incoming webhook.
+"""Slack: `chat.postMessage` with a bot token (the `slack:<channel>` route); the error table both
+Slack channels share (the incoming webhook is `slack_webhook`).
 
 Sent through our `VendorAPI` rather than slack-sdk's WebClient: one HTTP seam means the same
 Retry-After policy, injected sleep and error tree as every vendor, and no second retry layer.
 
 A bot message carries its effect key in its metadata, so `find_message` can tell afterwards
-whether Slack has it (conversations.list for the channel's id, then conversations.history);
-a webhook message carries nothing one could look for.
+whether Slack has it (conversations.list for the channel's id, then conversations.history):
+that is how `SlackChannel.look` settles a message a dead attempt may have posted.
 
 Slack answers most errors with HTTP 200 and `{"ok": false, "error": "..."}`; `classify`
 reads those into the error tree (the table below), and 429 carries `Retry-After`.
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, cast
-from urllib.parse import urlsplit
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import httpx
 
 from stripeflow.core.errors import (
     AuthError,
+    ConfigError,
     PermanentError,
     RateLimitedError,
     RetriableError,
@@ -36,7 +38,11 @@ from stripeflow.core.http import (
     TokenBucketLimiter,
     VendorAPI,
 )
-from stripeflow.core.redact import hide_in_logs
+from stripeflow.tasks.notify.base import Message, Secret, build
+from stripeflow.tasks.notify.delivery import Attempt, Looked, describe
+
+if TYPE_CHECKING:
+    from stripeflow.tasks.notify.channels import Channels
 
 AUTH_ERRORS = frozenset(
     {
@@ -60,6 +66,11 @@ CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{6,}")  # names are lower-case; ids C…/G
 CHANNELS = cast(Paginator, CursorPaginator("channels", "response_metadata.next_cursor", "cursor"))
 HISTORY = cast(Paginator, CursorPaginator("messages", "response_metadata.next_cursor", "cursor"))
 SERVER_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# a Slack message of an effect is no older than its claim (less this, for the two clocks' skew);
+# the look-back when the claim's time is unknown
+SLACK_CLOCK_MARGIN = timedelta(minutes=5)
+SLACK_LOOK_BACK = timedelta(hours=24)
+SLACK_TOKEN = Secret("slack_token", lambda cfg: cfg.slack_token, "slack_bot_token")
 
 
 def per_channel_limiter(sleep: Sleep, clock: Clock = time.monotonic) -> Limiter:
@@ -196,36 +207,42 @@ class SlackAPI(VendorAPI):
         return None
 
 
-class SlackWebhookAPI(VendorAPI):
-    """An incoming webhook: the URL is the secret, the answer a plain-text `ok` or error code."""
+class SlackChannel:
+    """`slack:<channel>` routes: a bot's messages, which carry their key, so the channel can be looked at."""
 
-    vendor = "slack"
+    type: ClassVar[str] = "slack"
+    target: ClassVar[str] = "slack"
+    secrets: ClassVar[tuple[Secret, ...]] = (SLACK_TOKEN,)
+    can_look: ClassVar[bool] = True
+    dedupes: ClassVar[bool] = False  # Slack keeps the key with the message but takes a repeat
 
-    def __init__(self, url: str, **kw: Any) -> None:
-        parts = urlsplit(url)
-        hide_in_logs(parts.path)
-        # the path goes per request: a base URL would gain a trailing slash the webhook rejects
-        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
-        clock = kw.pop("clock", time.monotonic)
-        kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep), clock))
-        super().__init__(f"{parts.scheme}://{parts.netloc}", **kw)
+    def __init__(self, clients: Channels) -> None:
+        self.clients = clients
 
-    def error_message(self, response: httpx.Response) -> tuple[str, str | None]:
-        text = response.text.strip()[:200] or response.reason_phrase
-        return text, text if text.replace("_", "").isalnum() else None
-
-    def classify(self, response: httpx.Response) -> VendorError | None:
-        if response.status_code < 400:
-            return None
-        _, code = self.error_message(response)
-        return classify_slack_error(
-            code or f"http_{response.status_code}",
-            vendor=self.vendor,
-            status=response.status_code,
-            wait=self.retry_after(response),
-            request_id=self.request_id(response),
+    def api(self, channel: str) -> SlackAPI:
+        """One client per channel: its limiter keeps to that channel's pace."""
+        token = self.clients.secrets.get(SLACK_TOKEN.name)
+        if not token:
+            raise ConfigError("notify: a route names slack:... but SLACK_BOT_TOKEN is not set")
+        base = self.clients.settings.notify.slack_api_base
+        return self.clients.client(
+            f"slack:{channel}", lambda: SlackAPI(token, base, **self.clients.http_kw())
         )
 
-    def send(self, text: str, blocks: list[dict[str, Any]]) -> str:
-        self.request("POST", self._path, json={"text": text, "blocks": blocks}, idempotent=False)
-        return "ok"
+    def send(self, message: Message, attempt: Attempt) -> str:
+        content = build(lambda: message.renderer.team_slack(message.kind, message.context()))
+        client = self.api(message.to)
+        attempt()
+        return client.post_message(message.to, content.text, content.blocks, key=message.key)
+
+    def look(self, message: Message) -> Looked:
+        claimed = message.ledger.effect_claimed_at(message.key)
+        since = (claimed or datetime.now(UTC) - SLACK_LOOK_BACK) - SLACK_CLOCK_MARGIN
+        try:
+            ts = self.api(message.to).find_message(message.to, message.key, since.timestamp())
+        except (VendorError, ConfigError) as exc:  # cannot tell: never taken for "not sent"
+            return Looked(None, reason=f"the lookup failed: {describe(exc)}")
+        return Looked(True, ts) if ts else Looked(False)
+
+    def breaker(self, message: Message) -> str:
+        return message.planned.channel  # one channel's refusal leaves the others going

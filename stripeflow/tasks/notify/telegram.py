@@ -7,18 +7,28 @@ own request log from printing it.
 Errors: `{"ok": false, "error_code": 400, "description": "Bad Request: chat not found"}`;
 429 says how long to wait in `parameters.retry_after`; 401 is a bad token; 403 is a chat
 that blocked or removed the bot (permanent for that chat, not a credentials problem).
+
+`TelegramChannel` is the `telegram:<chat_id>` route. The Bot API keeps nothing one could ask for
+and takes a repeat: a message whose attempt died is left `unknown`, never resent.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
-from stripeflow.core.errors import AuthError, PermanentError, VendorError
+from stripeflow.core.errors import AuthError, ConfigError, PermanentError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, VendorAPI
 from stripeflow.core.redact import hide_in_logs
+from stripeflow.tasks.notify.base import Message, Secret, build
+from stripeflow.tasks.notify.delivery import CANNOT_LOOK, Attempt, Looked
+
+if TYPE_CHECKING:
+    from stripeflow.tasks.notify.channels import Channels
+
+TELEGRAM_TOKEN = Secret("telegram_token", lambda cfg: cfg.telegram_token, "telegram_bot_token")
 
 
 def per_chat_limiter(sleep: Sleep, clock: Clock = time.monotonic) -> Limiter:
@@ -78,3 +88,37 @@ class TelegramAPI(VendorAPI):
             },
         )
         return str((body.get("result") or {}).get("message_id", ""))
+
+
+class TelegramChannel:
+    """`telegram:<chat_id>` routes, one client per chat (its limiter keeps to the chat's pace)."""
+
+    type: ClassVar[str] = "telegram"
+    target: ClassVar[str] = "telegram"
+    secrets: ClassVar[tuple[Secret, ...]] = (TELEGRAM_TOKEN,)
+    can_look: ClassVar[bool] = False
+    dedupes: ClassVar[bool] = False
+
+    def __init__(self, clients: Channels) -> None:
+        self.clients = clients
+
+    def api(self, chat_id: str) -> TelegramAPI:
+        token = self.clients.secrets.get(TELEGRAM_TOKEN.name)
+        if not token:
+            raise ConfigError("notify: a route names telegram:... but TELEGRAM_BOT_TOKEN is not set")
+        base = self.clients.settings.notify.telegram_api_base
+        return self.clients.client(
+            f"telegram:{chat_id}", lambda: TelegramAPI(token, base, **self.clients.http_kw())
+        )
+
+    def send(self, message: Message, attempt: Attempt) -> str:
+        html = build(lambda: message.renderer.team_telegram(message.kind, message.context()))
+        client = self.api(message.to)
+        attempt()
+        return client.send_message(message.to, html)
+
+    def look(self, message: Message) -> Looked:
+        return CANNOT_LOOK
+
+    def breaker(self, message: Message) -> str:
+        return message.planned.channel  # a chat that blocked the bot leaves the other chats going

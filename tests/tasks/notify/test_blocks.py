@@ -20,5 +20,5 @@ def test_secrets_come_from_the_environment_and_never_show() -> None:
     assert isinstance(settings.notify.slack_token, SecretStr)
     assert "xoxb-1" not in repr(settings) and "app-pass" not in settings.model_dump_json()
     secrets = load_secrets(settings)
-    found = (secrets.smtp_password, secrets.slack_token, secrets.telegram_token)
+    found = (secrets.get("smtp_password"), secrets.get("slack_token"), secrets.get("telegram_token"))
     assert found == ("app-pass", "xoxb-1", "1:abc")

@@ -9,7 +9,7 @@ import pytest
 
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.core.ledger import Ledger
-from stripeflow.tasks import notify
+from stripeflow.tasks.notify import tasks as notify
 from stripeflow.tasks.notify.delivery import BuildError, Looked, Outgoing, cannot_look, deliver
 from tests.tasks.notify.conftest import MakeChannels, SettingsFactory, change, make_payment
 

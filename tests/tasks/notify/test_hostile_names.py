@@ -101,9 +101,7 @@ def test_one_message_that_cannot_be_built_does_not_hold_up_its_chunk(
             raise ValueError("Header values may not contain linefeed or carriage return characters")
         return real(content, envelope, msg_id=msg_id, now=now)
 
-    import stripeflow.tasks.notify as notify
-
-    monkeypatch.setattr(notify, "build_email", picky)
+    monkeypatch.setattr(email_module, "build_email", picky)
     settings = make_settings(sender="Sklep <sklep@example.pl>", routes={})
     payments = [make_payment(payment_id=f"pi_{i}", email=f"c{i}@example.pl") for i in range(5)]
     payments[2] = make_payment(payment_id="pi_poison", email="p@example.pl")
@@ -118,7 +116,7 @@ def test_one_message_that_cannot_be_built_does_not_hold_up_its_chunk(
 
 
 def test_deliver_never_leaves_a_claim_for_a_message_that_fails_to_build(ledger: Ledger) -> None:
-    from stripeflow.tasks.notify import _build
+    from stripeflow.tasks.notify.base import build as _build
 
     def send(attempt: object) -> str:
         return _build(lambda: "x".encode("ascii") and "\u2028".encode("ascii").decode())

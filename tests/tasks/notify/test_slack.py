@@ -8,7 +8,8 @@ from stripeflow.core.config import Settings
 from stripeflow.core.errors import AuthError, OutcomeUnknownError, PermanentError
 from stripeflow.core.ledger import Ledger
 from stripeflow.tasks.notify import notify_changes
-from stripeflow.tasks.notify.slack import SlackAPI, SlackWebhookAPI
+from stripeflow.tasks.notify.slack import SlackAPI
+from stripeflow.tasks.notify.slack_webhook import SlackWebhookAPI
 from stripeflow.testing.slack import SlackState
 from tests.tasks.notify.conftest import (
     SLACK_TOKEN,

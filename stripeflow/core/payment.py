@@ -18,6 +18,7 @@ rows, hand-made test payments) gets dimensions that say the same thing.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -418,3 +419,26 @@ class Changes(Sequence[PaymentChange]):
     @property
     def payments(self) -> list[Payment]:
         return [c.payment for c in self._items]
+
+
+# --- the state digest: what effect keys say "this state" with ---------------------------------
+
+
+def state_digest(payment: Payment) -> str:
+    """Short digest of everything but the event ids: a new one means the payment really changed.
+
+    The CRM deal key and the hand-off key both end in it, and ledgers hold those keys: its
+    output must never change.
+    """
+    state = payment.model_dump_json(exclude={"event_ids"})
+    return hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+def as_stored(payment: Payment) -> Payment:
+    """The payment as the ledger stores and loads it.
+
+    A hand-made or legacy Payment may serialise a default differently (`"0"` where a stored one
+    says `"0.00"`); a key taken over this form is the same in the run that sent an effect and in
+    the rerun that checks it.
+    """
+    return Payment.model_validate_json(payment.model_dump_json())

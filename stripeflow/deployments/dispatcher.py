@@ -41,6 +41,7 @@ from prefect.states import Pending
 from stripeflow.core.ledger import new_token
 from stripeflow.flows.process_payment_events import process_payment_events
 from stripeflow.runtime import Runtime
+from stripeflow.tasks.prefect_runs import events_run_name
 
 log = logging.getLogger("stripeflow.dispatcher")
 DEPLOYMENT = "process-payment-events/process-payment-events"
@@ -81,7 +82,7 @@ class Dispatcher:
         # events claimed again after a dead run get a new run (the old key names a finished one)
         batch = hashlib.sha256("\n".join(event_ids).encode()).hexdigest()[:24]
         key = f"events-{batch}-{uuid.uuid4().hex[:12]}"
-        name = event_ids[0] if len(event_ids) == 1 else f"{event_ids[0]} +{len(event_ids) - 1}"
+        name = events_run_name(event_ids)
         params: dict[str, Any] = {"event_ids": event_ids, "claim_token": claim_token}
         with get_client(sync_client=True) as client:
             deployment_id = self._find_deployment(client)

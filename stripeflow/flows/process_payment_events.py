@@ -15,18 +15,11 @@ from stripeflow.tasks.inbox import (
     run_token,
 )
 from stripeflow.tasks.notify import hand_off_changes, notify_changes
-from stripeflow.tasks.prefect_runs import name_run_after
+from stripeflow.tasks.prefect_runs import name_run_after, parameters_run_name
 from stripeflow.tasks.stripe.tasks import normalise_events
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    ids = flow_run.parameters.get("event_ids") or []
-    return f"{len(ids)} events" if len(ids) != 1 else ids[0]
-
-
-@flow(name="process-payment-events", flow_run_name=_run_name, log_prints=False)
+@flow(name="process-payment-events", flow_run_name=parameters_run_name, log_prints=False)
 def process_payment_events(
     event_ids: list[str] | None = None, claim_token: str | None = None
 ) -> dict[str, int]:

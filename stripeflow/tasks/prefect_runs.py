@@ -1,4 +1,8 @@
-"""Tasks about the Prefect run itself (its name in the UI)."""
+"""Run naming, in one place: what a `process-payment-events` run is called in the UI.
+
+A run gets a first name when it is created (the dispatcher's, from its events, else the flow's own
+from its parameters) and is renamed after its payment once it knows it (`name_run_after`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,17 @@ from prefect.runtime import flow_run
 from stripeflow.core.money import format_money
 from stripeflow.core.payment import Payment
 from stripeflow.tasks.inbox import Normalised
+
+
+def events_run_name(event_ids: Sequence[str]) -> str:
+    """The name the dispatcher creates a run with: `evt_1`, or `evt_1 +4` for five events."""
+    return event_ids[0] if len(event_ids) == 1 else f"{event_ids[0]} +{len(event_ids) - 1}"
+
+
+def parameters_run_name() -> str:
+    """The flow's `flow_run_name`, for a run created without a name: `evt_1`, or `3 events`."""
+    ids = flow_run.parameters.get("event_ids") or []
+    return f"{len(ids)} events" if len(ids) != 1 else ids[0]
 
 
 def run_name_for(payments: Sequence[Payment], language: str = "pl") -> str | None:

@@ -1,10 +1,11 @@
 """What the vendor CRM adapters share: stage and field mapping, option checks, setup/check reports,
 and the client base of the vendors reached with one static token.
 
-Field mapping (one place, one rule): each adapter computes the mapped CRM fields itself from
-`DealInput.payment` and `CRMTarget.fields` (Payment field -> CRM field), typed the way its vendor
-wants them (HubSpot strings, Zoho numbers); `DealInput.fields`, when a caller fills it, adds
-its other keys verbatim, while for a key the mapping also produces the adapter's typed value wins.
+Field mapping (one place, one rule, `payment_fields`): each adapter computes the mapped CRM fields
+itself from `DealInput.payment` and `CRMTarget.fields` (Payment field -> CRM field), typed the way
+its vendor wants them (HubSpot strings, Zoho numbers); `DealInput.fields` (the task fills it with the
+same rule, untyped, for the local CRM) adds its other keys verbatim, while for a key the mapping also
+produces the adapter's typed value wins.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import httpx
 from stripeflow.core.config import LOGICAL_STAGES, CRMTarget
 from stripeflow.core.errors import ConfigError, OutcomeUnknownError, RetriableError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, SlidingWindowLimiter, VendorAPI
+from stripeflow.core.payment import Payment
 from stripeflow.tasks.crm.base import DealInput
 
 if TYPE_CHECKING:
@@ -171,13 +173,18 @@ def plain(value: Any) -> Any:
     return value
 
 
+def payment_fields(
+    payment: Payment, mapping: Mapping[str, str], convert: Callable[[Any], Any] = plain
+) -> dict[str, Any]:
+    """CRM field -> value: `target.fields` (Payment field -> CRM field) over a Payment, typed by `convert`."""
+    return {crm: convert(getattr(payment, pay)) for pay, crm in mapping.items()}
+
+
 def mapped_fields(
     deal: DealInput, mapping: Mapping[str, str], convert: Callable[[Any], Any] = plain
 ) -> dict[str, Any]:
     """CRM field -> value: `deal.fields` verbatim, then `target.fields` over the deal's Payment, typed."""
-    out = dict(deal.fields)
-    out.update({crm: convert(getattr(deal.payment, pay)) for pay, crm in mapping.items()})
-    return out
+    return {**deal.fields, **payment_fields(deal.payment, mapping, convert)}
 
 
 def split_name(name: str | None, email: str | None) -> tuple[str, str]:

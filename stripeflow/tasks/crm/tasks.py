@@ -10,12 +10,9 @@ the rest through.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -27,8 +24,9 @@ from stripeflow.core.crashpoints import crash_point
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.core.ledger import EffectRow, Ledger
 from stripeflow.core.money import format_money, to_minor
-from stripeflow.core.payment import Changes, Payment, PaymentChange, PaymentStatus
+from stripeflow.core.payment import Changes, Payment, PaymentChange, PaymentStatus, state_digest
 from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
+from stripeflow.tasks.crm.common import payment_fields
 from stripeflow.tasks.retry import retry_if_retriable
 
 STAGE_BY_STATUS = {
@@ -123,27 +121,11 @@ def note_key(target: str, payment: Payment) -> str:
 
 def deal_state_key(target: str, payment: Payment) -> str:
     """The deal as last written: a rerun or a duplicate delivery with nothing new writes nothing."""
-    state = payment.model_dump_json(exclude={"event_ids"})
-    return f"{target}:deal:{payment.payment_id}:{hashlib.sha256(state.encode()).hexdigest()[:16]}"
+    return f"{target}:deal:{payment.payment_id}:{state_digest(payment)}"
 
 
 def contact_key(payment: Payment) -> str | None:
     return payment.customer_key
-
-
-def mapped_fields(payment: Payment, mapping: dict[str, str]) -> dict[str, Any]:
-    """Payment field -> CRM field, per the target's `fields` mapping."""
-    out: dict[str, Any] = {}
-    for source, crm_field in mapping.items():
-        value = getattr(payment, source)
-        if isinstance(value, tuple):
-            value = ", ".join(map(str, value))
-        elif isinstance(value, Decimal):
-            value = str(value)
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        out[crm_field] = value.value if hasattr(value, "value") else value
-    return out
 
 
 def _dead_letter(ledger: Ledger, crm: CRM, action: str, payment_id: str, exc: PermanentError) -> None:
@@ -200,7 +182,7 @@ def upsert_deals(
             stage=stage_for(p),
             contact_id=contact_ids.get(contact_key(p) or ""),
             payment=p,
-            fields=mapped_fields(p, target.fields),
+            fields=payment_fields(p, target.fields),
         )
         for p in changes.payments
     ]

@@ -20,26 +20,14 @@ from urllib.parse import urlsplit
 
 from stripeflow.core.http import VendorAPI
 from stripeflow.core.money import from_minor, to_minor
-from stripeflow.core.payment import Payment, PaymentChange
+from stripeflow.core.payment import Payment, PaymentChange, as_stored, state_digest
 
 SIGNATURE_HEADER = "Stripeflow-Signature"
 EVENT_TYPE = "payment.changed"
 
 
-def state_digest(payment: Payment) -> str:
-    """Short digest of everything but the event ids: a new one means the payment really changed.
-
-    Taken over the payment as the ledger stores and loads it: a hand-made or legacy Payment may
-    serialise a default differently (`"0"` where a stored one says `"0.00"`), and the same state
-    must give the same key in the run that sent it and in the rerun that checks it.
-    """
-    stored = Payment.model_validate_json(payment.model_dump_json())
-    state = stored.model_dump_json(exclude={"event_ids"})
-    return hashlib.sha256(state.encode()).hexdigest()[:16]
-
-
 def handoff_key(payment: Payment) -> str:
-    return f"handoff:{payment.payment_id}:{state_digest(payment)}"
+    return f"handoff:{payment.payment_id}:{state_digest(as_stored(payment))}"
 
 
 def amount_text(amount: Decimal, currency: str) -> str:

@@ -1,0 +1,1 @@
+"""The webhook bridge: verify, store durably, answer; and the dispatcher that hands events to Prefect."""

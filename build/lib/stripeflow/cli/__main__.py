@@ -1,0 +1,3 @@
+from stripeflow.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The core: the Payment model, money, the ledger, configuration, errors and the HTTP seam."""

@@ -1,0 +1,271 @@
+"""Configuration: one typed model, from `stripeflow.toml` (optional) and the environment.
+
+Every section forbids unknown keys, so a typo is an error that names the key rather than a
+setting silently ignored. Nothing is read at import time: call `load_settings()`.
+Secrets never live in the file: they come from the environment or Prefect blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from stripeflow.core.errors import ConfigError
+
+LOGICAL_STAGES = ("new", "paid", "invoiced", "failed", "refunded", "overdue")
+# What people read for each logical stage (DESIGN.md, "Deals and stages"): the local CRM shows
+# these, and `stripeflow crm setup` names the stages it creates in a vendor's pipeline with them.
+STAGE_NAMES = {
+    "pl": {
+        "new": "Nowe płatności",
+        "paid": "Zrealizowane",
+        "invoiced": "Zafakturowane",
+        "failed": "Nieudane",
+        "refunded": "Zwrócone",
+        "overdue": "Zaległe",
+    },
+    "en": {
+        "new": "New payments",
+        "paid": "Paid",
+        "invoiced": "Invoiced",
+        "failed": "Failed",
+        "refunded": "Refunded",
+        "overdue": "Overdue",
+    },
+}
+DEFAULT_TITLE = "Płatność Stripe – {product}, {amount}"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StripeSettings(Section):
+    api_key: SecretStr | None = Field(None, description="sk_... (env STRIPE_API_KEY)")
+    api_base: str = Field("https://api.stripe.com", description="env STRIPE_API_BASE; a fake's URL in tests")
+    webhook_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="whsec_... (env STRIPE_WEBHOOK_SECRET, comma-separated for rotation)",
+    )
+    tolerance: int = Field(300, description="seconds a signature's timestamp may be old")
+    requests_per_second: int | None = Field(
+        None,
+        gt=0,
+        description="most Stripe API reads a second; default Stripe's limit for the key's mode "
+        "(25 in a sandbox, 100 live)",
+    )
+    block: str | None = Field(
+        None, description="name of a StripeCredentials block to load instead of the env"
+    )
+
+
+class CRMTarget(Section):
+    type: str = Field("local", description="local, hubspot, pipedrive, bitrix24, zoho")
+    block: str | None = Field(None, description="Prefect block with the credentials and settings")
+    stages: dict[str, str] = Field(default_factory=dict, description="logical stage -> CRM stage id")
+    fields: dict[str, str] = Field(default_factory=dict, description="Payment field -> CRM field")
+    options: dict[str, Any] = Field(default_factory=dict, description="vendor-specific settings")
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(LOGICAL_STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; stages are {', '.join(LOGICAL_STAGES)}")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        from stripeflow.core.payment import Payment
+
+        known = set(Payment.model_fields) | {"product", "net_amount"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown Payment field {unknown[0]!r}; fields are {', '.join(sorted(known))}")
+        return value
+
+
+class DealSettings(Section):
+    title_template: str = Field(DEFAULT_TITLE, description="{product}, {amount}, {payment_id}, {email}")
+
+
+class BridgeSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1024 * 1024
+    request_deadline: float = Field(
+        10.0, gt=0, description="seconds a webhook may wait for its durable write; then 503 with Retry-After"
+    )
+    writer_stuck_after: float = Field(
+        10.0, gt=0, description="/healthz answers 503 once an event has waited this long for the inbox writer"
+    )
+
+
+class DispatcherSettings(Section):
+    poll_interval: float = Field(0.2, description="seconds between looks at the inbox")
+    batch_size: int = Field(
+        1_000,
+        ge=1,
+        description="most events one flow run drains: a burst becomes a few runs that overlap, "
+        "so the next events need not wait for one long run's CRM calls",
+    )
+    runs: int = Field(
+        4,
+        ge=1,
+        description="flow runs the dispatcher keeps going at once; two never work on the same "
+        "payment or customer (leases), and each CRM's limits hold across them",
+    )
+    lease_seconds: float = Field(
+        30,
+        gt=0,
+        description="a claim's lease; a live run renews it every third of it, so a dead run's events "
+        "are claimed again within this",
+    )
+    max_attempts: int = Field(
+        5, ge=1, description="an event claimed more times than this goes to the dead letters"
+    )
+
+
+TEAM_KINDS = ("payment", "refund", "failure", "dispute")
+CustomerKind = Literal["payment_confirmation", "refund_confirmation", "payment_failed"]
+CUSTOMER_KINDS: tuple[CustomerKind, ...] = ("payment_confirmation", "refund_confirmation", "payment_failed")
+CHANNEL_TYPES = ("email", "slack", "slack-webhook", "telegram")
+
+
+class SMTPSettings(Section):
+    host: str | None = Field(None, description="env SMTP_HOST; none: e-mail goes to the local outbox")
+    port: int = Field(587, description="env SMTP_PORT: 587 STARTTLS, 465 SSL")
+    security: Literal["starttls", "ssl", "none"] = Field("starttls", description="env SMTP_SECURITY")
+    username: str | None = Field(None, description="env SMTP_USERNAME (Gmail: the address + an app password)")
+    password: SecretStr | None = Field(None, description="env SMTP_PASSWORD")
+    timeout: float = Field(30.0, description="seconds to wait for the SMTP server")
+
+
+class NotifySettings(Section):
+    customer_messages: list[CustomerKind] = Field(
+        default_factory=lambda: list(CUSTOMER_KINDS), description="e-mails sent to customers; [] for none"
+    )
+    routes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            'team message kind (payment, refund, failure, dispute) -> channels: "slack:#payments", '
+            '"slack-webhook", "telegram:<chat_id>", "email:team@example.com"'
+        ),
+    )
+    sender: str = Field("Stripeflow <no-reply@localhost>", description="From: of every e-mail")
+    reply_to: str | None = Field(None, description="Reply-To: of customer e-mails")
+    unsubscribe_mailto: str | None = Field(None, description="List-Unsubscribe mailto (customer mail)")
+    unsubscribe_url: str | None = Field(None, description="List-Unsubscribe URL (customer mail)")
+    company: str | None = Field(None, description="the name signing customer e-mails")
+    timezone: str = Field("Europe/Warsaw", description="time zone of dates in messages")
+    templates_dir: Path | None = Field(None, description="templates here override the built-in ones by name")
+    outbox: Path | None = Field(None, description="where e-mail goes without SMTP; default <home>/outbox")
+    deal_urls: dict[str, str] = Field(default_factory=dict, description="CRM name -> deal URL, {deal_id}")
+    smtp: SMTPSettings = Field(default_factory=SMTPSettings)
+    slack_token: SecretStr | None = Field(None, description="xoxb-... (env SLACK_BOT_TOKEN)")
+    slack_webhook_url: SecretStr | None = Field(None, description="incoming webhook (env SLACK_WEBHOOK_URL)")
+    slack_api_base: str = Field("https://slack.com/api", description="a fake's URL in tests")
+    telegram_token: SecretStr | None = Field(None, description="bot token (env TELEGRAM_BOT_TOKEN)")
+    telegram_api_base: str = Field("https://api.telegram.org", description="a fake's URL in tests")
+    block: str | None = Field(None, description="name of a NotifyCredentials block to take secrets from")
+    parallel: int = Field(
+        4, ge=1, description="messages in flight at once (one SMTP connection each); limits still hold"
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _known_routes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for kind, channels in value.items():
+            if kind not in TEAM_KINDS:
+                raise ValueError(f"unknown message kind {kind!r}; kinds are {', '.join(TEAM_KINDS)}")
+            for channel in channels:
+                if channel.split(":", 1)[0] not in CHANNEL_TYPES:
+                    raise ValueError(f"channel {channel!r} must start with one of {', '.join(CHANNEL_TYPES)}")
+        return value
+
+
+class HandoffSettings(Section):
+    url: str | None = Field(None, description="env STRIPEFLOW_HANDOFF_URL; none: no hand-off")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (env STRIPEFLOW_HANDOFF_SECRET)")
+    timeout: float = Field(30.0, description="seconds to wait for the receiver")
+    block: str | None = Field(None, description="name of a HandoffCredentials block to take the secret from")
+    parallel: int = Field(4, ge=1, description="hand-offs in flight at once")
+
+
+class Settings(Section):
+    home: Path = Field(Path(".stripeflow"), description="where local state lives (ledger, local CRM, outbox)")
+    database_url: str | None = Field(None, description="env DATABASE_URL; default SQLite in `home`")
+    language: Literal["pl", "en"] = "pl"
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+    crm: list[CRMTarget] = Field(default_factory=lambda: [CRMTarget()])
+    deals: DealSettings = Field(default_factory=DealSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+
+    @property
+    def ledger_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'ledger.db'}"
+
+
+ENV_MAP: dict[str, tuple[str, ...]] = {
+    "STRIPEFLOW_HOME": ("home",),
+    "DATABASE_URL": ("database_url",),
+    "STRIPEFLOW_LANGUAGE": ("language",),
+    "STRIPE_API_KEY": ("stripe", "api_key"),
+    "STRIPE_API_BASE": ("stripe", "api_base"),
+    "STRIPE_WEBHOOK_SECRET": ("stripe", "webhook_secrets"),
+    "SMTP_HOST": ("notify", "smtp", "host"),
+    "SMTP_PORT": ("notify", "smtp", "port"),
+    "SMTP_SECURITY": ("notify", "smtp", "security"),
+    "SMTP_USERNAME": ("notify", "smtp", "username"),
+    "SMTP_PASSWORD": ("notify", "smtp", "password"),
+    "SLACK_BOT_TOKEN": ("notify", "slack_token"),
+    "SLACK_WEBHOOK_URL": ("notify", "slack_webhook_url"),
+    "TELEGRAM_BOT_TOKEN": ("notify", "telegram_token"),
+    "STRIPEFLOW_HANDOFF_URL": ("handoff", "url"),
+    "STRIPEFLOW_HANDOFF_SECRET": ("handoff", "secret"),
+}
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read the TOML file (STRIPEFLOW_CONFIG, else ./stripeflow.toml if present), then the env."""
+    env = dict(os.environ if env is None else env)
+    file = Path(path or env.get("STRIPEFLOW_CONFIG") or "stripeflow.toml")
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    elif path is not None:
+        raise ConfigError(f"{file}: no such configuration file")
+    for name, keys in ENV_MAP.items():
+        if env.get(name):
+            value: Any = env[name]
+            if keys == ("stripe", "webhook_secrets"):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            target = data
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(file, exc)) from None
+
+
+def describe_validation_error(source: Path | str, exc: ValidationError) -> str:
+    """`stripeflow.toml: crm.0.tpye: unknown key` — one line per problem, naming the key."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{source}: {where}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)

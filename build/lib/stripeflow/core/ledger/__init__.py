@@ -1,0 +1,89 @@
+"""The ledger: the durable memory that makes every side effect happen exactly once.
+
+Tables: `inbox` (every Stripe event as received, unique on its id), `payments` (the latest
+truth per payment, ordered by the payment's own state, never by arrival), `payment_aliases`
+(every Stripe id a payment is known by: PaymentIntent, charge, invoice, session), `links` (a local
+id's id in each target system), `effects` (one row per side effect done, keyed so it happens
+once), `dead_letters` (what could not be done, with the vendor's reason) and `stripe_objects`
+(a cache of objects fetched from the Stripe API).
+
+SQLite in WAL mode by default (synchronous=FULL: a commit is on disk before we answer 2xx);
+PostgreSQL through DATABASE_URL. The schema is managed by Alembic (`Ledger.migrate()`).
+
+One module per job, each a part of `Ledger` over the same `LedgerDatabase`: `schema` (the rows),
+`database` (engine, sessions), `migrate`, `inbox` and `claims` (events), `leases` (payment leases,
+`LeaseKeeper`), `payments` (with `alias_merge`), `effects`, `links`, `dead_letters`, `stripe_cache`.
+"""
+
+from __future__ import annotations
+
+from stripeflow.core.ledger.alias_merge import MATCH_WINDOW, PAYMENT_PREFIXES
+from stripeflow.core.ledger.claims import InboxClaims
+from stripeflow.core.ledger.database import LedgerDatabase, make_engine
+from stripeflow.core.ledger.dead_letters import DeadLetters
+from stripeflow.core.ledger.effects import EffectItem, EffectOutcome, Effects
+from stripeflow.core.ledger.errors import UNAVAILABLE, describe_error
+from stripeflow.core.ledger.inbox import FINISHED, OUTAGE, Inbox, IncomingEvent, new_token
+from stripeflow.core.ledger.leases import LeaseKeeper, PaymentLeases
+from stripeflow.core.ledger.links import Links
+from stripeflow.core.ledger.migrate import MIGRATION_LOCK_KEY, MIGRATIONS, Migrations
+from stripeflow.core.ledger.payments import Payments
+from stripeflow.core.ledger.schema import (
+    Base,
+    DeadLetterRow,
+    EffectRow,
+    InboxRow,
+    LinkRow,
+    PaymentAliasRow,
+    PaymentLeaseRow,
+    PaymentRow,
+    StripeObjectRow,
+    UTCDateTime,
+    utcnow,
+)
+from stripeflow.core.ledger.stripe_cache import StripeCache
+
+
+class Ledger(
+    Migrations,
+    Inbox,
+    InboxClaims,
+    PaymentLeases,
+    Payments,
+    Effects,
+    Links,
+    DeadLetters,
+    StripeCache,
+):
+    """All reads and writes of the ledger. Thread-safe; one instance per process is enough."""
+
+
+__all__ = [
+    "FINISHED",
+    "MATCH_WINDOW",
+    "MIGRATIONS",
+    "MIGRATION_LOCK_KEY",
+    "OUTAGE",
+    "PAYMENT_PREFIXES",
+    "UNAVAILABLE",
+    "Base",
+    "DeadLetterRow",
+    "EffectItem",
+    "EffectOutcome",
+    "EffectRow",
+    "InboxRow",
+    "IncomingEvent",
+    "LeaseKeeper",
+    "Ledger",
+    "LedgerDatabase",
+    "LinkRow",
+    "PaymentAliasRow",
+    "PaymentLeaseRow",
+    "PaymentRow",
+    "StripeObjectRow",
+    "UTCDateTime",
+    "describe_error",
+    "make_engine",
+    "new_token",
+    "utcnow",
+]

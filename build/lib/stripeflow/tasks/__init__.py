@@ -1,0 +1,1 @@
+"""The reusable Prefect task library: one folder per family of systems."""

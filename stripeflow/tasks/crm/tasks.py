@@ -124,10 +124,6 @@ def deal_state_key(target: str, payment: Payment) -> str:
     return f"{target}:deal:{payment.payment_id}:{state_digest(payment)}"
 
 
-def contact_key(payment: Payment) -> str | None:
-    return payment.customer_key
-
-
 def _dead_letter(ledger: Ledger, crm: CRM, action: str, payment_id: str, exc: PermanentError) -> None:
     get_run_logger().error("%s %s for %s failed for good: %s", crm.name, action, payment_id, exc)
     ledger.dead_letter(target=crm.name, action=action, reason=str(exc), payment_id=payment_id)
@@ -143,9 +139,9 @@ def upsert_contacts(crm: CRM, ledger: Ledger, changes: Changes) -> dict[str, str
     inputs: dict[str, ContactInput] = {}
     owners: dict[str, str] = {}
     deals = ledger.get_links("deal", crm.name, (p.payment_id for p in changes.payments))
-    known = ledger.get_links("contact", crm.name, filter(None, (contact_key(p) for p in changes.payments)))
+    known = ledger.get_links("contact", crm.name, filter(None, (p.customer_key for p in changes.payments)))
     for p in changes.payments:
-        key = contact_key(p)
+        key = p.customer_key
         if key and key not in inputs and not (p.payment_id in deals and key in known):
             inputs[key] = ContactInput(key=key, email=p.email, name=p.name, customer_id=p.customer_id)
             owners[key] = p.payment_id
@@ -180,7 +176,7 @@ def upsert_deals(
             refunded_amount=p.refunded_amount,
             currency=p.currency,
             stage=stage_for(p),
-            contact_id=contact_ids.get(contact_key(p) or ""),
+            contact_id=contact_ids.get(p.customer_key or ""),
             payment=p,
             fields=payment_fields(p, target.fields),
         )
@@ -417,7 +413,7 @@ def slices_by_customer(changes: Changes, size: int) -> list[Changes]:
     customer's payments in one slice, in the order the customers first come."""
     groups: dict[str, list[PaymentChange]] = {}
     for c in changes:
-        groups.setdefault(contact_key(c.payment) or c.payment.payment_id, []).append(c)
+        groups.setdefault(c.payment.customer_key or c.payment.payment_id, []).append(c)
     slices: list[list[PaymentChange]] = []
     for group in groups.values():
         if not slices or (len(slices[-1]) + len(group) > size and slices[-1]):

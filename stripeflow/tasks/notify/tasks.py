@@ -113,20 +113,17 @@ def hand_off_changes(
 
     def api() -> HandoffAPI:
         with building:
-            return clients[0] if clients else build_api()
+            if not clients:
+                url, secret = cfg.url, cfg.secret.get_secret_value() if cfg.secret else None
+                if cfg.block and not secret:
+                    from stripeflow.blocks.notify import HandoffCredentials, load_block
 
-    def build_api() -> HandoffAPI:
-        if not clients:
-            url, secret = cfg.url, cfg.secret.get_secret_value() if cfg.secret else None
-            if cfg.block and not secret:
-                from stripeflow.blocks.notify import HandoffCredentials, load_block
-
-                block: Any = load_block(HandoffCredentials, cfg.block, "handoff")
-                secret, url = block.secret.get_secret_value(), url or block.url
-            if not url or not secret:
-                raise ConfigError("handoff: a URL but no secret (STRIPEFLOW_HANDOFF_SECRET or a block)")
-            clients.append(HandoffAPI(url, secret, timeout=cfg.timeout))
-        return clients[0]
+                    block: Any = load_block(HandoffCredentials, cfg.block, "handoff")
+                    secret, url = block.secret.get_secret_value(), url or block.url
+                if not url or not secret:
+                    raise ConfigError("handoff: a URL but no secret (STRIPEFLOW_HANDOFF_SECRET or a block)")
+                clients.append(HandoffAPI(url, secret, timeout=cfg.timeout))
+            return clients[0]
 
     def sender(change: PaymentChange, key: str) -> Callable[[Attempt], str]:
         def send(attempt: Attempt) -> str:

@@ -1,3 +1,0 @@
-from stripeflow.cli import main
-
-main()

@@ -1,1 +1,0 @@
-"""The reusable Prefect task library: one folder per family of systems."""

@@ -109,12 +109,15 @@ class Dispatcher:
         event_ids = self.rt.ledger.claim_next(cfg.batch_size, cfg.lease_seconds, token)
         if not event_ids:
             return None
+        # before the next claim: it leaves these events' payments to this run
+        self.rt.ledger.lease_objects(event_ids, token, cfg.lease_seconds)
         try:
             flow_run = self.create_run(event_ids, token)
         except UNREACHABLE as exc:
             if isinstance(exc, RuntimeError) and "Failed to reach API" not in str(exc):
                 raise
             self.rt.ledger.release_events(event_ids, token)
+            self.rt.ledger.release_payments(token)
             self.failures += 1
             log.warning(
                 "Prefect unreachable (%s); %d events wait in the inbox", type(exc).__name__, len(event_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from stripeflow.runtime import get_runtime
-from stripeflow.tasks.crm.tasks import sync_crm
+from stripeflow.tasks.crm.tasks import contact_races, sync_crm
 from stripeflow.tasks.inbox import (
     claim_run_events,
     finish_events,
@@ -39,7 +39,9 @@ def process_payment_events(
     with leases_kept(rt.ledger, token, cfg):
         claimed = claim_run_events(rt.ledger, event_ids, token, cfg)
         normalised = normalise_events(rt.ledger, claimed, rt.lookup)
-        normalised = lock_payments(rt.ledger, normalised, token, cfg.lease_seconds)
+        normalised = lock_payments(
+            rt.ledger, normalised, token, cfg.lease_seconds, contact_races(lambda: rt.crms)
+        )
         name_run_after(normalised, rt.settings.language)
         changes = record_payments(rt.ledger, normalised, token)
         # customer e-mails need nothing from the CRM: they go out while the CRM calls wait on its limits

@@ -4,7 +4,7 @@ close the events."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -103,13 +103,13 @@ def claim_run_events(
     return [e for e in claimed if e not in buried]
 
 
-def lock_ids(payment: Payment, known: Mapping[str, str]) -> set[str]:
+def lock_ids(payment: Payment, known: Mapping[str, str], customer: bool = True) -> set[str]:
     """What a run must hold to work on a payment: every id it goes by, the payment each already
-    known id belongs to (a charge and its PaymentIntent are one lock, whichever came), and its
-    customer, since a contact found-or-created by search (Pipedrive, an e-mail-less HubSpot
-    contact) would be created twice by two runs at once."""
+    known id belongs to (a charge and its PaymentIntent are one lock, whichever came), and, with
+    `customer`, its customer: a contact found-or-created by search (Pipedrive, an e-mail-less
+    HubSpot contact) would be created twice by two runs at once."""
     ids = {payment.payment_id, *payment.ids}
-    return ids | {known[i] for i in ids if i in known} | customer_lock(payment)
+    return ids | {known[i] for i in ids if i in known} | (customer_lock(payment) if customer else set())
 
 
 def customer_lock(payment: Payment) -> set[str]:
@@ -120,12 +120,19 @@ def customer_lock(payment: Payment) -> set[str]:
 
 
 @task(cache_policy=NONE)
-def lock_payments(ledger: Ledger, normalised: Normalised, token: str, lease_seconds: float) -> Normalised:
-    """Take the lease on every payment the run is about to record. Events of a payment another
+def lock_payments(
+    ledger: Ledger,
+    normalised: Normalised,
+    token: str,
+    lease_seconds: float,
+    customer_races: Callable[[Payment], bool] = lambda p: True,
+) -> Normalised:
+    """Take the lease on every payment the run is about to record, and on its customer where
+    `customer_races` says two runs could make its contact twice. Events of a payment another
     live run holds go back to the inbox, uncounted, and wait for that run to end: two runs
     never work on the same payment at once."""
     known = ledger.canonical_ids(i for p in normalised.payments for i in (p.payment_id, *p.ids))
-    wanted = {id(p): lock_ids(p, known) for p in normalised.payments}
+    wanted = {id(p): lock_ids(p, known, customer_races(p)) for p in normalised.payments}
     out = Normalised(normalised.events)
     out.locked_at = utcnow()
     won = ledger.lock_payments(set().union(*wanted.values()), token, lease_seconds)
@@ -138,6 +145,9 @@ def lock_payments(ledger: Ledger, normalised: Normalised, token: str, lease_seco
         for eid in p.event_ids
     }
     out.released = list(waiting)
+    # ids won for a payment that waits (or leased at the claim), given back: the holder of the
+    # rest of that payment would otherwise wait for this run too
+    ledger.unlock_payments(won - set().union(set(), *(wanted[id(p)] for p in out.payments)), token)
     if waiting:
         ledger.defer_events(waiting, token)
         get_run_logger().info("%d events wait for another run that holds their payment", len(out.released))

@@ -40,6 +40,9 @@ class HoldingCRM:
             self.entered.set()
             assert self.release.wait(60), "the test never let the held run go"
 
+    def keys_contact(self, email: str | None) -> bool:
+        return self.inner.keys_contact(email)
+
     def upsert_contacts(self, items: Sequence[ContactInput]) -> list[str]:
         self._hold("contacts", [i.key for i in items])
         return self.inner.upsert_contacts(items)

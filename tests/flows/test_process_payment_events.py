@@ -136,6 +136,9 @@ class RejectingCRM:
         self.inner, self.reject = inner, reject
         self.name, self.batch_size, self.parallel = inner.name, inner.batch_size, inner.parallel
 
+    def keys_contact(self, email: str | None) -> bool:
+        return self.inner.keys_contact(email)
+
     def upsert_contacts(self, items: Sequence[ContactInput]) -> list[str]:
         return self.inner.upsert_contacts(items)
 

@@ -268,6 +268,9 @@ class Bitrix24CRM:
 
     # -- contacts ------------------------------------------------------------------------------
 
+    def keys_contact(self, email: str | None) -> bool:
+        return False  # crm.contact.list, then crm.contact.add: nothing keys the add
+
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         # crm.contact.add carries no key; crm.contact.list reads the records themselves, so a lost
         # answer is looked for at once, and only what is still missing is added

@@ -208,6 +208,9 @@ class HubSpotCRM:
             props[CUSTOMER_ID] = c.customer_id
         return props
 
+    def keys_contact(self, email: str | None) -> bool:
+        return bool(email)  # batch/upsert on the e-mail; without one, a search and a create
+
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         # e-mail contacts are a keyed upsert; the others a search, then an unkeyed batch/create
         return look_first(

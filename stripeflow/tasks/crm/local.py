@@ -107,6 +107,9 @@ class LocalCRM:
 
     # -- the protocol --------------------------------------------------------------------------
 
+    def keys_contact(self, email: str | None) -> bool:
+        return False  # a look, then an insert: two writers at once could both insert
+
     def upsert_contacts(self, items: Sequence[ContactInput]) -> list[str]:
         now = datetime.now(UTC)
         ids = []

@@ -259,6 +259,9 @@ class PipedriveCRM:
         self._persons[c.key] = pid
         return pid
 
+    def keys_contact(self, email: str | None) -> bool:
+        return False  # persons are searched for, then created: nothing keys the create
+
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         # POST /persons carries no key: a lost answer is looked for by the search, not resent
         return look_first(

@@ -11,7 +11,7 @@ the rest through.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prefect import get_run_logger, task
@@ -389,6 +389,20 @@ class _DealState:
     @property
     def result(self) -> str:
         return self.deal_id
+
+
+def contact_races(crms: Callable[[], Sequence[CRM]]) -> Callable[[Payment], bool]:
+    """Whether two runs at once could make a payment's contact twice in one of these CRMs (one
+    whose vendor does not key that contact's upsert): then its customer is leased for the run."""
+
+    def races(payment: Payment) -> bool:
+        try:
+            targets = crms()
+        except Exception:  # a CRM that cannot be built fails the run at its sync: lease meanwhile
+            return True
+        return any(not crm.keys_contact(payment.email) for crm in targets)
+
+    return races
 
 
 def sync_crm(crm: CRM, target: CRMTarget, changes: Changes, ledger: Ledger, settings: Settings) -> None:

@@ -257,6 +257,9 @@ class ZohoCRM:
 
     # -- contacts ------------------------------------------------------------------------------
 
+    def keys_contact(self, email: str | None) -> bool:
+        return True  # upsert with duplicate_check_fields: Zoho matches on the e-mail or customer id
+
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         chosen, positions = unique_by(contacts, key=lambda c: c.key)
         records = []

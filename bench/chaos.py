@@ -596,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds the CRM holds a lost answer before dropping the connection (0: drop at once)",
     )
     parser.add_argument("--stripe-rate-limit", type=int, default=100, help="Stripe API requests a second")
+    parser.add_argument("--runs", type=int, default=None, help="[dispatcher] runs (default: the product's)")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory and the logs")
     args = parser.parse_args(argv)
 
@@ -642,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
             # the worker keeps to the Stripe fake's read limit, as it keeps to a real account's
             config.write_text(
                 f'[stripe]\nrequests_per_second = {args.stripe_rate_limit}\n\n[[crm]]\ntype = "hubspot"\n'
+                + (f"\n[dispatcher]\nruns = {args.runs}\n" if args.runs else "")
             )
             env = base_env(
                 PREFECT_HOME=str(prefect_home),

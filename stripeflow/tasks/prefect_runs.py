@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from prefect import get_client, task
+from prefect import get_client, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
@@ -41,9 +41,15 @@ def run_name_for(payments: Sequence[Payment], language: str = "pl") -> str | Non
 
 @task(cache_policy=NONE)
 def name_run_after(normalised: Normalised, language: str) -> None:
-    """Rename the running flow run after its payment, so the UI lists runs by payment."""
+    """Rename the running flow run after its payment, so the UI lists runs by payment.
+
+    Submitted beside the sinks, not waited for: under a loaded or restarting Prefect server the
+    call takes seconds, and a name is never worth holding up, let alone failing, a payment."""
     name = run_name_for(normalised.payments, language)
     run_id = flow_run.get_id()
     if name and run_id and flow_run.get_name() != name:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(UUID(run_id), name=name)
+        try:
+            with get_client(sync_client=True) as client:
+                client.update_flow_run(UUID(run_id), name=name)
+        except Exception as exc:  # the run keeps the name it was created with
+            get_run_logger().warning("could not rename the run to %r: %s", name, type(exc).__name__)

@@ -118,6 +118,7 @@ class FakeHubSpot(FakeVendor):
         self.route("POST", o + "/batch/upsert", self.batch_upsert)
         self.route("POST", o + "/batch/create", self.batch_create)
         self.route("POST", o + "/batch/read", self.batch_read)
+        self.route("POST", o + "/batch/update", self.batch_update)
         self.route("GET", o + r"/(?P<id>[^/]+)", self.get_one)
         self.route("PATCH", o + r"/(?P<id>[^/]+)", self.patch_one)
         self.route(
@@ -473,6 +474,29 @@ class FakeHubSpot(FakeVendor):
             return respond(207, out)
         return respond(200, out)
 
+    def batch_update(self, call: Call) -> httpx.Response:
+        """`batch/update` by object id: all or nothing, like HubSpot (an unknown id or a bad
+        value fails the batch with 400)."""
+        type_ = call.match["type"]
+        inputs = (call.json() or {}).get("inputs") or []
+        if len(inputs) > 100:
+            return error(400, "Batch input limit is 100 inputs", "VALIDATION_ERROR")
+        for item in inputs:
+            obj = self.objects[type_].get(str(item.get("id")))
+            if obj is None:
+                return error(404, f"Object {item.get('id')} not found", "OBJECT_NOT_FOUND")
+            problem = self.validate(type_, dict(item.get("properties") or {}), obj["id"])
+            if problem:
+                return error(400, problem[1], problem[0])
+        started = now_iso()
+        results = [
+            self.store(type_, dict(i.get("properties") or {}), self.objects[type_][str(i["id"])])
+            for i in inputs
+        ]
+        return respond(
+            200, {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": now_iso()}
+        )
+
     def batch_upsert(self, call: Call) -> httpx.Response:
         return self._batch(call, upsert=True)
 
@@ -653,8 +677,16 @@ class FakeHubSpot(FakeVendor):
             if f == "notes" and t == "deals" and b == deal_id
         ]
 
-    def ready(self) -> FakeHubSpot:
-        """As `stripeflow crm setup hubspot` leaves it: the two custom properties exist."""
+    def ready(self, contact_key: bool = True) -> FakeHubSpot:
+        """As `stripeflow crm setup hubspot` leaves it: the custom properties exist (without
+        `contact_key`, as an older setup left it: no unique key for e-mail-less contacts)."""
+        if contact_key:
+            self.properties["contacts"]["stripeflow_contact_key"] = {
+                "name": "stripeflow_contact_key",
+                "type": "string",
+                "fieldType": "text",
+                "hasUniqueValue": True,
+            }
         self.properties["deals"]["stripe_payment_id"] = {
             "name": "stripe_payment_id",
             "type": "string",

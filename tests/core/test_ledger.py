@@ -241,6 +241,36 @@ def test_an_event_whose_payment_another_run_holds_waits_for_that_run(any_ledger:
         assert set(s.scalars(select(InboxRow.attempts))) == {1}  # waiting cost no attempt
 
 
+def test_a_claim_leases_its_events_objects_so_the_next_claim_leaves_them(any_ledger: Ledger) -> None:
+    """Two runs claimed one after the other: the second takes none of the first one's payments
+    (by the event's object, or the payment a charge is already known as), though the first has
+    not yet normalised its events."""
+    charge_known = Payment(
+        payment_id="pi_2",
+        ids=("pi_2", "ch_2"),
+        status=PaymentStatus.succeeded,
+        amount=Decimal("10.00"),
+        currency="PLN",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    any_ledger.record_payments([charge_known])
+    first = incoming("evt_1")  # pi_1
+    second = IncomingEvent(
+        **{**incoming("evt_2", 2).__dict__, "object_id": "ch_2", "type": "charge.succeeded"}
+    )
+    later = [incoming("evt_3", 3), IncomingEvent(**{**incoming("evt_4", 4).__dict__, "object_id": "pi_2"})]
+    other = IncomingEvent(**{**incoming("evt_5", 5).__dict__, "object_id": "pi_5"})
+    any_ledger.store_events([first, second])
+    assert any_ledger.claim_next(2, 300, token="a") == ["evt_1", "evt_2"]
+    assert any_ledger.lease_objects(["evt_1", "evt_2"], "a", 300) == {"pi_1", "ch_2", "pi_2"}
+    any_ledger.store_events([*later, other])
+    assert any_ledger.claim_next(10, 300, token="b") == ["evt_5"]
+    any_ledger.unlock_payments(["pi_2", "ch_2"], "a")  # run a needed only pi_1 after all
+    assert any_ledger.claim_next(10, 300, token="c") == ["evt_4"]
+    any_ledger.release_payments("a")
+    assert any_ledger.claim_next(10, 300, token="d") == ["evt_3"]
+
+
 def test_events_whose_run_failed_are_claimed_again_in_ever_smaller_batches(any_ledger: Ledger) -> None:
     any_ledger.store_events([incoming(f"evt_{i:03}", created=i) for i in range(100)])
     sizes = []
@@ -255,19 +285,20 @@ def test_events_whose_run_failed_are_claimed_again_in_ever_smaller_batches(any_l
 
 
 @pytest.mark.parametrize("note", [None, "outage: RateLimitedError: stripe: Request rate limit exceeded"])
-def test_a_run_killed_or_failed_on_an_outage_is_retried_whole_once(
+def test_a_run_killed_or_failed_on_an_outage_is_retried_whole_twice(
     any_ledger: Ledger, note: str | None
 ) -> None:
     """A worker killed mid-burst (no note) or a run that failed on an outage says nothing about
-    its events: they go again in one batch, and shrink only if that fails too."""
+    its events: they go again in one batch, twice (a burst may see two kills), and shrink only
+    if that fails too."""
     any_ledger.store_events([incoming(f"evt_{i:03}", created=i) for i in range(100)])
     sizes = []
-    for attempt in range(3):
+    for attempt in range(4):
         sizes.append(len(any_ledger.claim_next(100, 0.2, token=f"run{attempt}")))
         if note:
             any_ledger.note_failure(f"run{attempt}", note)
         wait_for(lambda: _expired(any_ledger), 5, "the dead run's lease to end")
-    assert sizes == [100, 100, 10]
+    assert sizes == [100, 100, 100, 10]
 
 
 def _expired(ledger: Ledger) -> bool:

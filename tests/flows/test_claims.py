@@ -169,6 +169,36 @@ def test_two_runs_never_sync_the_same_customer_at_once(
     assert len(crm.list_contacts()) == 2
 
 
+class KeyedContacts(HoldingCRM):
+    """A CRM whose vendor keys every contact's upsert, as HubSpot does on the e-mail."""
+
+    def keys_contact(self, email: str | None) -> bool:
+        return True
+
+
+def test_a_customer_is_not_leased_where_every_crm_keys_its_contact(
+    runtime: Runtime, crm: LocalCRM, dispatcher: Dispatcher, world: StripeWorld
+) -> None:
+    """Where no CRM could make the contact twice, a customer's second payment does not wait for
+    the run syncing the first: only the payment itself is held."""
+    held = KeyedContacts(crm)
+    runtime.__dict__["crms"] = [held]
+    first_event, first_pi, _ = expanded_success(world, email="anna@example.pl")
+    (first_id,) = deliver(runtime, first_event)
+    first = in_thread(dispatcher.run_once)
+    assert held.entered.wait(60)
+    again, again_pi, _ = expanded_success(world, email="anna@example.pl", amount=5000)
+    (again_id,) = deliver(runtime, again)
+    assert dispatcher.run_once() == 1
+    assert inbox(runtime)[again_id][0] == "done"  # went while Anna's first run is held
+    assert ("deals", [again_pi["id"]]) in held.calls
+    held.release.set()
+    first.join(60)
+    assert inbox(runtime)[first_id][0] == "done"
+    assert sorted(d.payment_id for d in crm.list_deals()) == sorted([first_pi["id"], again_pi["id"]])
+    assert len(crm.list_contacts()) == 1
+
+
 def test_the_dispatcher_keeps_several_runs_going_at_once(
     runtime: Runtime, crm: LocalCRM, world: StripeWorld
 ) -> None:

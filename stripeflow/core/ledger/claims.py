@@ -49,8 +49,9 @@ class InboxClaims(LedgerDatabase):
         (10,000, 1,000, 100, 10, 1), so one event that fails its whole batch ends up alone before
         it runs out of attempts, and the others get through. A run that died without a word
         (kill -9, a lost machine) or failed on an outage (`OUTAGE` notes) says nothing about its
-        events: they go again whole, and shrink only from their second such attempt on, so a
-        worker killed mid-burst costs one lease, not ten small runs."""
+        events: they go again whole twice, and shrink only from their third such attempt on, so
+        a worker killed twice in one burst costs two leases, not ten small runs, and an event
+        that kills its process each time still ends alone by its fifth attempt."""
         now = utcnow()
         expired = (InboxRow.status == "claimed") & (InboxRow.lease_until < now)
         with self.session() as s:
@@ -61,7 +62,7 @@ class InboxClaims(LedgerDatabase):
                 )
             )
         if tried:
-            shrink = max(int(failed or 0), int(tried) - 1)
+            shrink = max(int(failed or 0), int(tried) - 2)
             retry = self._claim(
                 [(InboxRow.status == "claimed", (InboxRow.attempts.desc(), InboxRow.lease_until))],
                 max(1, limit // 10 ** min(shrink, 9)),

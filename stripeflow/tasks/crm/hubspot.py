@@ -3,20 +3,23 @@
 Per batch of up to 100 payments it costs four calls: contacts `batch/upsert` (idProperty email),
 deals `batch/upsert` (idProperty stripe_payment_id, which `setup()` creates with hasUniqueValue),
 one v4 `batch/associate/default` deal->contact, and notes `batch/create` with an inline
-association to the deal (type 214). Contacts without an e-mail are found by the
-`stripe_customer_id` property through one search (operator IN) and the missing ones batch-created.
-HubSpot returns batch results in no particular order, so results are matched back by their key.
+association to the deal (type 214). Contacts without an e-mail are a `batch/upsert` too, on
+`stripeflow_contact_key`, a unique property `setup()` creates and sets only on e-mail-less
+contacts (their Stripe customer id). `stripe_customer_id` itself cannot be unique: a customer
+who later pays with an e-mail gets a contact by e-mail carrying the same id. Until `setup()` has
+made the key, e-mail-less contacts are found by a search on `stripe_customer_id` (operator IN)
+and the missing ones batch-created, as before. HubSpot returns batch results in no particular
+order, so results are matched back by their key.
 
-The upserts are keyed, so the seam may resend them. The two creates are not: a lost answer of the
-contacts `batch/create` is left to the task's retry, whose search looks first (HubSpot's search
-lags fresh records, so looking at once could miss it); notes carry their marker and are found by
-reading the deal's note associations and the notes themselves, never by search. The customer id
-property cannot be unique (a customer whose e-mail changes would then collide), so those
-contacts cannot use a keyed upsert; notes have no unique property at all.
+The upserts are keyed, so the seam may resend them. The creates are not: a lost answer of the
+contacts `batch/create` is looked for by the search first (HubSpot's search lags fresh records,
+so the look waits for it); notes carry their marker and are found by reading the deal's note
+associations and the notes themselves, never by search.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -62,6 +65,8 @@ OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "send_currency":
 FIELD_NAME = (r"[a-z][a-z0-9_]*", "a HubSpot property name (lower case, digits, _)")
 PAYMENT_ID = "stripe_payment_id"
 CUSTOMER_ID = "stripe_customer_id"
+CONTACT_KEY = "stripeflow_contact_key"  # unique; the customer id of a contact without an e-mail
+KEY_RECHECK = 600.0  # seconds before a missing contact key is looked for again (after a setup)
 
 
 # --- quirks, each with its own test ---------------------------------------------------------
@@ -180,6 +185,9 @@ class HubSpotCRM:
             base_url, token, requests=requests_per_10s, searches=searches_per_second, **seams
         )
         self._notes: Remembered[NoteInput] = Remembered()
+        self._clock = seams.get("clock") or time.monotonic
+        self._key_lock = threading.Lock()
+        self._key_seen: tuple[bool, float] | None = None  # (the contact key exists, when looked)
 
     @classmethod
     def from_target(
@@ -209,7 +217,20 @@ class HubSpotCRM:
         return props
 
     def keys_contact(self, email: str | None) -> bool:
-        return bool(email)  # batch/upsert on the e-mail; without one, a search and a create
+        return bool(email) or self._contact_key_ready()
+
+    def _contact_key_ready(self) -> bool:
+        """Whether the unique contact key exists (after `setup()`): looked up once, and again
+        every KEY_RECHECK seconds while it is missing; a failed look counts as missing."""
+        with self._key_lock:
+            now = self._clock()
+            if self._key_seen is None or (not self._key_seen[0] and now - self._key_seen[1] > KEY_RECHECK):
+                try:
+                    prop = self._property("contacts", CONTACT_KEY)
+                except VendorError:
+                    return False  # not remembered: looked for again next time
+                self._key_seen = (bool(prop and prop.get("hasUniqueValue")), now)
+            return self._key_seen[0]
 
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
         # e-mail contacts are a keyed upsert; the others a search, then an unkeyed batch/create
@@ -245,7 +266,29 @@ class HubSpotCRM:
             }
             for i in with_email:
                 ids[i] = got.get(str(contacts[i].email).lower())
-        if by_customer:
+        if by_customer and self._contact_key_ready():
+            chosen, _ = unique_by([contacts[i] for i in by_customer], key=lambda c: c.customer_id)
+            body = self.api.request_json(
+                "POST",
+                "/crm/v3/objects/contacts/batch/upsert",
+                json={
+                    "inputs": [
+                        {
+                            "idProperty": CONTACT_KEY,
+                            "id": c.customer_id,
+                            "properties": {**self._contact_properties(c), CONTACT_KEY: c.customer_id},
+                        }
+                        for c in chosen
+                    ]
+                },
+            )
+            keyed = {
+                str(r["properties"][CONTACT_KEY]): str(r["id"])
+                for r in batch_results(body, "contacts upsert")
+            }
+            for i in by_customer:
+                ids[i] = keyed.get(str(contacts[i].customer_id))
+        elif by_customer:
             found = self._contacts_by_customer([str(contacts[i].customer_id) for i in by_customer])
             missing, _ = unique_by(
                 [contacts[i] for i in by_customer if contacts[i].customer_id not in found],
@@ -435,6 +478,7 @@ class HubSpotCRM:
         wanted = [
             ("deals", PAYMENT_ID, "Stripe payment id", "dealinformation", True),
             ("contacts", CUSTOMER_ID, "Stripe customer id", "contactinformation", False),
+            ("contacts", CONTACT_KEY, "Stripeflow contact key", "contactinformation", True),
         ]
         for object_type, prop, label, group, unique in wanted:
             thing = f"{object_type} property {prop}" + (" (unique)" if unique else "")
@@ -462,6 +506,12 @@ class HubSpotCRM:
                 )
             else:
                 report.add(thing, "exists")
+        with self._key_lock:
+            self._key_seen = None  # look again: setup may have just made it
+        if self._contact_key_ready():
+            keyed = self._key_earlier_contacts()
+            if keyed:
+                report.add(f"{keyed} e-mail-less contact(s) made before the key", "created", "keyed")
         stage_ids = self._stage_ids()
         for logical, stage in self.stages.items():
             note = "" if stage in stage_ids else f"no such stage in pipeline {self.pipeline!r}"
@@ -470,10 +520,45 @@ class HubSpotCRM:
             **{f"stage.{k}": v for k, v in self.stages.items()},
             **{f"field.{k}": v for k, v in self.fields.items()},
             "deal key": f"deals.{PAYMENT_ID}",
-            "contact key": f"contacts.email, then {CUSTOMER_ID}",
+            "contact key": f"contacts.email, then {CONTACT_KEY}",
             "pipeline": self.pipeline,
         }
         return report
+
+    def _key_earlier_contacts(self) -> int:
+        """Give the contact key to e-mail-less contacts made by the search-then-create path (the
+        oldest one per customer), so the keyed upsert finds them instead of making another."""
+        request = {
+            "filterGroups": [
+                {
+                    "filters": [
+                        {"propertyName": CUSTOMER_ID, "operator": "HAS_PROPERTY"},
+                        {"propertyName": "email", "operator": "NOT_HAS_PROPERTY"},
+                        {"propertyName": CONTACT_KEY, "operator": "NOT_HAS_PROPERTY"},
+                    ]
+                }
+            ],
+            "properties": [CUSTOMER_ID],
+            "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
+            "limit": 200,
+        }
+        pages = cast(Paginator, CursorPaginator("results", "paging.next.after", "after", in_body=True))
+        oldest: dict[str, str] = {}
+        for r in self.api.paginate("POST", "/crm/v3/objects/contacts/search", pages, json=request):
+            oldest.setdefault(str(r["properties"][CUSTOMER_ID]), str(r["id"]))
+        items = list(oldest.items())
+        for start in range(0, len(items), 100):
+            self.api.request_json(
+                "POST",
+                "/crm/v3/objects/contacts/batch/update",
+                json={
+                    "inputs": [
+                        {"id": oid, "properties": {CONTACT_KEY: cus}}
+                        for cus, oid in items[start : start + 100]
+                    ]
+                },
+            )
+        return len(items)
 
     def _stage_ids(self) -> set[str]:
         body = self.api.request_json("GET", f"/crm/v3/pipelines/deals/{self.pipeline}")
@@ -511,6 +596,14 @@ class HubSpotCRM:
             )
         else:
             report.ok.append(f"contact property {CUSTOMER_ID} exists")
+        key = self._property("contacts", CONTACT_KEY)
+        if key is None or not key.get("hasUniqueValue"):
+            report.problems.append(
+                f"contact property {CONTACT_KEY} is missing or not unique, so contacts without an "
+                "e-mail are found by a search, which lags: run `stripeflow crm setup hubspot`"
+            )
+        else:
+            report.ok.append(f"contact property {CONTACT_KEY} is unique")
         try:
             stage_ids = self._stage_ids()
         except PermanentError:

@@ -187,18 +187,20 @@ class HubSpotHarness(Harness):
     name = "hubspot"
     creates: ClassVar[dict[str, tuple[str, str]]] = {
         "contact": (r"/contacts/batch/upsert$", "POST"),  # keyed by e-mail
-        "contact-without-email": (r"/contacts/batch/create$", "POST"),
+        "contact-without-email": (r"/contacts/batch/upsert$", "POST"),  # keyed by stripeflow_contact_key
         "deal": (r"/deals/batch/upsert$", "POST"),  # keyed by the unique payment-id property
         "note": (r"/notes/batch/create$", "POST"),
     }
-    keyed: ClassVar[set[str]] = {"contact", "deal"}
+    keyed: ClassVar[set[str]] = {"contact", "contact-without-email", "deal"}
     notes_page = 500  # v4 associations per page
+    contact_key = True
 
     def build(
         self, *, bad_credentials: bool = False, limited: bool = False, base_url: str | None = None
     ) -> CRM:
         if self.fake is None:
-            self.fake = FakeHubSpot(clock=self.clock, limit=self.rate[0] if limited else 100).ready()
+            fake = FakeHubSpot(clock=self.clock, limit=self.rate[0] if limited else 100)
+            self.fake = fake.ready(contact_key=self.contact_key)
         return HubSpotCRM(
             token="wrong" if bad_credentials else "pat-fake",
             base_url=base_url or "http://hubspot.test",
@@ -400,9 +402,23 @@ class ZohoHarness(Harness):
         return math.ceil(n / 100) + 1  # one upsert per 100, plus the token refresh
 
 
+class HubSpotSearchHarness(HubSpotHarness):
+    """HubSpot as an older setup left it: no contact key, so e-mail-less contacts are searched
+    for (the search lags) and created unkeyed."""
+
+    name = "hubspot-search"
+    creates: ClassVar[dict[str, tuple[str, str]]] = {
+        **HubSpotHarness.creates,
+        "contact-without-email": (r"/contacts/batch/create$", "POST"),
+    }
+    keyed: ClassVar[set[str]] = {"contact", "deal"}
+    contact_key = False
+
+
 HARNESSES: list[type[Harness]] = [
     LocalHarness,
     HubSpotHarness,
+    HubSpotSearchHarness,
     PipedriveHarness,
     Bitrix24Harness,
     ZohoHarness,

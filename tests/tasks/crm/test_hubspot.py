@@ -65,12 +65,16 @@ def test_hubspot_daily_limit_escapes_to_the_task_after_one_call() -> None:
     assert caught.value.wait == 3600.0 and len(fake.log) == 1
 
 
-def test_hubspot_contacts_without_email_are_searched_then_created() -> None:
+def test_hubspot_contacts_without_email_are_searched_then_created_before_setup_keys_them() -> None:
     clock = FakeClock()
-    fake = FakeHubSpot(clock=clock).ready()
+    fake = FakeHubSpot(clock=clock).ready(contact_key=False)
     crm = hubspot.HubSpotCRM(token="pat-fake", transport=fake.transport(), sleep=clock.sleep, clock=clock)
     first = crm.upsert_contacts([contact(1, email=False), contact(2, email=False)])
-    assert [r.path.rsplit("/", 2)[-2:] for r in fake.log] == [["contacts", "search"], ["batch", "create"]]
+    assert [r.path.rsplit("/", 2)[-2:] for r in fake.log] == [
+        ["contacts", "stripeflow_contact_key"],  # is there a key yet? (looked up once)
+        ["contacts", "search"],
+        ["batch", "create"],
+    ]
     assert crm.upsert_contacts([contact(2, email=False), contact(1, email=False)]) == first[::-1]
     assert fake.calls("/search") == 2 and fake.calls("/batch/create") == 1
 
@@ -102,3 +106,49 @@ def test_hubspot_fake_sends_rate_limit_headers_and_the_429_body() -> None:
     assert third.status_code == 429 and third.json()["policyName"] == "TEN_SECONDLY_ROLLING"
     clock.sleep(10)
     assert client.get("/crm/v3/objects/deals").status_code == 200
+
+
+def test_hubspot_contacts_without_email_are_upserted_on_the_contact_key() -> None:
+    """With the unique key setup() makes: one keyed batch/upsert, no search (which lags) and no
+    unkeyed create; the same customers again are the same contacts, and each contact key is
+    the one that customer goes by."""
+    clock = FakeClock()
+    fake = FakeHubSpot(clock=clock).ready()
+    crm = hubspot.HubSpotCRM(token="pat-fake", transport=fake.transport(), sleep=clock.sleep, clock=clock)
+    assert crm.keys_contact(None) and crm.keys_contact("a@example.pl")
+    first = crm.upsert_contacts([contact(1, email=False), contact(2, email=False), contact(3)])
+    again = crm.upsert_contacts([contact(2, email=False), contact(1, email=False)])
+    assert again == [first[1], first[0]]
+    assert fake.calls("/search") == 0 and fake.calls("/batch/create") == 0
+    assert len(fake.objects["contacts"]) == 3
+    keys = {o["properties"].get(hubspot.CONTACT_KEY) for o in fake.objects["contacts"].values()}
+    assert keys == {contact(1, email=False).customer_id, contact(2, email=False).customer_id, None}
+
+
+def test_hubspot_setup_keys_the_email_less_contacts_made_before_it() -> None:
+    """An account synced by an older version: its e-mail-less contacts were searched for and
+    created. setup() makes the key and gives it to the oldest contact of each customer, so the
+    keyed upsert afterwards finds them rather than making a second contact."""
+    clock = FakeClock()
+    fake = FakeHubSpot(clock=clock).ready(contact_key=False)
+    crm = hubspot.HubSpotCRM(token="pat-fake", transport=fake.transport(), sleep=clock.sleep, clock=clock)
+    assert not crm.keys_contact(None)
+    before = crm.upsert_contacts([contact(1, email=False), contact(2, email=False)])
+    report = crm.setup()
+    assert "stripeflow_contact_key" in " ".join(a[0] for a in report.actions)
+    assert ("2 e-mail-less contact(s) made before the key", "created", "keyed") in report.actions
+    assert crm.keys_contact(None)
+    assert crm.upsert_contacts([contact(2, email=False), contact(1, email=False)]) == before[::-1]
+    assert len(fake.objects["contacts"]) == 2 and fake.calls("/batch/create") == 1
+    assert (
+        crm.setup().actions.count(("2 e-mail-less contact(s) made before the key", "created", "keyed")) == 0
+    )
+
+
+def test_hubspot_a_failed_look_for_the_contact_key_counts_as_missing() -> None:
+    clock = FakeClock()
+    fake = FakeHubSpot(clock=clock).ready()
+    fake.inject(500, count=6, path="properties")  # every attempt of the look
+    crm = hubspot.HubSpotCRM(token="pat-fake", transport=fake.transport(), sleep=clock.sleep, clock=clock)
+    assert not crm.keys_contact(None)  # the customer is leased meanwhile: the safe side
+    assert crm.keys_contact(None)  # looked for again, now found

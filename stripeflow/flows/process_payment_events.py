@@ -44,15 +44,15 @@ def process_payment_events(
         )
         naming = name_run_after.submit(normalised, rt.settings.language)  # beside the sinks
         changes = record_payments(rt.ledger, normalised, token)
-        # customer e-mails and the hand-off need nothing from the CRM: they go out while the CRM
-        # calls wait on its limits
+        # customer e-mails need nothing from the CRM: they go out while the CRM calls wait on its limits
         customer_mail = notify_changes.submit(changes, rt.settings, rt.ledger, audience="customer")
-        hand_off = hand_off_changes.submit(changes, rt.settings, rt.ledger)
         for crm, target in zip(rt.crms, rt.settings.crm, strict=True):
             sync_crm(crm, target, changes, rt.ledger, rt.settings)
         notify_changes(changes, rt.settings, rt.ledger, audience="team")  # links to the deals
+        # last: a worker killed while hand-offs are in flight resends them (same Idempotency-Key),
+        # so they go in the run's short tail rather than through its long CRM waits
+        hand_off_changes(changes, rt.settings, rt.ledger)
         customer_mail.result()
-        hand_off.result()
         finish_events(rt.ledger, normalised, changes, token)
     naming.wait()  # the payments are free already: only the run's name waits for Prefect
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
+import httpx
 import pytest
 from prefect import get_client
 
@@ -221,6 +222,32 @@ def test_runs_belong_to_the_flow_and_are_named_after_the_payment(
         runs = client.read_flow_runs()
     names = [r.name for r in runs]
     assert f"{pi['id']} · 249,00\u00a0zł" in names
+
+
+def test_a_rename_prefect_cannot_take_neither_fails_nor_holds_up_the_run(
+    runtime: Runtime,
+    crm: LocalCRM,
+    dispatcher: Dispatcher,
+    world: StripeWorld,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run's name is cosmetic: a Prefect server that refuses the rename (overloaded, or
+    restarting) leaves the run its first name, and the payment goes everywhere all the same."""
+    import stripeflow.tasks.prefect_runs as prefect_runs
+
+    def unreachable(**_: object) -> object:
+        raise httpx.ConnectError("All connection attempts failed")
+
+    monkeypatch.setattr(prefect_runs, "get_client", unreachable)
+    event, pi, _ = expanded_success(world)
+    (event_id,) = deliver(runtime, event)
+    drain(dispatcher)
+    assert runtime.ledger.inbox_counts() == {"done": 1}
+    (deal,) = crm.list_deals()
+    assert deal.payment_id == pi["id"] and len(crm.notes_for(pi["id"])) == 1
+    with get_client(sync_client=True) as client:
+        names = [r.name for r in client.read_flow_runs()]
+    assert event_id in names and not any(pi["id"] in n for n in names)
 
 
 def test_events_of_a_dead_deployment_run_go_again_in_a_new_run(

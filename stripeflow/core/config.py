@@ -115,7 +115,7 @@ class DispatcherSettings(Section):
         "so the next events need not wait for one long run's CRM calls",
     )
     runs: int = Field(
-        4,
+        8,
         ge=1,
         description="flow runs the dispatcher keeps going at once; two never work on the same "
         "payment or customer (leases), and each CRM's limits hold across them",
@@ -144,6 +144,12 @@ class SMTPSettings(Section):
     username: str | None = Field(None, description="env SMTP_USERNAME (Gmail: the address + an app password)")
     password: SecretStr | None = Field(None, description="env SMTP_PASSWORD")
     timeout: float = Field(30.0, description="seconds to wait for the SMTP server")
+    max_sessions: int = Field(
+        8,
+        ge=1,
+        description="SMTP sessions open at once in one process, across its runs: mail providers "
+        "limit concurrent connections per account",
+    )
 
 
 class NotifySettings(Section):

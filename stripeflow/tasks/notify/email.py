@@ -31,6 +31,7 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,8 +209,22 @@ def _response_error(code: int, reply: bytes | str, what: str) -> VendorError:
     return PermanentError(message, vendor=VENDOR, status=code, code=what)
 
 
+_SESSION_SLOTS: dict[tuple[str | None, int, str | None], threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def session_slots(cfg: SMTPSettings) -> threading.BoundedSemaphore:
+    """The process's places for open sessions to this server and account (`max_sessions`),
+    shared by every run's sending threads."""
+    with _SLOTS_LOCK:
+        return _SESSION_SLOTS.setdefault(
+            (cfg.host, cfg.port, cfg.username), threading.BoundedSemaphore(cfg.max_sessions)
+        )
+
+
 class SMTPMailer:
-    """One SMTP session per run, opened on first use and reopened if the server dropped it."""
+    """One SMTP session per sending thread, opened on first use (within the process's
+    `max_sessions` places) and reopened if the server dropped it."""
 
     def __init__(
         self, cfg: SMTPSettings, password: str | None = None, connect: SMTPFactory = connect_smtp
@@ -219,6 +234,21 @@ class SMTPMailer:
         self._connect = connect
         self._smtp: smtplib.SMTP | None = None
         self._used_at = 0.0  # monotonic time of the session's last answer
+        self._slots = session_slots(cfg)
+        self._holding = False  # whether this mailer holds one of the places
+
+    def _take_place(self) -> None:
+        if not self._holding:
+            if not self._slots.acquire(timeout=self.cfg.timeout):
+                raise RetriableError(
+                    f"all {self.cfg.max_sessions} SMTP sessions to {self.cfg.host} are busy", vendor=VENDOR
+                )
+            self._holding = True
+
+    def _free_place(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._slots.release()
 
     def _session(self) -> smtplib.SMTP:
         if self._smtp is not None:
@@ -230,11 +260,14 @@ class SMTPMailer:
             except (smtplib.SMTPException, OSError):
                 pass
             self.close()
+        self._take_place()
         try:
             smtp = self._connect(self.cfg)
         except smtplib.SMTPResponseException as exc:
+            self._free_place()
             raise _response_error(exc.smtp_code, exc.smtp_error, "connect") from exc
         except (smtplib.SMTPException, OSError) as exc:  # refused, DNS, TLS: nothing was sent
+            self._free_place()
             raise RetriableError(
                 f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}", vendor=VENDOR
             ) from exc
@@ -243,16 +276,19 @@ class SMTPMailer:
                 smtp.login(self.cfg.username, self.password or "")
             except smtplib.SMTPAuthenticationError as exc:
                 smtp.close()
+                self._free_place()
                 raise AuthError(
                     f"login refused: {exc.smtp_code}", vendor=VENDOR, status=exc.smtp_code, code="auth"
                 ) from exc
             except smtplib.SMTPNotSupportedError as exc:
                 smtp.close()
+                self._free_place()
                 raise AuthError(
                     "the server offers no AUTH (is STARTTLS needed?)", vendor=VENDOR, code="auth"
                 ) from exc
             except (smtplib.SMTPException, OSError) as exc:
                 smtp.close()
+                self._free_place()
                 raise RetriableError(f"login failed: {exc}", vendor=VENDOR) from exc
         self._smtp = smtp
         self._used_at = time.monotonic()
@@ -326,15 +362,18 @@ class SMTPMailer:
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
+        self._free_place()
 
     def close(self) -> None:
         if self._smtp is None:
+            self._free_place()
             return
         try:
             self._smtp.quit()
         except (smtplib.SMTPException, OSError):
             self._smtp.close()
         self._smtp = None
+        self._free_place()
 
 
 def make_mailer(settings: Settings, password: str | None, connect: SMTPFactory = connect_smtp) -> Mailer:

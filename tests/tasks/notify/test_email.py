@@ -238,3 +238,36 @@ def test_attempting_is_marked_after_the_envelope_and_just_before_the_final_dot(
         mailer.send(mail(4), lambda: None)  # a new session serves the next one
         assert [m.message["Subject"] for m in server.messages] == ["m1", "m4"]
         mailer.close()
+
+
+def test_sessions_to_one_server_are_capped_across_the_process(make_settings: SettingsFactory) -> None:
+    """Runs at once each open their own sessions; `max_sessions` caps them together, as mail
+    providers cap concurrent connections per account. A mailer that finds every place taken
+    for `timeout` seconds fails retriably (the message waits for the task's retry)."""
+    from stripeflow.core.errors import RetriableError
+    from stripeflow.tasks.notify.email import Envelope, SMTPMailer, build_email
+    from stripeflow.tasks.notify.render import EmailContent
+
+    def mail(n: int) -> email.message.EmailMessage:
+        content = EmailContent(subject=f"m{n}", text="x", html="<p>x</p>")
+        return build_email(
+            content, Envelope("sklep@example.pl", "anna@example.pl"), msg_id=f"<m{n}@example.pl>"
+        )
+
+    with smtp_server() as server:
+        smtp = {
+            "host": "127.0.0.1",
+            "port": server.port,
+            "security": "none",
+            "timeout": 0.3,
+            "max_sessions": 1,
+        }
+        cfg = smtp_settings(make_settings, server.port, smtp=smtp).notify.smtp
+        first, second = SMTPMailer(cfg), SMTPMailer(cfg)
+        first.send(mail(1), lambda: None)
+        with pytest.raises(RetriableError, match=r"all 1 SMTP sessions to 127\.0\.0\.1 are busy"):
+            second.send(mail(2), lambda: None)
+        first.close()  # its session ends: the place is free
+        second.send(mail(3), lambda: None)
+        second.close()
+        assert [m.message["Subject"] for m in server.messages] == ["m1", "m3"]

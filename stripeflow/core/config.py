@@ -38,6 +38,9 @@ STAGE_NAMES = {
     },
 }
 DEFAULT_TITLE = "Płatność Stripe – {product}, {amount}"
+# The account of a single-account setup (the top-level [stripe]), and of every record a ledger
+# held before accounts existed.
+DEFAULT_ACCOUNT = "default"
 
 
 class Section(BaseModel):

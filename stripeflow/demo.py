@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 from rich.console import Console
 
+from stripeflow.core.accounts import any_webhook_secret
 from stripeflow.core.config import ENV_MAP, Settings, load_settings
 
 console = Console()
@@ -161,7 +162,7 @@ def active_demo_config(settings: Settings) -> Path | None:
     """The demo's config when the last run from this home was the demo and no secret is set since."""
     state = last_run(settings.home)
     config = Path(state["config"]) if state.get("mode") == "demo" and state.get("config") else None
-    if config is None or not config.exists() or settings.stripe.webhook_secrets:
+    if config is None or not config.exists() or any_webhook_secret(settings):
         return None
     return config
 

@@ -30,6 +30,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from stripeflow.core.accounts import any_webhook_secret
 from stripeflow.core.config import Settings, load_settings
 from stripeflow.core.enrichment import Enrichment, enrichment
 from stripeflow.core.errors import ConfigError
@@ -108,7 +109,7 @@ def decide_demo(settings: Settings, forced: bool | None = None) -> tuple[bool, s
     """(demo?, why): the demo runs when no webhook secret is configured anywhere, or on --demo."""
     if forced is not None:
         return forced, "--demo was given" if forced else "--no-demo was given"
-    if settings.stripe.webhook_secrets:
+    if any_webhook_secret(settings):
         return False, "a Stripe webhook secret is configured"
     return True, NO_SECRET
 

@@ -1,4 +1,9 @@
-"""`POST /webhooks/stripe` and `GET /healthz`, as a Starlette app under uvicorn.
+"""`POST /webhooks/stripe[/<account>]` and `GET /healthz`, as a Starlette app under uvicorn.
+
+Each account has its own route, `/webhooks/stripe/<account>`, checked against that account's
+webhook secrets only; `/webhooks/stripe` serves the `default` account (a single-account setup),
+or the only one. A Connect event (`account: acct_…`) at a platform's route is stored as the
+connected account configured with that id.
 
 The order is the contract: check the size, verify the signature on the raw body with the
 stripe library, check the event's shape, store it durably in the inbox, and only then 2xx.
@@ -14,7 +19,9 @@ Each failure answers by its cause, with a JSON body naming it:
     413 payload_too_large
     503 ledger_unavailable storage down, or no durable write within `bridge.request_deadline`
                            (with Retry-After; Stripe retries; nothing acknowledged is lost)
-    503 not_configured
+    404 unknown_account    the route names no configured account, or several accounts are
+                           configured and the route names none
+    503 not_configured     the account has no webhook secret
 
 The payload is stored as received (the raw, verified text). Valid JSON cannot carry a raw NUL
 or a lone surrogate, only their escapes (`\u0000`, `\ud800`), which both databases store as
@@ -35,6 +42,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -47,7 +55,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from stripeflow.bridge.inbox_writer import EventRefused, InboxWriter, LedgerUnavailable
-from stripeflow.core.config import Settings
+from stripeflow.core.accounts import UnknownAccount, accounts, event_account, webhook_account
+from stripeflow.core.config import DEFAULT_ACCOUNT, Settings, account_env_suffix
 from stripeflow.core.enrichment import health as enrichment_health
 from stripeflow.core.ledger import IncomingEvent, Ledger
 
@@ -119,6 +128,7 @@ def signature_problem(exc: stripe.SignatureVerificationError) -> JSONResponse:
 # What Stripe sends, with room to spare: ids are `prefix_` + alphanumerics, types dotted words.
 EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,251}")  # 255 with the prefix: the column's size
 EVENT_TYPE = re.compile(r"[A-Za-z0-9_.]{1,100}")
+CONNECT_ID = re.compile(r"acct_[A-Za-z0-9]{1,250}")
 OBJECT_ID = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII: no NUL, space, separator, surrogate
 # A real date: after Stripe began (2009-01-01) and before 2100-01-01; fits any 64-bit column.
 CREATED_MIN, CREATED_MAX = 1_230_768_000, 4_102_444_800
@@ -212,8 +222,16 @@ class LedgerProbe:
             return {"ok": False, "error": type(exc).__name__}
 
 
+def connect_account(data: dict[str, Any]) -> str | None:
+    """The connected account a Connect event is for (`account`), checked; None for the others."""
+    account = data.get("account")
+    if account is not None and (not isinstance(account, str) or not CONNECT_ID.fullmatch(account)):
+        raise MalformedEvent("account is not a Stripe account id (acct_ and up to 250 letters or digits)")
+    return account
+
+
 def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None = None) -> Starlette:
-    secrets = [s.get_secret_value() for s in settings.stripe.webhook_secrets]
+    found = accounts(settings)
     writer = InboxWriter(ledger, deadline=settings.bridge.request_deadline)
     probe = LedgerProbe(ledger)
     limit = settings.bridge.max_body_bytes
@@ -222,8 +240,20 @@ def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None =
 
     async def stripe_webhook(request: Request) -> JSONResponse:
         started = time.monotonic()
+        try:
+            route = webhook_account(found, request.path_params.get("account"))
+        except UnknownAccount as exc:
+            return problem(404, "unknown_account", f"{exc}.")
+        secrets = route.webhook_secrets  # this account's own: another account's signature is refused
         if not secrets:
-            return problem(503, "not_configured", "No webhook secret is configured (STRIPE_WEBHOOK_SECRET).")
+            where = "STRIPE_WEBHOOK_SECRET" + (
+                "" if route.name == DEFAULT_ACCOUNT else f"_{account_env_suffix(route.name)}"
+            )
+            return problem(
+                503,
+                "not_configured",
+                f"No webhook secret is configured for account {route.name!r} ({where}).",
+            )
         try:
             body = await read_body(request, limit)
         except TooLarge:
@@ -244,8 +274,10 @@ def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None =
             return problem(400, "invalid_json", f"The body is not valid JSON: {exc}")
         try:
             event = parse_event(data, payload)
+            owner = event_account(found, route, connect_account(data))
         except MalformedEvent as exc:
             return problem(400, "malformed_event", f"Not a Stripe event: {exc}.")
+        event = replace(event, account=owner.name)
         try:
             # the rest of the request's deadline, never less than a moment to try
             new = await writer.store(event, max(0.1, deadline - (time.monotonic() - started)))
@@ -283,6 +315,7 @@ def create_app(settings: Settings, ledger: Ledger, prefect_api_url: str | None =
     app = Starlette(
         routes=[
             Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+            Route("/webhooks/stripe/{account}", stripe_webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,

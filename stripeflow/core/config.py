@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stripeflow.core.errors import ConfigError
 
@@ -189,13 +198,17 @@ class NotifySettings(Section):
     @field_validator("routes")
     @classmethod
     def _known_routes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for kind, channels in value.items():
-            if kind not in TEAM_KINDS:
-                raise ValueError(f"unknown message kind {kind!r}; kinds are {', '.join(TEAM_KINDS)}")
-            for channel in channels:
-                if channel.split(":", 1)[0] not in CHANNEL_TYPES:
-                    raise ValueError(f"channel {channel!r} must start with one of {', '.join(CHANNEL_TYPES)}")
-        return value
+        return check_routes(value)
+
+
+def check_routes(value: dict[str, list[str]]) -> dict[str, list[str]]:
+    for kind, channels in value.items():
+        if kind not in TEAM_KINDS:
+            raise ValueError(f"unknown message kind {kind!r}; kinds are {', '.join(TEAM_KINDS)}")
+        for channel in channels:
+            if channel.split(":", 1)[0] not in CHANNEL_TYPES:
+                raise ValueError(f"channel {channel!r} must start with one of {', '.join(CHANNEL_TYPES)}")
+    return value
 
 
 class HandoffSettings(Section):
@@ -204,6 +217,97 @@ class HandoffSettings(Section):
     timeout: float = Field(30.0, description="seconds to wait for the receiver")
     block: str | None = Field(None, description="name of a HandoffCredentials block to take the secret from")
     parallel: int = Field(4, ge=1, description="hand-offs in flight at once")
+
+
+ACCOUNT_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"  # it is in URLs, env names and the ledger
+SERIES_FIELDS = ("number", "month", "year")
+
+
+class CompanySettings(Section):
+    """The seller an account's money belongs to: what its invoices and messages name."""
+
+    name: str = Field(min_length=1, description="the seller's legal name, as on its invoices")
+    nip: str | None = Field(None, description="Polish tax id (NIP), checked; kept as its 10 digits")
+    address: str | None = Field(None, description="street and number")
+    postal_code: str | None = Field(None, description="NN-NNN in Poland")
+    city: str | None = None
+    country: str = Field("PL", pattern=r"^[A-Z]{2}$", description="ISO 3166 code")
+    bank_account: str | None = Field(
+        None, description="IBAN, checked (a Polish 26-digit account number gets PL in front)"
+    )
+    invoice_series: str = Field(
+        "FV/{number}/{month}/{year}", description="invoice numbers: {number}, {month}, {year}"
+    )
+
+    @field_validator("nip")
+    @classmethod
+    def _valid_nip(cls, value: str | None) -> str | None:
+        from stdnum.exceptions import ValidationError as NumberError
+        from stdnum.pl import nip
+
+        if value is None:
+            return None
+        try:
+            return str(nip.validate(value.removeprefix("PL").removeprefix("pl")))
+        except NumberError as exc:
+            raise ValueError(f"{value!r} is not a valid NIP ({exc})") from None
+
+    @field_validator("bank_account")
+    @classmethod
+    def _valid_iban(cls, value: str | None) -> str | None:
+        from stdnum import iban
+        from stdnum.exceptions import ValidationError as NumberError
+
+        if value is None:
+            return None
+        compact = "".join(value.split()).upper()
+        if compact.isdigit() and len(compact) == 26:
+            compact = "PL" + compact  # a Polish NRB is the IBAN without its country code
+        try:
+            return str(iban.validate(compact))
+        except NumberError as exc:
+            raise ValueError(f"{value!r} is not a valid IBAN ({exc})") from None
+
+    @field_validator("invoice_series")
+    @classmethod
+    def _valid_series(cls, value: str) -> str:
+        import string
+
+        names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        if "number" not in names or names - set(SERIES_FIELDS):
+            raise ValueError(
+                f"{value!r}: an invoice series needs {{number}} and may use only "
+                + ", ".join("{" + f + "}" for f in SERIES_FIELDS)
+            )
+        return value
+
+
+class AccountSettings(Section):
+    """One Stripe account of the installation; what it leaves out, it takes from the shared settings."""
+
+    name: str = Field(pattern=ACCOUNT_NAME, description="in its webhook URL /webhooks/stripe/<name>")
+    stripe: StripeSettings = Field(
+        default_factory=StripeSettings,
+        description="its key and webhook secrets (env STRIPE_API_KEY_<NAME>, STRIPE_WEBHOOK_SECRET_<NAME>)",
+    )
+    connect_account: str | None = Field(
+        None,
+        pattern=r"^acct_[A-Za-z0-9]+$",
+        description="a Connect platform's connected account: events that carry this `account` are "
+        "this account's, and API calls for it send the Stripe-Account header",
+    )
+    platform: str | None = Field(
+        None, description="for a connected account: the account whose key and webhook secrets serve it"
+    )
+    company: CompanySettings | None = Field(None, description="default: the shared [company]")
+    language: Literal["pl", "en"] | None = Field(None, description="default: the shared language")
+    crm: list[CRMTarget] | None = Field(None, description="default: the shared [[crm]]")
+    routes: dict[str, list[str]] | None = Field(None, description="team messages; default: [notify] routes")
+
+    @field_validator("routes")
+    @classmethod
+    def _known_routes(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        return None if value is None else check_routes(value)
 
 
 class Settings(Section):
@@ -217,6 +321,33 @@ class Settings(Section):
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    company: CompanySettings | None = Field(None, description="the seller, for every account without its own")
+    accounts: list[AccountSettings] = Field(
+        default_factory=list,
+        description="several Stripe accounts; the top-level [stripe] is the account named default",
+    )
+
+    @model_validator(mode="after")
+    def _accounts_agree(self) -> Settings:
+        names = [a.name for a in self.accounts]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"accounts: the name {name!r} is used twice")
+        if DEFAULT_ACCOUNT in names:
+            raise ValueError(
+                f"accounts: {DEFAULT_ACCOUNT!r} is the top-level [stripe]; name this one otherwise"
+            )
+        known = {*names, DEFAULT_ACCOUNT}
+        connected = [a.connect_account for a in self.accounts if a.connect_account]
+        for acct in sorted({c for c in connected if connected.count(c) > 1}):
+            raise ValueError(f"accounts: connect_account {acct!r} belongs to two accounts")
+        for a in self.accounts:
+            if a.platform is not None and a.platform not in known:
+                raise ValueError(f"accounts: {a.name}.platform {a.platform!r} is not an account")
+            if a.platform is not None and not a.connect_account:
+                raise ValueError(f"accounts: {a.name} has a platform but no connect_account")
+            if a.platform == a.name:
+                raise ValueError(f"accounts: {a.name} cannot be its own platform")
+        return self
 
     @property
     def ledger_url(self) -> str:
@@ -264,10 +395,31 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             for key in keys[:-1]:
                 target = target.setdefault(key, {})
             target[keys[-1]] = value
+    for account in data.get("accounts") or []:
+        if isinstance(account, dict) and isinstance(account.get("name"), str):
+            _account_env(account, env)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(file, exc)) from None
+
+
+def account_env_suffix(name: str) -> str:
+    """`shop-pl` -> `SHOP_PL`: an account's secrets are STRIPE_API_KEY_SHOP_PL and so on."""
+    return name.upper().replace("-", "_")
+
+
+def _account_env(account: dict[str, Any], env: Mapping[str, str]) -> None:
+    suffix = account_env_suffix(account["name"])
+    stripe = account.setdefault("stripe", {})
+    if not isinstance(stripe, dict):
+        return  # the model says what is wrong with it
+    if env.get(f"STRIPE_API_KEY_{suffix}"):
+        stripe["api_key"] = env[f"STRIPE_API_KEY_{suffix}"]
+    if env.get(f"STRIPE_WEBHOOK_SECRET_{suffix}"):
+        stripe["webhook_secrets"] = [
+            v.strip() for v in env[f"STRIPE_WEBHOOK_SECRET_{suffix}"].split(",") if v.strip()
+        ]
 
 
 def describe_validation_error(source: Path | str, exc: ValidationError) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, update
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger import (
     MIGRATIONS,
     InboxRow,
@@ -459,7 +460,7 @@ def test_a_change_is_counted_from_what_the_sinks_last_finished(any_ledger: Ledge
 
 
 def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
-    """A ledger made by the first version gains the new column; its payments count as processed."""
+    """A ledger made by the first version gains the new columns; its payments count as processed."""
     from alembic import command
     from alembic.config import Config
     from alembic.script import ScriptDirectory
@@ -485,6 +486,9 @@ def test_an_old_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("SELECT alias_id, payment_id FROM payment_aliases").all() == [
             ("pi_old", "pi_old")
         ]
+        # and, like every record held before accounts existed, on the default account
+        assert conn.exec_driver_sql("SELECT account FROM payments").scalar() == DEFAULT_ACCOUNT
+        assert conn.exec_driver_sql("SELECT account FROM payment_aliases").scalar() == DEFAULT_ACCOUNT
 
 
 def head_revision() -> str | None:

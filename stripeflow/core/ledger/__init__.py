@@ -5,7 +5,9 @@ truth per payment, ordered by the payment's own state, never by arrival), `payme
 (every Stripe id a payment is known by: PaymentIntent, charge, invoice, session), `links` (a local
 id's id in each target system), `effects` (one row per side effect done, keyed so it happens
 once), `dead_letters` (what could not be done, with the vendor's reason) and `stripe_objects`
-(a cache of objects fetched from the Stripe API).
+(a cache of objects fetched from the Stripe API). Each of their rows names the Stripe account
+it belongs to (`account`; `DEFAULT_ACCOUNT` for a single-account setup and for every row held
+before accounts existed, migration 0006).
 
 SQLite in WAL mode by default (synchronous=FULL: a commit is on disk before we answer 2xx);
 PostgreSQL through DATABASE_URL. The schema is managed by Alembic (`Ledger.migrate()`).

@@ -10,6 +10,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from stripeflow.core import money
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.schema import PaymentAliasRow, PaymentRow, utcnow
 from stripeflow.core.payment import Lifecycle, Payment, preferred_id
 
@@ -22,10 +23,13 @@ log = logging.getLogger("stripeflow.ledger")
 
 
 class AliasMerge:
-    """One transaction's resolution of facts to payments: aliases, joins, the strict match."""
+    """One transaction's resolution of facts to payments: aliases, joins, the strict match.
 
-    def __init__(self, s: Session, facts: Sequence[Payment]) -> None:
+    Payments and aliases it creates are `account`'s; rows already there keep their account."""
+
+    def __init__(self, s: Session, facts: Sequence[Payment], account: str = DEFAULT_ACCOUNT) -> None:
         self.s = s
+        self.account = account
         ids = sorted({i for f in facts for i in (*f.ids, f.payment_id)})
         self.alias: dict[str, str] = dict(
             s.execute(  # type: ignore[arg-type]
@@ -124,7 +128,7 @@ class AliasMerge:
             self.s.execute(
                 insert(PaymentAliasRow),
                 [
-                    dict(alias_id=a, payment_id=self.alias[a], created_at=now)
+                    dict(alias_id=a, payment_id=self.alias[a], created_at=now, account=self.account)
                     for a in sorted(self.new_aliases)
                 ],
             )
@@ -248,7 +252,7 @@ class AliasMerge:
         )
         row = self.row(pid)
         if row is None:
-            self.rows[pid] = PaymentRow(payment_id=pid, **values)
+            self.rows[pid] = PaymentRow(payment_id=pid, account=self.account, **values)
             self.s.add(self.rows[pid])
         else:
             for key, value in values.items():

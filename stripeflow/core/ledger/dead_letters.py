@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select, update
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import DeadLetterRow, InboxRow, utcnow
 
@@ -21,6 +22,7 @@ class DeadLetters(LedgerDatabase):
         reason: str,
         event_id: str | None = None,
         payment_id: str | None = None,
+        account: str = DEFAULT_ACCOUNT,
     ) -> None:
         with self.session() as s:
             s.add(
@@ -31,14 +33,20 @@ class DeadLetters(LedgerDatabase):
                     action=action,
                     reason=reason,
                     created_at=utcnow(),
+                    account=account,
                 )
             )
 
-    def dead_letters(self, unresolved_only: bool = True) -> list[DeadLetterRow]:
+    def dead_letters(
+        self, unresolved_only: bool = True, *, account: str | None = None
+    ) -> list[DeadLetterRow]:
+        """The dead letters (the open ones by default), of one account's or of all, oldest first."""
         with self.session() as s:
             q = select(DeadLetterRow).order_by(DeadLetterRow.id)
             if unresolved_only:
                 q = q.where(DeadLetterRow.resolved_at.is_(None))
+            if account is not None:
+                q = q.where(DeadLetterRow.account == account)
             return list(s.scalars(q))
 
     def events_for_dead_letters(self, letters: Sequence[DeadLetterRow]) -> list[str]:

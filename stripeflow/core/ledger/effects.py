@@ -10,6 +10,7 @@ from typing import Protocol
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import DeadLetterRow, EffectRow, utcnow
 
@@ -80,8 +81,11 @@ class Effects(LedgerDatabase):
     def new_token() -> str:
         return f"claim:{uuid.uuid4().hex[:16]}"
 
-    def claim_effects(self, items: Sequence[EffectItem], *, take_over: bool = True) -> tuple[set[str], str]:
-        """Claim effects before doing them: each new key is inserted `claimed` under a fresh token.
+    def claim_effects(
+        self, items: Sequence[EffectItem], *, take_over: bool = True, account: str = DEFAULT_ACCOUNT
+    ) -> tuple[set[str], str]:
+        """Claim effects before doing them: each new key is inserted `claimed` under a fresh token,
+        on `account` (a key already there keeps its account).
 
         With `take_over`, rows of these keys left `claimed` by another token (an attempt that
         died before calling its target) are taken too. Returns the keys won and the token to
@@ -100,6 +104,7 @@ class Effects(LedgerDatabase):
                 result=None,
                 created_at=now,
                 updated_at=now,
+                account=account,
             )
             for i in items
         }
@@ -151,10 +156,13 @@ class Effects(LedgerDatabase):
             won = _held(s, keys, token, "attempting")
         return won, token
 
-    def settle_effects(self, outcomes: Sequence[EffectOutcome], token: str) -> None:
+    def settle_effects(
+        self, outcomes: Sequence[EffectOutcome], token: str, *, account: str = DEFAULT_ACCOUNT
+    ) -> None:
         """One transaction: each claimed effect becomes done / unknown / failed (with a dead
         letter), or is released (deleted) so a later attempt may claim it again. Only rows
-        still held by `token` change; `claimed=False` outcomes are inserted settled."""
+        still held by `token` change; `claimed=False` outcomes are inserted settled. The rows
+        and dead letters it creates are `account`'s."""
         if not outcomes:
             return
         now = utcnow()
@@ -183,6 +191,7 @@ class Effects(LedgerDatabase):
                             result=o.result[:1000],
                             created_at=now,
                             updated_at=now,
+                            account=account,
                         )
                     )
                 if o.status == "failed":
@@ -194,6 +203,7 @@ class Effects(LedgerDatabase):
                             action=item.action,
                             reason=f"{item.key}: {o.result}",
                             created_at=now,
+                            account=account,
                         )
                     )
 

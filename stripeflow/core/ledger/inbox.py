@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import DeadLetterRow, InboxRow, utcnow
 
@@ -26,7 +27,8 @@ def new_token() -> str:
 
 @dataclass(frozen=True)
 class IncomingEvent:
-    """What the bridge stores: the verified raw event and the few fields we index."""
+    """What the bridge stores: the verified raw event, the few fields we index, and the Stripe
+    account whose endpoint received it."""
 
     event_id: str
     type: str
@@ -34,6 +36,7 @@ class IncomingEvent:
     created: int
     livemode: bool
     payload: str
+    account: str = DEFAULT_ACCOUNT
 
 
 class Inbox(LedgerDatabase):
@@ -64,6 +67,7 @@ class Inbox(LedgerDatabase):
                             received_at=now,
                             status="pending",
                             attempts=0,
+                            account=e.account,
                         )
                         for e in fresh.values()
                     ],
@@ -94,14 +98,14 @@ class Inbox(LedgerDatabase):
         now = utcnow()
         with self.session() as s:
             rows = s.execute(
-                select(InboxRow.event_id, InboxRow.attempts, InboxRow.note).where(
+                select(InboxRow.event_id, InboxRow.attempts, InboxRow.note, InboxRow.account).where(
                     InboxRow.event_id.in_(ids),
                     InboxRow.claim_token == token,
                     InboxRow.status == "claimed",
                     InboxRow.attempts > max_attempts,
                 )
             ).all()
-            for event_id, attempts, note in rows:
+            for event_id, attempts, note, account in rows:
                 reason = f"failed {attempts - 1} times: {note or 'no error recorded'}"[:1000]
                 s.execute(
                     update(InboxRow)
@@ -110,7 +114,12 @@ class Inbox(LedgerDatabase):
                 )
                 s.add(
                     DeadLetterRow(
-                        event_id=event_id, target="inbox", action="process", reason=reason, created_at=now
+                        event_id=event_id,
+                        target="inbox",
+                        action="process",
+                        reason=reason,
+                        created_at=now,
+                        account=account,
                     )
                 )
                 buried[event_id] = reason
@@ -132,6 +141,20 @@ class Inbox(LedgerDatabase):
         found = sorted(rows.values(), key=lambda r: (r.created, order[r.event_id]))
         return [json.loads(r.payload) for r in found]
 
+    def event_accounts(self, ids: Iterable[str]) -> dict[str, str]:
+        """event id -> the account it was received for, for the ids in the inbox."""
+        ids = sorted(set(ids))
+        found: dict[str, str] = {}
+        with self.session() as s:
+            for start in range(0, len(ids), 2000):
+                rows = s.execute(
+                    select(InboxRow.event_id, InboxRow.account).where(
+                        InboxRow.event_id.in_(ids[start : start + 2000])
+                    )
+                )
+                found.update({event_id: account for event_id, account in rows})
+        return found
+
     def finish_events(
         self, ids: Iterable[str], status: str, note: str | None = None, token: str | None = None
     ) -> int:
@@ -149,6 +172,10 @@ class Inbox(LedgerDatabase):
             )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    def inbox_counts(self) -> dict[str, int]:
+    def inbox_counts(self, account: str | None = None) -> dict[str, int]:
+        """status -> how many events, of one account's or of all."""
+        query = select(InboxRow.status, func.count()).group_by(InboxRow.status)
+        if account is not None:
+            query = query.where(InboxRow.account == account)
         with self.session() as s:
-            return dict(s.execute(select(InboxRow.status, func.count()).group_by(InboxRow.status)).all())  # type: ignore[arg-type]
+            return dict(s.execute(query).all())  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import LinkRow, utcnow
 
@@ -34,8 +35,11 @@ class Links(LedgerDatabase):
                 found.update({local: remote for local, remote in rows})
         return found
 
-    def set_links(self, kind: str, target: str, remote_ids: dict[str, str]) -> None:
-        """Record many local ids' ids in one target, in one transaction."""
+    def set_links(
+        self, kind: str, target: str, remote_ids: dict[str, str], *, account: str = DEFAULT_ACCOUNT
+    ) -> None:
+        """Record many local ids' ids in one target, in one transaction. `account` is written on
+        links created here; a link already there keeps the account it was created for."""
         if not remote_ids:
             return
         now = utcnow()
@@ -48,7 +52,14 @@ class Links(LedgerDatabase):
             s.execute(
                 stmt,
                 [
-                    dict(kind=kind, local_id=local, target=target, remote_id=remote, updated_at=now)
+                    dict(
+                        kind=kind,
+                        local_id=local,
+                        target=target,
+                        remote_id=remote,
+                        updated_at=now,
+                        account=account,
+                    )
                     for local, remote in remote_ids.items()
                 ],
             )

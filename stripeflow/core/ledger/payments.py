@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select, update
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.alias_merge import AliasMerge
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.errors import UNAVAILABLE, describe_error
@@ -32,7 +33,9 @@ class Payments(LedgerDatabase):
             )
             return {alias: pid for alias, pid in rows}
 
-    def record_payments(self, incoming: Sequence[Payment]) -> list[PaymentChange]:
+    def record_payments(
+        self, incoming: Sequence[Payment], *, account: str = DEFAULT_ACCOUNT
+    ) -> list[PaymentChange]:
         """Merge newly seen facts into their payments' states, in one transaction.
 
         Each fact is resolved to its canonical payment through `payment_aliases` (an id already
@@ -40,9 +43,12 @@ class Payments(LedgerDatabase):
         fact links are joined into one), and its ids are recorded as aliases in the same
         transaction. Returns one change per fact, in order, each with its payment's state after
         the whole batch. The ordering guard (`Payment.merged_with`) lives here.
+
+        Payments and aliases first recorded here are `account`'s (the Stripe account the facts
+        came from); ones already recorded keep the account they were first recorded for.
         """
         with self.session() as s:
-            merge = AliasMerge(s, incoming)
+            merge = AliasMerge(s, incoming, account)
             targets = [merge.record(fact) for fact in incoming]
             final = {pid: merge.state(pid) for pid in dict.fromkeys(merge.canonical(t) for t in targets)}
             for pid in final:
@@ -54,7 +60,7 @@ class Payments(LedgerDatabase):
             ]
 
     def record_payments_isolated(
-        self, incoming: Sequence[Payment]
+        self, incoming: Sequence[Payment], *, account: str = DEFAULT_ACCOUNT
     ) -> tuple[list[PaymentChange], dict[str, str]]:
         """`record_payments`, except that a payment the database refuses (an amount past its
         integers, a value it cannot store) fails alone: the batch is halved down to it, and the
@@ -67,16 +73,22 @@ class Payments(LedgerDatabase):
             groups.setdefault(fact.payment_id, []).append(fact)
         changes: list[PaymentChange] = []
         failed: dict[str, str] = {}
-        self._record_halving(list(groups.values()), changes, failed)
+        self._record_halving(list(groups.values()), changes, failed, account)
         return changes, failed
 
     def _record_halving(
-        self, groups: list[list[Payment]], changes: list[PaymentChange], failed: dict[str, str]
+        self,
+        groups: list[list[Payment]],
+        changes: list[PaymentChange],
+        failed: dict[str, str],
+        account: str,
     ) -> None:
         if not groups:
             return
         try:
-            changes.extend(self.record_payments([fact for group in groups for fact in group]))
+            changes.extend(
+                self.record_payments([fact for group in groups for fact in group], account=account)
+            )
             return
         except UNAVAILABLE:
             raise
@@ -86,8 +98,8 @@ class Payments(LedgerDatabase):
                 log.warning("payment %s cannot be recorded: %s", groups[0][0].payment_id, describe_error(exc))
                 return
         mid = len(groups) // 2
-        self._record_halving(groups[:mid], changes, failed)
-        self._record_halving(groups[mid:], changes, failed)
+        self._record_halving(groups[:mid], changes, failed, account)
+        self._record_halving(groups[mid:], changes, failed, account)
 
     def mark_processed(self, payments: Sequence[Payment]) -> None:
         """Every sink has passed these states on; the next run's changes are counted from here."""

@@ -9,6 +9,8 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Te
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -35,6 +37,12 @@ class Base(DeclarativeBase):
     pass
 
 
+def account_column(index: bool = False) -> Mapped[str]:
+    """The Stripe account a record belongs to (issue 9): every record a ledger held before
+    accounts existed, and every record of a single-account setup, is on `DEFAULT_ACCOUNT`."""
+    return mapped_column(String(64), default=DEFAULT_ACCOUNT, server_default=DEFAULT_ACCOUNT, index=index)
+
+
 class InboxRow(Base):
     __tablename__ = "inbox"
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -53,10 +61,13 @@ class InboxRow(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)  # the last error, or why it ended so
+    account: Mapped[str] = account_column()
 
     __table_args__ = (
         Index("ix_inbox_status_received", "status", "received_at", "created"),
         Index("ix_inbox_status_lease", "status", "lease_until"),
+        # an account's claims: its pending events, oldest first
+        Index("ix_inbox_account_status_received", "account", "status", "received_at", "created"),
     )
 
 
@@ -86,6 +97,7 @@ class PaymentRow(Base):
     # still sees the change that the crashed run did not finish passing on
     processed_data: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    account: Mapped[str] = account_column(index=True)
 
 
 class PaymentAliasRow(Base):
@@ -95,6 +107,7 @@ class PaymentAliasRow(Base):
     alias_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     payment_id: Mapped[str] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    account: Mapped[str] = account_column()
 
 
 class LinkRow(Base):
@@ -104,6 +117,7 @@ class LinkRow(Base):
     target: Mapped[str] = mapped_column(String(64), primary_key=True)
     remote_id: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    account: Mapped[str] = account_column()
 
 
 class EffectRow(Base):
@@ -118,6 +132,7 @@ class EffectRow(Base):
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    account: Mapped[str] = account_column()
 
 
 class DeadLetterRow(Base):
@@ -131,6 +146,7 @@ class DeadLetterRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    account: Mapped[str] = account_column(index=True)
 
 
 class StripeObjectRow(Base):
@@ -138,3 +154,4 @@ class StripeObjectRow(Base):
     object_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     body: Mapped[str] = mapped_column(Text)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    account: Mapped[str] = account_column()

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import StripeObjectRow, utcnow
 
@@ -20,13 +21,15 @@ class StripeCache(LedgerDatabase):
                 return None
             return json.loads(row.body)  # type: ignore[no-any-return]
 
-    def cache_object(self, object_id: str, body: dict[str, Any]) -> None:
+    def cache_object(self, object_id: str, body: dict[str, Any], *, account: str = DEFAULT_ACCOUNT) -> None:
+        """Cache what the Stripe API said of an object, fetched with `account`'s key."""
         with self.session() as s:
             stmt = self._insert(StripeObjectRow.__table__).values(
-                object_id=object_id, body=json.dumps(body), fetched_at=utcnow()
+                object_id=object_id, body=json.dumps(body), fetched_at=utcnow(), account=account
             )
             s.execute(
                 stmt.on_conflict_do_update(
-                    index_elements=["object_id"], set_={"body": json.dumps(body), "fetched_at": utcnow()}
+                    index_elements=["object_id"],
+                    set_={"body": json.dumps(body), "fetched_at": utcnow(), "account": account},
                 )
             )

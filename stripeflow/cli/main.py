@@ -134,6 +134,7 @@ def status(
     ledger.migrate()
     counts = dict(sorted(ledger.inbox_counts().items()))
     letters = ledger.dead_letters()
+    per_account = account_rows(settings, ledger)
     if as_json:
         report = {
             "demo": demo_config is not None,
@@ -154,6 +155,7 @@ def status(
             ],
             "crm": [t.block or t.type for t in settings.crm],
             "stripe": stripe,
+            "accounts": per_account,
         }
         if own is not None:
             report["configured_stripe"] = own
@@ -177,6 +179,22 @@ def status(
         for d in letters:
             dl.add_row(str(d.id), d.target, d.action, d.payment_id or d.event_id or "", d.reason[:120])
         console.print(dl)
+    if len(per_account) > 1:
+        accounts_table = Table(title="Accounts")
+        for col in ("account", "company", "webhook", "secret", "API key", "inbox", "dead"):
+            accounts_table.add_column(col, no_wrap=col in ("account", "webhook"))
+        for row in per_account:
+            key = "set" if row["api_key"] else "none"
+            accounts_table.add_row(
+                row["name"],
+                row["company"] or "—",
+                row["webhook"],
+                "yes" if row["webhook_secret"] else "none",
+                f"{key}, as {row['connect_account']}" if row["connect_account"] else key,
+                ", ".join(f"{k} {v}" for k, v in row["inbox"].items()) or "—",
+                str(row["dead_letters"]),
+            )
+        console.print(accounts_table)
     console.print("CRMs: " + ", ".join(t.block or t.type for t in settings.crm))
     if own is None:
         console.print(escape(stripe_text(stripe, settings.stripe.api_base)))
@@ -184,6 +202,30 @@ def status(
     console.print(escape(f"Stripe API: the demo's Stripe fake ({settings.stripe.api_base})."))
     if not own["api_key"]:
         console.print(escape(stripe_text(own, "", "Your settings: no Stripe API key; live")))
+
+
+def account_rows(settings: Any, ledger: Any) -> list[dict[str, Any]]:
+    """Each account as `status` shows it: its company, route, credentials and its part of the ledger."""
+    from stripeflow.core.accounts import accounts
+    from stripeflow.core.config import DEFAULT_ACCOUNT
+
+    rows = []
+    for account in accounts(settings).values():
+        rows.append(
+            {
+                "name": account.name,
+                "company": account.company.name if account.company else None,
+                "webhook": "/webhooks/stripe"
+                + ("" if account.name == DEFAULT_ACCOUNT else f"/{account.name}"),
+                "webhook_secret": bool(account.webhook_secrets),
+                "api_key": account.stripe.api_key is not None,
+                "connect_account": account.stripe_account,
+                "crm": [t.block or t.type for t in account.crm],
+                "inbox": dict(sorted(ledger.inbox_counts(account=account.name).items())),
+                "dead_letters": len(ledger.dead_letters(account=account.name)),
+            }
+        )
+    return rows
 
 
 def stripe_text(stripe: dict[str, Any], api_base: str, lead: str = "Stripe API: no key") -> str:

@@ -132,3 +132,37 @@ def test_status_and_deals_show_the_demos_data_while_the_demo_runs(cwd: Path, wor
 
     live = status_json({"STRIPE_WEBHOOK_SECRET": "whsec_configured_since"})
     assert live["demo"] is False and live["inbox"] == {"pending": 1}
+
+
+def test_status_shows_each_account_with_its_company_route_and_events(cwd: Path, world: StripeWorld) -> None:
+    (cwd / "stripeflow.toml").write_text(
+        '[[accounts]]\nname = "sklep"\n[accounts.company]\nname = "Sklep sp. z o.o."\nnip = "5260001246"\n'
+        '[[accounts]]\nname = "saas"\n',
+        encoding="utf-8",
+    )
+    (cwd / ".stripeflow").mkdir()
+    ledger = Ledger(f"sqlite:///{cwd / '.stripeflow' / 'ledger.db'}")
+    ledger.migrate()
+    for account, n in (("sklep", 2), ("saas", 1)):
+        for _ in range(n):
+            event = world.event("customer.created", world.customer("a@example.pl"))
+            obj = event["data"]["object"]["id"]
+            ledger.store_events(
+                [
+                    IncomingEvent(
+                        event["id"], event["type"], obj, event["created"], False, json.dumps(event), account
+                    )
+                ]
+            )
+    ledger.dispose()
+    env = {"STRIPE_WEBHOOK_SECRET_SKLEP": "whsec_sklep"}
+    rows = {r["name"]: r for r in status_json(env)["accounts"]}
+    assert list(rows) == ["sklep", "saas"]  # no top-level [stripe]: no default account
+    assert (
+        rows["sklep"]["company"] == "Sklep sp. z o.o."
+        and rows["sklep"]["webhook"] == "/webhooks/stripe/sklep"
+    )
+    assert (rows["sklep"]["webhook_secret"], rows["saas"]["webhook_secret"]) == (True, False)
+    assert (rows["sklep"]["inbox"], rows["saas"]["inbox"]) == ({"pending": 2}, {"pending": 1})
+    text = runner.invoke(app, ["status"], env=env, terminal_width=160).output
+    assert "Accounts" in text and "/webhooks/stripe/saas" in text and "Sklep" in text

@@ -32,8 +32,17 @@ COLLECTIONS = {
 
 
 class FakeStripe:
-    def __init__(self, world: StripeWorld | None = None, rate_per_second: int = 25) -> None:
+    """`world` is the key's own account; `connected` the accounts of a Connect platform, reached
+    with the `Stripe-Account` header (any other account id is refused with 403, as Stripe does)."""
+
+    def __init__(
+        self,
+        world: StripeWorld | None = None,
+        rate_per_second: int = 25,
+        connected: dict[str, StripeWorld] | None = None,
+    ) -> None:
         self.world = world or StripeWorld()
+        self.connected = dict(connected or {})
         self.rate_per_second = rate_per_second
         self.requests: list[tuple[str, str]] = []
         self.fail_next: deque[int] = deque()  # statuses to answer with next, for outage tests
@@ -108,15 +117,41 @@ class FakeStripe:
             self._times.append(now)
         return None
 
-    def expand(self, obj: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    def world_of(self, request: Request) -> StripeWorld | JSONResponse:
+        """The account a request acts on: the key's own, or a connected one (`Stripe-Account`)."""
+        account = request.headers.get("stripe-account")
+        if account is None:
+            return self.world
+        if not self.connected:
+            return self.error(
+                403,
+                "invalid_request_error",
+                "Only Stripe Connect platforms can work with other accounts. If you specified a "
+                "client_id parameter, make sure it's correct. If you need to setup a Stripe Connect "
+                "platform, you can do so at https://dashboard.stripe.com/account/applications/settings.",
+            )
+        if account not in self.connected:
+            key = request.headers.get("authorization", "").removeprefix("Bearer ")
+            return self.error(
+                403,
+                "invalid_request_error",
+                f"The provided key '{key[:8]}****{key[-4:]}' does not have access to account "
+                f"'{account}' (or that account does not exist). Application access may have been revoked.",
+            )
+        return self.connected[account]
+
+    def expand(
+        self, obj: dict[str, Any], paths: list[str], world: StripeWorld | None = None
+    ) -> dict[str, Any]:
+        world = world or self.world
         obj = copy.deepcopy(obj)
         for path in paths:
             head, _, rest = path.partition(".")
             value = obj.get(head)
-            if isinstance(value, str) and value in self.world.objects:
-                obj[head] = copy.deepcopy(self.world.objects[value])
+            if isinstance(value, str) and value in world.objects:
+                obj[head] = copy.deepcopy(world.objects[value])
             if rest and isinstance(obj.get(head), dict):
-                obj[head] = self.expand(obj[head], [rest])
+                obj[head] = self.expand(obj[head], [rest], world)
         return obj
 
     @staticmethod
@@ -134,9 +169,12 @@ class FakeStripe:
         refused = self.gate(request)
         if refused:
             return refused
+        world = self.world_of(request)
+        if isinstance(world, JSONResponse):
+            return world
         collection, object_id = request.path_params["collection"], request.path_params["id"]
         kind = COLLECTIONS.get(collection)
-        obj = self.world.objects.get(object_id)
+        obj = world.objects.get(object_id)
         if kind is None:
             return self.error(
                 404, "invalid_request_error", f"Unrecognized request URL (GET: {request.url.path})."
@@ -149,14 +187,17 @@ class FakeStripe:
                 code="resource_missing",
                 param="id",
             )
-        return self.ok(self.expand(obj, request.query_params.getlist("expand[]")))
+        return self.ok(self.expand(obj, request.query_params.getlist("expand[]"), world))
 
     async def line_items(self, request: Request) -> JSONResponse:
         refused = self.gate(request)
         if refused:
             return refused
+        world = self.world_of(request)
+        if isinstance(world, JSONResponse):
+            return world
         session_id = request.path_params["id"]
-        if session_id not in self.world.line_items:
+        if session_id not in world.line_items:
             return self.error(
                 404,
                 "invalid_request_error",
@@ -164,13 +205,16 @@ class FakeStripe:
                 code="resource_missing",
                 param="session",
             )
-        return self.ok(self.page(self.world.line_items[session_id], request, request.url.path))
+        return self.ok(self.page(world.line_items[session_id], request, request.url.path))
 
     async def invoice_payments(self, request: Request) -> JSONResponse:
         refused = self.gate(request)
         if refused:
             return refused
+        world = self.world_of(request)
+        if isinstance(world, JSONResponse):
+            return world
         invoice = request.query_params.get("invoice")
         return self.ok(
-            self.page(self.world.invoice_payments.get(invoice or "", []), request, "/v1/invoice_payments")
+            self.page(world.invoice_payments.get(invoice or "", []), request, "/v1/invoice_payments")
         )

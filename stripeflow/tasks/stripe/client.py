@@ -30,11 +30,14 @@ from stripeflow.core.ledger import Ledger
 API_VERSION = "2026-10-28.endive"  # the version stripe-python 16.1 speaks; pin webhooks to it too
 
 
-def make_client(settings: StripeSettings) -> stripe.StripeClient:
+def make_client(settings: StripeSettings, stripe_account: str | None = None) -> stripe.StripeClient:
+    """A client for the key's own account, or with `stripe_account` for a Connect platform's
+    connected account (every call then carries the Stripe-Account header)."""
     if settings.api_key is None:
         raise ConfigError("no Stripe API key: set STRIPE_API_KEY (sk_test_... or rk_...) or name a block")
     return stripe.StripeClient(
         settings.api_key.get_secret_value(),
+        stripe_account=stripe_account,
         base_addresses={"api": settings.api_base},
         max_network_retries=2,
         http_client=stripe.HTTPXClient(allow_sync_methods=True),

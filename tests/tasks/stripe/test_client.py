@@ -14,6 +14,7 @@ from stripeflow.tasks.stripe.client import READS_PER_SECOND, StripeLookup, make_
 from stripeflow.tasks.stripe.normalise import normalise
 from stripeflow.testing.server import serve_app
 from stripeflow.testing.stripe_api import FakeStripe
+from stripeflow.testing.stripe_events import StripeWorld
 
 
 @pytest.fixture
@@ -108,3 +109,26 @@ def test_a_subscription_session_is_linked_to_its_payment_through_the_api(
     )
     assert isinstance(dispute, Payment) and dispute.payment_id == pi["id"]  # the charge names it
     assert dispute.email == "s@example.pl"
+
+
+def test_a_connected_account_is_read_with_the_stripe_account_header() -> None:
+    """A Connect platform's key reads its connected account's objects with Stripe-Account; an
+    account it is not connected to, or a key that is no platform, is refused (403, not retried)."""
+    platform, connected = StripeWorld(), StripeWorld()
+    cus = connected.customer("klient@example.pl", "Klient")
+    _, ch = connected.payment_intent(24900, "pln", cus, method="blik")
+    fake = FakeStripe(platform, connected={"acct_1Klient": connected})
+    with serve_app(fake.app) as url:
+        settings = StripeSettings(api_key="sk_test_platform", api_base=url)
+        theirs = StripeLookup(make_client(settings, stripe_account="acct_1Klient"), None)
+        assert theirs.retrieve("charge", ch["id"])["id"] == ch["id"]
+        with pytest.raises(PayloadError, match="No such charge"):  # not in the platform's own account
+            StripeLookup(make_client(settings), None).retrieve("charge", ch["id"])
+        with pytest.raises(AuthError, match="does not have access to account 'acct_1Other'"):
+            StripeLookup(make_client(settings, stripe_account="acct_1Other"), None).retrieve(
+                "charge", ch["id"]
+            )
+    with serve_app(FakeStripe(platform).app) as url:
+        plain = StripeSettings(api_key="sk_test_plain", api_base=url)
+        with pytest.raises(AuthError, match="Only Stripe Connect platforms can work with other accounts"):
+            StripeLookup(make_client(plain, stripe_account="acct_1Klient"), None).retrieve("charge", ch["id"])

@@ -9,7 +9,9 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from stripeflow.core.accounts import DEFAULT_ACCOUNT, Account, accounts, settings_for, target_name
 from stripeflow.core.config import Settings, load_settings
+from stripeflow.core.errors import ConfigError
 from stripeflow.core.ledger import Ledger
 from stripeflow.tasks.crm import CRM, build_crm
 from stripeflow.tasks.stripe.normalise import Lookup, NoLookup
@@ -17,13 +19,40 @@ from stripeflow.tasks.stripe.normalise import Lookup, NoLookup
 
 @dataclass
 class Runtime:
+    """The installation's runtime; `for_account` gives each Stripe account's own (its settings,
+    CRMs and Stripe client), sharing the one ledger."""
+
     settings: Settings
     ledger: Ledger
+    account: Account | None = None  # None: the installation's own, as the default account
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _accounts: dict[str, Runtime] = field(default_factory=dict, repr=False)
+
+    @property
+    def account_name(self) -> str:
+        return self.account.name if self.account is not None else DEFAULT_ACCOUNT
+
+    def for_account(self, name: str | None) -> Runtime:
+        """This account's runtime (built once); the installation's own for None or `default`
+        when no `[[accounts]]` entry says otherwise."""
+        if name is None or name == self.account_name:
+            return self
+        with self._lock:
+            found = self._accounts.get(name)
+            if found is None:
+                known = accounts(self.settings)
+                if name not in known:
+                    raise ConfigError(f"no account {name!r}; the accounts are {', '.join(known)}")
+                found = Runtime(settings_for(self.settings, known[name]), self.ledger, known[name])
+                self._accounts[name] = found
+            return found
 
     @cached_property
     def crms(self) -> list[CRM]:
-        return [build_crm(target, self.settings.home) for target in self.settings.crm]
+        built = [build_crm(target, self.settings.home) for target in self.settings.crm]
+        for crm in built:
+            crm.name = target_name(self.account_name, crm.name)
+        return built
 
     @cached_property
     def lookup(self) -> Lookup:
@@ -32,12 +61,14 @@ class Runtime:
         from stripeflow.tasks.stripe.client import StripeLookup, make_client, read_limiter
 
         stripe = self.settings.stripe
-        return StripeLookup(make_client(stripe), self.ledger, limiter=read_limiter(stripe))
+        connected = self.account.stripe_account if self.account is not None else None
+        return StripeLookup(make_client(stripe, connected), self.ledger, limiter=read_limiter(stripe))
 
     def close(self) -> None:
-        if "crms" in self.__dict__:
-            for crm in self.crms:
-                crm.close()
+        for runtime in [self, *self._accounts.values()]:
+            if "crms" in runtime.__dict__:
+                for crm in runtime.crms:
+                    crm.close()
         self.ledger.dispose()
 
 

@@ -116,3 +116,27 @@ def event_account(found: Mapping[str, Account], route: Account, connect_id: str 
             if account.stripe_account == connect_id and account.platform in (route.name, None):
                 return account
     return route
+
+
+def settings_for(settings: Settings, account: Account) -> Settings:
+    """The settings as one account's run sees them: its Stripe key, language, CRM targets, routes
+    and company in place of the shared ones, so every task reads `settings` as it always did."""
+    own_company = account.company is not None and account.company is not settings.company
+    # customer e-mails are signed by the account's own company; else as the shared settings say
+    signature = account.company.name if own_company and account.company else settings.notify.company
+    return settings.model_copy(
+        update={
+            "stripe": account.stripe,
+            "language": account.language,
+            "crm": account.crm,
+            "company": account.company,
+            "notify": settings.notify.model_copy(update={"routes": account.routes, "company": signature}),
+            "accounts": [],
+        }
+    )
+
+
+def target_name(account: str, name: str) -> str:
+    """A CRM's name in the ledger (its effect keys, its links): an account's own beside the
+    default account's, whose names stay as they were before accounts existed."""
+    return name if account == DEFAULT_ACCOUNT else f"{account}/{name}"

@@ -38,10 +38,11 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_engine import run_flow_sync
 from prefect.states import Pending
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger import new_token
 from stripeflow.flows.process_payment_events import process_payment_events
 from stripeflow.runtime import Runtime
-from stripeflow.tasks.prefect_runs import events_run_name
+from stripeflow.tasks.prefect_runs import account_run_name, events_run_name
 
 log = logging.getLogger("stripeflow.dispatcher")
 DEPLOYMENT = "process-payment-events/process-payment-events"
@@ -66,6 +67,7 @@ class Dispatcher:
         self.runs = 0
         self._count_lock = threading.Lock()
         self._live: set[threading.Thread] = set()  # the runs' threads
+        self._turn = 0  # whose events the next claim looks at first
         self._thread: threading.Thread | None = None
 
     def _find_deployment(self, client: Any) -> UUID | None:
@@ -76,22 +78,32 @@ class Dispatcher:
                 return None
         return self._deployment_id
 
-    def create_run(self, event_ids: list[str], claim_token: str | None = None) -> FlowRun:
-        """A Pending flow run for these events; raises when Prefect is unreachable."""
+    def create_run(
+        self, event_ids: list[str], claim_token: str | None = None, account: str = DEFAULT_ACCOUNT
+    ) -> FlowRun:
+        """A Pending flow run for these events of one account; raises when Prefect is unreachable."""
         # one key per claim: the client's own retries of this call make one run, while the same
         # events claimed again after a dead run get a new run (the old key names a finished one)
         batch = hashlib.sha256("\n".join(event_ids).encode()).hexdigest()[:24]
         key = f"events-{batch}-{uuid.uuid4().hex[:12]}"
-        name = events_run_name(event_ids)
+        name = account_run_name(account, events_run_name(event_ids))
+        tags = [f"account:{account}"]
         params: dict[str, Any] = {"event_ids": event_ids, "claim_token": claim_token}
+        if account != DEFAULT_ACCOUNT:
+            params["account"] = account
         with get_client(sync_client=True) as client:
             deployment_id = self._find_deployment(client)
             if deployment_id is not None:
                 return client.create_flow_run_from_deployment(
-                    deployment_id, parameters=params, name=name, idempotency_key=key, state=Pending()
+                    deployment_id,
+                    parameters=params,
+                    name=name,
+                    idempotency_key=key,
+                    state=Pending(),
+                    tags=tags,
                 )
             return client.create_flow_run(
-                process_payment_events, parameters=params, name=name, state=Pending()
+                process_payment_events, parameters=params, name=name, state=Pending(), tags=tags
             )
 
     def run_once(self) -> int:
@@ -106,13 +118,13 @@ class Dispatcher:
         """Claim waiting events and create their flow run; None when the inbox has nothing."""
         cfg = self.rt.settings.dispatcher
         token = new_token()
-        event_ids = self.rt.ledger.claim_next(cfg.batch_size, cfg.lease_seconds, token)
+        account, event_ids = self._claim_in_turn(cfg.batch_size, cfg.lease_seconds, token)
         if not event_ids:
             return None
         # before the next claim: it leaves these events' payments to this run
         self.rt.ledger.lease_objects(event_ids, token, cfg.lease_seconds)
         try:
-            flow_run = self.create_run(event_ids, token)
+            flow_run = self.create_run(event_ids, token, account)
         except UNREACHABLE as exc:
             if isinstance(exc, RuntimeError) and "Failed to reach API" not in str(exc):
                 raise
@@ -127,12 +139,26 @@ class Dispatcher:
         self.rt.ledger.set_flow_run(event_ids, str(flow_run.id))
         return event_ids, token, flow_run
 
+    def _claim_in_turn(self, limit: int, lease_seconds: float, token: str) -> tuple[str, list[str]]:
+        """Claim for the accounts with waiting events in turn (a run serves one account), so a
+        burst on one account does not keep another's payments waiting."""
+        ready = self.rt.ledger.claimable_accounts()
+        if not ready:
+            return DEFAULT_ACCOUNT, []
+        start = self._turn % len(ready)
+        for account in ready[start:] + ready[:start]:
+            self._turn += 1
+            event_ids = self.rt.ledger.claim_next(limit, lease_seconds, token, account=account)
+            if event_ids:
+                return account, event_ids
+        return DEFAULT_ACCOUNT, []
+
     def execute(self, event_ids: list[str], token: str, flow_run: FlowRun) -> None:
         """Run the flow run here, to its end."""
         state = run_flow_sync(
             process_payment_events,
             flow_run=flow_run,
-            parameters={"event_ids": event_ids, "claim_token": token},
+            parameters=dict(flow_run.parameters),
             return_type="state",
         )
         with self._count_lock:

@@ -21,7 +21,7 @@ from stripeflow.tasks.stripe.tasks import normalise_events
 
 @flow(name="process-payment-events", flow_run_name=parameters_run_name, log_prints=False)
 def process_payment_events(
-    event_ids: list[str] | None = None, claim_token: str | None = None
+    event_ids: list[str] | None = None, claim_token: str | None = None, account: str | None = None
 ) -> dict[str, int]:
     """Drain these inbox events (all pending ones when none are given) into every sink, once.
 
@@ -32,18 +32,20 @@ def process_payment_events(
         event_ids: the inbox events to process; empty: whatever is pending, as the dispatcher does
         claim_token: set by the dispatcher, which claimed the events before the run existed;
             leave it empty (the run's own id is used)
+        account: the Stripe account whose events these are (empty: the default account); the
+            run uses its key, company, CRM targets, routes and language
     """
-    rt = get_runtime()
+    rt = get_runtime().for_account(account)
     cfg = rt.settings.dispatcher
     token = run_token(claim_token)
     with leases_kept(rt.ledger, token, cfg):
-        claimed = claim_run_events(rt.ledger, event_ids, token, cfg)
+        claimed = claim_run_events(rt.ledger, event_ids, token, cfg, rt.account_name)
         normalised = normalise_events(rt.ledger, claimed, rt.lookup)
         normalised = lock_payments(
             rt.ledger, normalised, token, cfg.lease_seconds, contact_races(lambda: rt.crms)
         )
         naming = name_run_after.submit(normalised, rt.settings.language)  # beside the sinks
-        changes = record_payments(rt.ledger, normalised, token)
+        changes = record_payments(rt.ledger, normalised, token, rt.account_name)
         # customer e-mails need nothing from the CRM: they go out while the CRM calls wait on its limits
         customer_mail = notify_changes.submit(changes, rt.settings, rt.ledger, audience="customer")
         for crm, target in zip(rt.crms, rt.settings.crm, strict=True):

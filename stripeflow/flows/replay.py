@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.flows.process_payment_events import process_payment_events
 from stripeflow.runtime import get_runtime
 from stripeflow.tasks.inbox import close_replayed_dead_letters, events_to_replay, open_dead_letter_ids
@@ -22,6 +23,11 @@ def replay(event_ids: list[str] | None = None, include_dead_letters: bool = True
     ids = events_to_replay(rt.ledger, event_ids, include_dead_letters)
     if not ids:
         return {"events": 0}
-    result = process_payment_events(event_ids=ids)
+    owners = rt.ledger.event_accounts(ids)
+    result: dict[str, int] = {}
+    for account in sorted(set(owners.values()) or {DEFAULT_ACCOUNT}):  # each account's own run
+        mine = [e for e in ids if owners.get(e, DEFAULT_ACCOUNT) == account]
+        done = process_payment_events(event_ids=mine, account=None if account == DEFAULT_ACCOUNT else account)
+        result = {k: result.get(k, 0) + v for k, v in done.items()}
     close_replayed_dead_letters(rt.ledger, letters)
     return result

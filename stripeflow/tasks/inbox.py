@@ -11,7 +11,7 @@ from datetime import datetime
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from stripeflow.core.config import DispatcherSettings
+from stripeflow.core.config import DEFAULT_ACCOUNT, DispatcherSettings
 from stripeflow.core.errors import RetriableError
 from stripeflow.core.ledger import OUTAGE, LeaseKeeper, Ledger, describe_error, new_token, utcnow
 from stripeflow.core.payment import Changes, Payment, PaymentChange
@@ -79,11 +79,17 @@ def leases_kept(ledger: Ledger, token: str, cfg: DispatcherSettings) -> Iterator
 
 @task(cache_policy=NONE)
 def claim_run_events(
-    ledger: Ledger, event_ids: Sequence[str] | None, token: str, cfg: DispatcherSettings
+    ledger: Ledger,
+    event_ids: Sequence[str] | None,
+    token: str,
+    cfg: DispatcherSettings,
+    account: str = DEFAULT_ACCOUNT,
 ) -> list[str]:
     """The events this run works on, claimed for its token: the ones given (those another live
-    run holds are left out), or (none given, a run started by hand) whatever waits in the inbox.
-    Events claimed more than `max_attempts` times go to the dead letters instead."""
+    run holds are left out), or (none given, a run started by hand) whatever waits in the inbox,
+    of this run's account only: another account's events go back for a run of their own, which
+    uses that account's key, company and targets. Events claimed more than `max_attempts` times
+    go to the dead letters instead."""
     log = get_run_logger()
     if event_ids:
         claimed = ledger.claim_given(event_ids, token, cfg.lease_seconds)
@@ -95,8 +101,14 @@ def claim_run_events(
                 len(event_ids),
                 ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""),
             )
+        owners = ledger.event_accounts(claimed)
+        others = [e for e in claimed if owners.get(e, account) != account]
+        if others:
+            ledger.release_events(others, token)
+            log.warning("%d events belong to other accounts and wait for their own runs", len(others))
+            claimed = [e for e in claimed if e not in set(others)]
     else:
-        claimed = ledger.claim_next(cfg.batch_size, cfg.lease_seconds, token)
+        claimed = ledger.claim_next(cfg.batch_size, cfg.lease_seconds, token, account=account)
     buried = ledger.bury_exhausted(claimed, token, cfg.max_attempts)
     for event_id, reason in buried.items():
         log.error("event %s goes to the dead letters: %s", event_id, reason)
@@ -155,7 +167,9 @@ def lock_payments(
 
 
 @task(cache_policy=NONE)
-def record_payments(ledger: Ledger, normalised: Normalised, token: str | None = None) -> Changes:
+def record_payments(
+    ledger: Ledger, normalised: Normalised, token: str | None = None, account: str = DEFAULT_ACCOUNT
+) -> Changes:
     """Merge each payment into the ledger; one change per payment the run touched.
 
     A change compares the merged state with the state the sinks last finished with, so a rerun
@@ -165,7 +179,7 @@ def record_payments(ledger: Ledger, normalised: Normalised, token: str | None = 
     """
     first_seen: dict[str, Payment | None] = {}
     latest: dict[str, Payment] = {}
-    recorded, failed = ledger.record_payments_isolated(normalised.payments)
+    recorded, failed = ledger.record_payments_isolated(normalised.payments, account=account)
     for change in recorded:
         first_seen.setdefault(change.payment.payment_id, change.previous)
         latest[change.payment.payment_id] = change.payment
@@ -179,6 +193,7 @@ def record_payments(ledger: Ledger, normalised: Normalised, token: str | None = 
                 reason=reason,
                 event_id=event_id,
                 payment_id=payment_id,
+                account=account,
             )
     return Changes(PaymentChange(payment=p, previous=first_seen[pid]) for pid, p in latest.items())
 

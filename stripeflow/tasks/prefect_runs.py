@@ -13,6 +13,7 @@ from prefect import get_client, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
+from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.money import format_money
 from stripeflow.core.payment import Payment
 from stripeflow.tasks.inbox import Normalised
@@ -23,10 +24,16 @@ def events_run_name(event_ids: Sequence[str]) -> str:
     return event_ids[0] if len(event_ids) == 1 else f"{event_ids[0]} +{len(event_ids) - 1}"
 
 
+def account_run_name(account: str, name: str) -> str:
+    """`sklep · pi_3Q… · 249,00 zł`: a run of another account than the default says whose it is."""
+    return name if account == DEFAULT_ACCOUNT else f"{account} · {name}"
+
+
 def parameters_run_name() -> str:
     """The flow's `flow_run_name`, for a run created without a name: `evt_1`, or `3 events`."""
     ids = flow_run.parameters.get("event_ids") or []
-    return f"{len(ids)} events" if len(ids) != 1 else ids[0]
+    name = f"{len(ids)} events" if len(ids) != 1 else ids[0]
+    return account_run_name(flow_run.parameters.get("account") or DEFAULT_ACCOUNT, name)
 
 
 def run_name_for(payments: Sequence[Payment], language: str = "pl") -> str | None:
@@ -46,6 +53,8 @@ def name_run_after(normalised: Normalised, language: str) -> None:
     Submitted beside the sinks, not waited for: under a loaded or restarting Prefect server the
     call takes seconds, and a name is never worth holding up, let alone failing, a payment."""
     name = run_name_for(normalised.payments, language)
+    if name:
+        name = account_run_name(flow_run.parameters.get("account") or DEFAULT_ACCOUNT, name)
     run_id = flow_run.get_id()
     if name and run_id and flow_run.get_name() != name:
         try:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, union_all, update
+from sqlalchemy import and_, case, exists, func, or_, select, true, union_all, update
 
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.inbox import FINISHED, OUTAGE, new_token
@@ -41,9 +41,17 @@ class InboxClaims(LedgerDatabase):
             token or new_token(),
         )
 
-    def claim_next(self, limit: int, lease_seconds: float, token: str) -> list[str]:
+    def claimable_accounts(self) -> list[str]:
+        """The accounts with events a claim could take now (pending, or their run's lease over)."""
+        with self.session() as s:
+            return sorted(s.scalars(select(InboxRow.account).where(self._claimable(utcnow())).distinct()))
+
+    def claim_next(
+        self, limit: int, lease_seconds: float, token: str, account: str | None = None
+    ) -> list[str]:
         """What a dispatcher claims next: first the events whose run died or failed, else up to
-        `limit` pending ones, oldest first.
+        `limit` pending ones, oldest first; with `account`, only that account's (a run serves
+        one account, with its key, company and targets).
 
         Events whose run raised are retried in a batch ten times smaller for each attempt
         (10,000, 1,000, 100, 10, 1), so one event that fails its whole batch ends up alone before
@@ -53,7 +61,8 @@ class InboxClaims(LedgerDatabase):
         a worker killed twice in one burst costs two leases, not ten small runs, and an event
         that kills its process each time still ends alone by its fifth attempt."""
         now = utcnow()
-        expired = (InboxRow.status == "claimed") & (InboxRow.lease_until < now)
+        mine = InboxRow.account == account if account is not None else true()  # one account's run
+        expired = (InboxRow.status == "claimed") & (InboxRow.lease_until < now) & mine
         with self.session() as s:
             tried = s.scalar(select(func.max(InboxRow.attempts)).where(expired))
             failed = s.scalar(
@@ -64,7 +73,12 @@ class InboxClaims(LedgerDatabase):
         if tried:
             shrink = max(int(failed or 0), int(tried) - 2)
             retry = self._claim(
-                [(InboxRow.status == "claimed", (InboxRow.attempts.desc(), InboxRow.lease_until))],
+                [
+                    (
+                        and_(InboxRow.status == "claimed", mine),
+                        (InboxRow.attempts.desc(), InboxRow.lease_until),
+                    )
+                ],
                 max(1, limit // 10 ** min(shrink, 9)),
                 lease_seconds,
                 token,
@@ -77,7 +91,7 @@ class InboxClaims(LedgerDatabase):
             PaymentLeaseRow.payment_id == InboxRow.object_id, PaymentLeaseRow.lease_until >= now
         )
         return self._claim(
-            [(and_(InboxRow.status == "pending", ~held), (InboxRow.received_at, InboxRow.created))],
+            [(and_(InboxRow.status == "pending", ~held, mine), (InboxRow.received_at, InboxRow.created))],
             limit,
             lease_seconds,
             token,

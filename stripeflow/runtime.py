@@ -43,7 +43,10 @@ class Runtime:
                 known = accounts(self.settings)
                 if name not in known:
                     raise ConfigError(f"no account {name!r}; the accounts are {', '.join(known)}")
-                found = Runtime(settings_for(self.settings, known[name]), self.ledger, known[name])
+                # the same ledger, writing this account's rows (effects, links, dead letters, cache)
+                found = Runtime(
+                    settings_for(self.settings, known[name]), self.ledger.for_account(name), known[name]
+                )
                 self._accounts[name] = found
             return found
 

@@ -20,24 +20,42 @@ console = Console()
 
 
 @app.command("deals")
-def deals(limit: int = typer.Option(50, help="Show at most this many deals, newest last.")) -> None:
-    """Print the deals in the built-in local CRM as a table."""
+def deals(
+    limit: int = typer.Option(50, help="Show at most this many deals, newest last."),
+    account: str | None = typer.Option(None, help="The Stripe account whose local CRM to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print the deals as JSON instead of a table."),
+) -> None:
+    """Print the deals in the built-in local CRM (of one account, with --account) as a table."""
+    import dataclasses
+    import json
     from decimal import Decimal
 
+    from stripeflow.core.accounts import accounts, settings_for
     from stripeflow.core.config import STAGE_NAMES
     from stripeflow.core.money import format_money
     from stripeflow.demo import command_settings
     from stripeflow.tasks.crm.local import LocalCRM
 
     settings, demo_config = command_settings()  # the demo's deals while the demo is what runs
-    if demo_config is not None:
+    if account is not None:
+        known = accounts(settings)
+        if account not in known:
+            console.print(f"[red]No account {account!r}; the accounts are {', '.join(known)}.[/]")
+            raise typer.Exit(2)
+        settings = settings_for(settings, known[account])
+    if demo_config is not None and not as_json:
         console.print(f"[bold]Demo[/]: the deals of the demo's home ({settings.home}).")
     target = next((t for t in settings.crm if t.type == "local"), None)
     if target is None:
-        console.print("[yellow]No local CRM is configured.[/]")
+        console.print(
+            "[yellow]No local CRM is configured" + (f" for account {account}" if account else "") + ".[/]"
+        )
         raise typer.Exit(1)
     crm = LocalCRM.from_target(target, settings.home)
     rows = crm.list_deals()[-limit:]
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(d) for d in rows], indent=2, ensure_ascii=False))
+        return
     labels = STAGE_NAMES[settings.language]
     table = Table(title=f"Deals in the local CRM ({crm.path})")
     # ids and amounts never wrap; the title takes what width is left

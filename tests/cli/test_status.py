@@ -4,6 +4,7 @@ missing, and the demo's data while the demo is what `stripeflow run` runs."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,26 @@ def test_status_shows_each_account_with_its_company_route_and_events(cwd: Path, 
     assert (rows["sklep"]["inbox"], rows["saas"]["inbox"]) == ({"pending": 2}, {"pending": 1})
     text = runner.invoke(app, ["status"], env=env, terminal_width=160).output
     assert "Accounts" in text and "/webhooks/stripe/saas" in text and "Sklep" in text
+
+
+def test_crm_deals_shows_one_accounts_local_crm(cwd: Path, world: StripeWorld) -> None:
+    (cwd / "stripeflow.toml").write_text(
+        '[[accounts]]\nname = "sklep"\n[[accounts.crm]]\ntype = "local"\noptions = { path = "sklep.db" }\n'
+        '[[accounts]]\nname = "saas"\n[[accounts.crm]]\ntype = "local"\noptions = { path = "saas.db" }\n',
+        encoding="utf-8",
+    )
+    for path in ("sklep.db", "saas.db"):
+        pi, _ = world.payment_intent(24900, "pln", world.customer("anna@example.pl"), product=path)
+        payment = normalise(world.event("payment_intent.succeeded", pi))
+        assert payment is not None
+        crm = LocalCRM(cwd / path)
+        deal = DealInput(
+            payment.payment_id, path, payment.amount, Decimal(0), payment.currency, "paid", None, payment
+        )
+        crm.upsert_deals([deal])
+        crm.close()
+    result = runner.invoke(app, ["crm", "deals", "--account", "saas", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [d["title"] for d in json.loads(result.stdout)] == ["saas.db"]
+    unknown = runner.invoke(app, ["crm", "deals", "--account", "nope"])
+    assert unknown.exit_code == 2 and "No account 'nope'; the accounts are sklep, saas" in unknown.output

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from stripeflow.bridge.app import parse_event
 from stripeflow.core.config import Settings
-from stripeflow.core.ledger import EffectRow, PaymentRow
+from stripeflow.core.ledger import EffectRow, LinkRow, PaymentRow
 from stripeflow.deployments.dispatcher import Dispatcher
 from stripeflow.flows.replay import replay
 from stripeflow.runtime import Runtime, build_runtime, set_runtime
@@ -95,6 +95,12 @@ def test_look_alike_payments_of_two_accounts_land_each_with_its_own_company_and_
         keys = set(s.scalars(select(EffectRow.key)))
     assert owners == {sklep_pi["id"]: "sklep", saas_pi["id"]: "saas"}
     assert {k.split(":")[0] for k in keys} >= {"sklep/local", "saas/local"}  # each CRM its own name
+    with rt.ledger.session() as s:
+        effect_accounts = dict(s.execute(select(EffectRow.key, EffectRow.account)).tuples().all())
+        link_targets = set(s.execute(select(LinkRow.target, LinkRow.account)).tuples().all())
+    assert {a for k, a in effect_accounts.items() if k.startswith("saas/")} == {"saas"}
+    assert {a for k, a in effect_accounts.items() if sklep_pi["id"] in k} == {"sklep"}  # e-mails too
+    assert link_targets == {("sklep/local", "sklep"), ("saas/local", "saas")}  # one contact link each
     # each customer e-mail in its account's language, signed by its own company
     mails = [
         email.message_from_bytes(p.read_bytes(), policy=email.policy.default)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
+
+from stripeflow.core.config import DEFAULT_ACCOUNT
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -36,12 +39,23 @@ def make_engine(url: str) -> Engine:
 
 
 class LedgerDatabase:
-    """The connection every part of the ledger works through. Thread-safe."""
+    """The connection every part of the ledger works through. Thread-safe.
+
+    `account` is the Stripe account the rows it writes belong to, unless a call names another:
+    `for_account` gives a view of the same database (the same engine) that writes as that one.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self.account = DEFAULT_ACCOUNT
+
+    def for_account(self, account: str) -> Self:
+        """This ledger, writing as `account` (a view: disposing of the original disposes it)."""
+        view = copy.copy(self)
+        view.account = account
+        return view
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

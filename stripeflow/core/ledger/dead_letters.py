@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from sqlalchemy import select, update
 
-from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import DeadLetterRow, InboxRow, utcnow
 
@@ -22,7 +21,7 @@ class DeadLetters(LedgerDatabase):
         reason: str,
         event_id: str | None = None,
         payment_id: str | None = None,
-        account: str = DEFAULT_ACCOUNT,
+        account: str | None = None,
     ) -> None:
         with self.session() as s:
             s.add(
@@ -33,7 +32,7 @@ class DeadLetters(LedgerDatabase):
                     action=action,
                     reason=reason,
                     created_at=utcnow(),
-                    account=account,
+                    account=account or self.account,
                 )
             )
 

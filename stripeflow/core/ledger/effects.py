@@ -10,7 +10,6 @@ from typing import Protocol
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import DeadLetterRow, EffectRow, utcnow
 
@@ -82,7 +81,7 @@ class Effects(LedgerDatabase):
         return f"claim:{uuid.uuid4().hex[:16]}"
 
     def claim_effects(
-        self, items: Sequence[EffectItem], *, take_over: bool = True, account: str = DEFAULT_ACCOUNT
+        self, items: Sequence[EffectItem], *, take_over: bool = True, account: str | None = None
     ) -> tuple[set[str], str]:
         """Claim effects before doing them: each new key is inserted `claimed` under a fresh token,
         on `account` (a key already there keeps its account).
@@ -104,7 +103,7 @@ class Effects(LedgerDatabase):
                 result=None,
                 created_at=now,
                 updated_at=now,
-                account=account,
+                account=account or self.account,
             )
             for i in items
         }
@@ -157,7 +156,7 @@ class Effects(LedgerDatabase):
         return won, token
 
     def settle_effects(
-        self, outcomes: Sequence[EffectOutcome], token: str, *, account: str = DEFAULT_ACCOUNT
+        self, outcomes: Sequence[EffectOutcome], token: str, *, account: str | None = None
     ) -> None:
         """One transaction: each claimed effect becomes done / unknown / failed (with a dead
         letter), or is released (deleted) so a later attempt may claim it again. Only rows
@@ -191,7 +190,7 @@ class Effects(LedgerDatabase):
                             result=o.result[:1000],
                             created_at=now,
                             updated_at=now,
-                            account=account,
+                            account=account or self.account,
                         )
                     )
                 if o.status == "failed":
@@ -203,7 +202,7 @@ class Effects(LedgerDatabase):
                             action=item.action,
                             reason=f"{item.key}: {o.result}",
                             created_at=now,
-                            account=account,
+                            account=account or self.account,
                         )
                     )
 

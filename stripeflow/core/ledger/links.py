@@ -6,7 +6,6 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
-from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import LinkRow, utcnow
 
@@ -36,7 +35,7 @@ class Links(LedgerDatabase):
         return found
 
     def set_links(
-        self, kind: str, target: str, remote_ids: dict[str, str], *, account: str = DEFAULT_ACCOUNT
+        self, kind: str, target: str, remote_ids: dict[str, str], *, account: str | None = None
     ) -> None:
         """Record many local ids' ids in one target, in one transaction. `account` is written on
         links created here; a link already there keeps the account it was created for."""
@@ -58,7 +57,7 @@ class Links(LedgerDatabase):
                         target=target,
                         remote_id=remote,
                         updated_at=now,
-                        account=account,
+                        account=account or self.account,
                     )
                     for local, remote in remote_ids.items()
                 ],

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select, update
 
-from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.alias_merge import AliasMerge
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.errors import UNAVAILABLE, describe_error
@@ -34,7 +33,7 @@ class Payments(LedgerDatabase):
             return {alias: pid for alias, pid in rows}
 
     def record_payments(
-        self, incoming: Sequence[Payment], *, account: str = DEFAULT_ACCOUNT
+        self, incoming: Sequence[Payment], *, account: str | None = None
     ) -> list[PaymentChange]:
         """Merge newly seen facts into their payments' states, in one transaction.
 
@@ -48,7 +47,7 @@ class Payments(LedgerDatabase):
         came from); ones already recorded keep the account they were first recorded for.
         """
         with self.session() as s:
-            merge = AliasMerge(s, incoming, account)
+            merge = AliasMerge(s, incoming, account or self.account)
             targets = [merge.record(fact) for fact in incoming]
             final = {pid: merge.state(pid) for pid in dict.fromkeys(merge.canonical(t) for t in targets)}
             for pid in final:
@@ -60,7 +59,7 @@ class Payments(LedgerDatabase):
             ]
 
     def record_payments_isolated(
-        self, incoming: Sequence[Payment], *, account: str = DEFAULT_ACCOUNT
+        self, incoming: Sequence[Payment], *, account: str | None = None
     ) -> tuple[list[PaymentChange], dict[str, str]]:
         """`record_payments`, except that a payment the database refuses (an amount past its
         integers, a value it cannot store) fails alone: the batch is halved down to it, and the
@@ -73,7 +72,7 @@ class Payments(LedgerDatabase):
             groups.setdefault(fact.payment_id, []).append(fact)
         changes: list[PaymentChange] = []
         failed: dict[str, str] = {}
-        self._record_halving(list(groups.values()), changes, failed, account)
+        self._record_halving(list(groups.values()), changes, failed, account or self.account)
         return changes, failed
 
     def _record_halving(

@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import StripeObjectRow, utcnow
 
@@ -21,7 +20,7 @@ class StripeCache(LedgerDatabase):
                 return None
             return json.loads(row.body)  # type: ignore[no-any-return]
 
-    def cache_object(self, object_id: str, body: dict[str, Any], *, account: str = DEFAULT_ACCOUNT) -> None:
+    def cache_object(self, object_id: str, body: dict[str, Any], *, account: str | None = None) -> None:
         """Cache what the Stripe API said of an object, fetched with `account`'s key."""
         with self.session() as s:
             stmt = self._insert(StripeObjectRow.__table__).values(

@@ -22,7 +22,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +61,8 @@ class DemoStripe:
     api_base: str
     api_key: str
     webhook_secret: str
+    second_key: str = ""  # the second company's account (SECOND_ACCOUNT)
+    second_secret: str = ""
 
     @classmethod
     def new(cls, port: int) -> DemoStripe:
@@ -68,7 +70,16 @@ class DemoStripe:
             api_base=f"http://127.0.0.1:{port}",
             api_key="sk_test_demo_" + secrets.token_hex(8),
             webhook_secret="whsec_demo_" + secrets.token_hex(16),
+            second_key="sk_test_demo_" + secrets.token_hex(8),
+            second_secret="whsec_demo_" + secrets.token_hex(16),
         )
+
+
+# The demo's two companies: the default account's (unless the user names their own) and a second
+# Stripe account of another company, whose events go to /webhooks/stripe/<SECOND_ACCOUNT>.
+DEMO_COMPANY = {"name": "Sklep Żółw sp. z o.o.", "nip": "5260001246", "city": "Warszawa"}
+SECOND_ACCOUNT = "agencja"
+SECOND_COMPANY = {"name": "Agencja Kreatywna Wrona sp.k.", "nip": "7251801126", "city": "Kraków"}
 
 
 def demo_config(user: Settings, stripe: DemoStripe) -> dict[str, Any]:
@@ -94,6 +105,18 @@ def demo_config(user: Settings, stripe: DemoStripe) -> dict[str, Any]:
         "deals": {"title_template": user.deals.title_template},
         "crm": [{"type": "local"}],
         "notify": notify,  # no smtp (mail goes to the demo's outbox), no routes, no tokens, no block
+        "company": user.company.model_dump(exclude_none=True) if user.company else DEMO_COMPANY,
+        "accounts": [  # a second company's Stripe account, into the same local CRM
+            {
+                "name": SECOND_ACCOUNT,
+                "stripe": {
+                    "api_base": stripe.api_base,
+                    "api_key": stripe.second_key,
+                    "webhook_secrets": [stripe.second_secret],
+                },
+                "company": SECOND_COMPANY,
+            }
+        ],
     }
 
 
@@ -299,7 +322,35 @@ def random_payment(world: Any) -> tuple[str, dict[str, Any], str]:
     return f"{name}, {product}", world.event("payment_intent.succeeded", pi), "new payment"
 
 
-def run_demo(bridge_url: str, secret: str, stripe_port: int, loop_every: float = 20.0) -> None:
+def second_company(world: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """The second company's account: the same customer e-mail and amount as the first payment,
+    which lands as its own deal, signed by its own company."""
+    anna = world.customer("anna.nowak@example.pl", "Anna Nowak")
+    pi, _ = world.payment_intent(24900, "pln", anna, product="Kampania w mediach")
+    yield (
+        "drugie konto: karta, 249,00 zł",
+        world.event("payment_intent.succeeded", pi),
+        "another company's account",
+    )
+    blik, _ = world.payment_intent(
+        150000, "pln", world.customer("biuro@xyz-agencja.pl", "XYZ"), method="blik"
+    )
+    yield (
+        "drugie konto: BLIK, 1 500,00 zł",
+        world.event("payment_intent.succeeded", blik),
+        "another company's account",
+    )
+
+
+def run_demo(
+    bridge_url: str,
+    secret: str,
+    stripe_port: int,
+    loop_every: float = 20.0,
+    others: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Send the scenario to `bridge_url` signed with `secret`; then, for each (account, secret) of
+    `others`, the second company's payments to that account's route."""
     stripe_api, stripe_events = _fakes()
     from stripeflow.testing.server import ServerThread
 
@@ -311,7 +362,9 @@ def run_demo(bridge_url: str, secret: str, stripe_port: int, loop_every: float =
     last: dict[str, Any] | None = None
     with httpx.Client(timeout=10) as client:
 
-        def send(label: str, event: dict[str, Any] | None, why: str) -> None:
+        def send(
+            label: str, event: dict[str, Any] | None, why: str, route: str = "", key: str = secret
+        ) -> None:
             nonlocal last
             event = event or last
             assert event is not None
@@ -319,10 +372,10 @@ def run_demo(bridge_url: str, secret: str, stripe_port: int, loop_every: float =
             for attempt in range(30):  # the bridge may still be starting: wait for it, like Stripe retries
                 try:
                     response = client.post(
-                        bridge_url,
+                        bridge_url + route,
                         content=body,
                         headers={
-                            "Stripe-Signature": stripe_events.sign(body, secret),
+                            "Stripe-Signature": stripe_events.sign(body, key),
                             "Content-Type": "application/json",
                         },
                     )
@@ -340,6 +393,10 @@ def run_demo(bridge_url: str, secret: str, stripe_port: int, loop_every: float =
         for label, event, why in scenario(fake.world):
             send(label, event, why)
             time.sleep(1.5)
+        for account, account_secret in others:
+            for label, event, why in second_company(fake.world):
+                send(label, event, why, f"/{account}", account_secret)
+                time.sleep(1.5)
         while loop_every > 0:
             time.sleep(loop_every)
             send(*random_payment(fake.world))

@@ -152,6 +152,25 @@ def test_the_demo_reaches_none_of_the_users_systems(cwd: Path) -> None:
     assert isinstance(mailer, OutboxMailer) and mailer.folder == cwd / ".stripeflow" / "demo" / "outbox"
 
 
+def test_the_demo_runs_two_accounts_of_two_companies(cwd: Path) -> None:
+    """The demo's second Stripe account belongs to another company: its own route and secret,
+    the demo's Stripe fake, the demo's local CRM; the first keeps the user's wording."""
+    from stripeflow.core.accounts import accounts
+
+    write(cwd / "stripeflow.toml", REAL_FILE)
+    env = {"PATH": os.environ["PATH"], **REAL_ENV}
+    plan = plan_run(load_user_settings(env), Launcher(environ=env).env())
+    assert plan.stripe is not None
+    found = accounts(load_settings(env=plan.env))
+    assert list(found) == ["default", "agencja"]
+    first, second = found["default"], found["agencja"]
+    assert first.company is not None and second.company is not None
+    assert first.company.nip != second.company.nip and first.company.name != second.company.name
+    assert second.webhook_secrets == [plan.stripe.second_secret] != first.webhook_secrets
+    assert second.stripe.api_base == first.stripe.api_base  # the demo's Stripe fake
+    assert [t.type for t in second.crm] == ["local"] and second.routes == {}
+
+
 def test_the_demo_has_a_home_of_its_own(cwd: Path) -> None:
     plan = plan_run(load_user_settings({}), Launcher(environ={}).env())
     assert plan.data_home == cwd / ".stripeflow" / "demo"

@@ -94,7 +94,15 @@ def demo_source(
             "[red]A webhook secret the bridge checks must be set (STRIPE_WEBHOOK_SECRET or the config).[/]"
         )
         raise typer.Exit(2)
-    run_demo(bridge_url, secrets[0].get_secret_value(), stripe_port, loop_every)
+    from stripeflow.core.accounts import accounts
+    from stripeflow.core.config import DEFAULT_ACCOUNT
+
+    others = [  # the demo's other accounts (another company's), each at its own route
+        (a.name, a.webhook_secrets[0])
+        for a in accounts(load_settings()).values()
+        if a.name != DEFAULT_ACCOUNT and a.webhook_secrets
+    ]
+    run_demo(bridge_url, secrets[0].get_secret_value(), stripe_port, loop_every, others)
 
 
 @app.command()

@@ -408,3 +408,20 @@ def test_writers_record_the_account_they_are_given_and_the_default_otherwise(any
     assert [(d.effect_key, d.account) for d in any_ledger.dead_letters()] == [("e_a2", "a")]
     assert accounts_of(any_ledger, DeadLetterRow) == {any_ledger.dead_letters()[0].id: "a"}
     assert default_token != token
+
+
+def test_a_view_for_an_account_writes_its_rows_as_that_account(any_ledger: Ledger) -> None:
+    """`Ledger.for_account` is what an account's run writes through: the same database, every row
+    it makes on its account, unless a call names another; the ledger itself stays the default's."""
+    sklep = any_ledger.for_account("sklep")
+    assert sklep.engine is any_ledger.engine and any_ledger.account == DEFAULT_ACCOUNT
+    sklep.record_payments([payment("pi_s")])
+    sklep.set_links("contact", "sklep/local", {"anna@example.pl": "7"})
+    sklep.cache_object("ch_s|", {"value": 1})
+    sklep.dead_letter(target="sklep/local", action="upsert_deal", reason="x", payment_id="pi_s")
+    any_ledger.record_payments([payment("pi_d")])
+    sklep.record_payments([payment("pi_o")], account="other")
+    assert accounts_of(any_ledger, PaymentRow) == {"pi_s": "sklep", "pi_d": DEFAULT_ACCOUNT, "pi_o": "other"}
+    assert set(accounts_of(any_ledger, LinkRow).values()) == {"sklep"}
+    assert accounts_of(any_ledger, StripeObjectRow) == {"ch_s|": "sklep"}
+    assert [d.payment_id for d in any_ledger.dead_letters(account="sklep")] == ["pi_s"]

@@ -22,6 +22,7 @@ class StripeCache(LedgerDatabase):
 
     def cache_object(self, object_id: str, body: dict[str, Any], *, account: str | None = None) -> None:
         """Cache what the Stripe API said of an object, fetched with `account`'s key."""
+        account = account or self.account
         with self.session() as s:
             stmt = self._insert(StripeObjectRow.__table__).values(
                 object_id=object_id, body=json.dumps(body), fetched_at=utcnow(), account=account

@@ -333,7 +333,11 @@ def second_company(world: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
         "another company's account",
     )
     blik, _ = world.payment_intent(
-        150000, "pln", world.customer("biuro@xyz-agencja.pl", "XYZ"), method="blik"
+        150000,
+        "pln",
+        world.customer("biuro@xyz-agencja.pl", "XYZ"),
+        product="Identyfikacja wizualna",
+        method="blik",
     )
     yield (
         "drugie konto: BLIK, 1 500,00 zł",

@@ -87,7 +87,8 @@ def load_user_settings(env: Mapping[str, str], prefect_api_url: str | None = Non
     server the launcher started) when given.
     """
     settings = load_settings(env=dict(env))
-    if not settings.stripe.block:
+    blocks = [b for b in (settings.stripe.block, *(a.stripe.block for a in settings.accounts)) if b]
+    if not blocks:
         return settings
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -100,7 +101,7 @@ def load_user_settings(env: Mapping[str, str], prefect_api_url: str | None = Non
     # not found (ValueError), an invalid block (ValidationError), Prefect unreachable (httpx, OSError)
     except (ValueError, httpx.HTTPError, OSError, RuntimeError) as exc:
         raise ConfigError(
-            f"the Stripe block {settings.stripe.block!r} could not be loaded from {url or 'Prefect'}: "
+            f"the Stripe block {', '.join(map(repr, blocks))} could not be loaded from {url or 'Prefect'}: "
             f"{type(exc).__name__}: {exc}"
         ) from None
 

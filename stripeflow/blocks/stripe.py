@@ -49,10 +49,20 @@ class StripeCredentials(Block):
 
 
 def with_stripe_block(settings: Settings) -> Settings:
-    """The settings with the named Stripe block's values in place (loaded once, at start)."""
-    name = settings.stripe.block
-    if not name:
-        return settings
-    block = StripeCredentials.load(name, _sync=True)  # type: ignore[call-arg]
+    """The settings with the named Stripe blocks' values in place, the top-level `[stripe]`'s and
+    each account's (loaded once, at start)."""
+    if settings.stripe.block:
+        settings = settings.model_copy(update={"stripe": _loaded(settings.stripe)})
+    if any(a.stripe.block for a in settings.accounts):
+        accounts = [
+            a.model_copy(update={"stripe": _loaded(a.stripe)}) if a.stripe.block else a
+            for a in settings.accounts
+        ]
+        settings = settings.model_copy(update={"accounts": accounts})
+    return settings
+
+
+def _loaded(stripe: StripeSettings) -> StripeSettings:
+    block = StripeCredentials.load(str(stripe.block), _sync=True)  # type: ignore[call-arg]
     assert isinstance(block, StripeCredentials)
-    return settings.model_copy(update={"stripe": block.to_settings(settings.stripe)})
+    return block.to_settings(stripe)

@@ -130,7 +130,7 @@ def status(
         raise typer.Exit(2) from None
     stripe: dict[str, Any]
     try:
-        if demo_config is None and settings.stripe.block:
+        if demo_config is None and (settings.stripe.block or any(a.stripe.block for a in settings.accounts)):
             url = os.environ.get("PREFECT_API_URL") or last_run(settings.home).get("prefect_api_url")
             settings = load_user_settings(os.environ, url)
         stripe = health(settings)

@@ -122,7 +122,7 @@ def settings_for(settings: Settings, account: Account) -> Settings:
     """The settings as one account's run sees them: its Stripe key, language, CRM targets, routes
     and company in place of the shared ones, so every task reads `settings` as it always did."""
     own_company = account.company is not None and account.company is not settings.company
-    # customer e-mails are signed by the account's own company; else as the shared settings say
+    # messages are signed by the account's own company; else as the shared settings say
     signature = account.company.name if own_company and account.company else settings.notify.company
     return settings.model_copy(
         update={

@@ -55,3 +55,21 @@ def test_stripe_block_replaces_the_environment_settings() -> None:
     settings = block.to_settings(StripeSettings())
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk_live_secret"
     assert "sk_live_secret" not in repr(block) and "sk_live_secret" not in repr(settings)
+
+
+def test_each_account_may_take_its_stripe_credentials_from_its_own_block(prefect_server: str) -> None:
+    from stripeflow.blocks.stripe import StripeCredentials, with_stripe_block
+    from stripeflow.core.accounts import accounts
+    from stripeflow.core.config import Settings
+
+    StripeCredentials(api_key=SecretStr("sk_test_sklep"), webhook_secrets=[SecretStr("whsec_sklep")]).save(
+        "stripe-sklep", overwrite=True
+    )
+    settings = Settings.model_validate(
+        {"accounts": [{"name": "sklep", "stripe": {"block": "stripe-sklep"}}, {"name": "saas"}]}
+    )
+    found = accounts(with_stripe_block(settings))
+    sklep = found["sklep"]
+    assert sklep.stripe.api_key is not None and sklep.stripe.api_key.get_secret_value() == "sk_test_sklep"
+    assert sklep.webhook_secrets == ["whsec_sklep"] and sklep.stripe.block is None
+    assert found["saas"].stripe.api_key is None  # its own, not another account's

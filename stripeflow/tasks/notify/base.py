@@ -98,7 +98,8 @@ class Message:
             kind=self.kind,
             language=self.settings.language,
             timezone=cfg.timezone,
-            company=cfg.company,
+            # the name signing messages: as [notify] says, else the seller's ([company])
+            company=cfg.company or (self.settings.company.name if self.settings.company else None),
             deal_url=deal_url(self.settings, self.ledger, self.payment.payment_id),
         )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from stripeflow.core.config import Settings
+from stripeflow.core.config import CompanySettings, Settings
 from stripeflow.core.ledger import Ledger
 from stripeflow.tasks.notify import notify_changes
 from stripeflow.tasks.notify.channels import Channels
@@ -168,6 +168,25 @@ def test_without_smtp_mail_goes_to_the_outbox(
     msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert msg["Subject"] == "Potwierdzenie płatności – Pakiet Automatyzacji CRM"
     assert msg["Message-ID"] == message_id(report.sent[0], "pi_3Q0001", "sklep@example.pl")
+
+
+@pytest.mark.parametrize(("signature", "expected"), [(None, "Sklep Żółw sp. z o.o."), ("Żółw.pl", "Żółw.pl")])
+def test_mail_is_signed_by_the_seller_unless_notify_names_another(
+    make_settings: SettingsFactory,
+    ledger: Ledger,
+    make_channels: MakeChannels,
+    tmp_path: Path,
+    signature: str | None,
+    expected: str,
+) -> None:
+    settings = make_settings(company=signature).model_copy(
+        update={"company": CompanySettings(name="Sklep Żółw sp. z o.o.", nip="5260001246")}
+    )
+    notify_changes.fn([change(make_payment())], settings, ledger, make_channels(settings))
+    (path,) = (tmp_path / "home" / "outbox").glob("*.eml")
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert expected in text and (signature is None or "sp. z o.o." not in text)
 
 
 @pytest.fixture

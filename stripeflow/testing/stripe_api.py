@@ -45,6 +45,7 @@ class FakeStripe:
         self.connected = dict(connected or {})
         self.rate_per_second = rate_per_second
         self.requests: list[tuple[str, str]] = []
+        self.callers: list[tuple[str, str, str | None]] = []  # (path, the key's last 4, Stripe-Account)
         self.fail_next: deque[int] = deque()  # statuses to answer with next, for outage tests
         self._times: deque[float] = deque()
         self._lock = threading.Lock()
@@ -88,6 +89,7 @@ class FakeStripe:
                 "Authorization header, using Bearer auth.",
             )
         key = auth.removeprefix("Bearer ")
+        self.callers.append((request.url.path, key[-4:], request.headers.get("stripe-account")))
         if not key.startswith(("sk_test_", "rk_test_", "sk_live_", "rk_live_")):
             return self.error(
                 401,

@@ -22,6 +22,8 @@ from stripeflow.deployments.dispatcher import Dispatcher
 from stripeflow.flows.replay import replay
 from stripeflow.runtime import Runtime, build_runtime, set_runtime
 from stripeflow.tasks.crm.local import LocalCRM
+from stripeflow.testing.server import serve_app
+from stripeflow.testing.stripe_api import FakeStripe
 from stripeflow.testing.stripe_events import StripeWorld
 from tests.flows.conftest import drain
 
@@ -138,3 +140,45 @@ def test_a_replay_runs_each_accounts_events_with_that_account(
     assert [d.payment_id for d in crm_of(rt, "sklep").list_deals()] == [sklep_pi["id"]]
     assert [d.payment_id for d in crm_of(rt, "saas").list_deals()] == [saas_pi["id"]]
     assert rt.ledger.inbox_counts("sklep") == {"done": 1} and rt.ledger.inbox_counts("saas") == {"done": 1}
+
+
+def test_each_account_is_enriched_with_its_own_key(prefect_server: str, tmp_path: Path) -> None:
+    """A PaymentIntent event names its charge by id: the lookup goes with the key of the account
+    the event came to, and a connected account's with its platform's key and Stripe-Account."""
+    platform, connected = StripeWorld(), StripeWorld()
+    fake = FakeStripe(platform, rate_per_second=1000, connected={"acct_1Klient": connected})
+    with serve_app(fake.app) as url:
+        settings = Settings.model_validate(
+            {
+                "home": tmp_path / "home",
+                "accounts": [
+                    {"name": "sklep", "stripe": {"api_key": "sk_test_aaaa", "api_base": url}},
+                    {"name": "saas", "stripe": {"api_key": "sk_test_bbbb", "api_base": url}},
+                    {"name": "klient", "connect_account": "acct_1Klient", "platform": "sklep"},
+                ],
+            }
+        )
+        rt = build_runtime(settings)
+        set_runtime(rt)
+        try:
+            pis = {}
+            for account, world in (("sklep", platform), ("saas", platform), ("klient", connected)):
+                pi, ch = world.payment_intent(24900, "pln", world.customer("anna@example.pl"), method="blik")
+                deliver(rt, account, world.event("payment_intent.succeeded", {**pi, "receipt_email": None}))
+                pis[account] = (pi["id"], ch["id"])
+            assert drain(Dispatcher(rt)) == 3
+        finally:
+            set_runtime(None)
+            rt.close()
+    charge_calls = {
+        path.rsplit("/", 1)[-1]: (key, acct) for path, key, acct in fake.callers if "/charges/" in path
+    }
+    assert charge_calls[pis["sklep"][1]] == ("aaaa", None)
+    assert charge_calls[pis["saas"][1]] == ("bbbb", None)
+    assert charge_calls[pis["klient"][1]] == ("aaaa", "acct_1Klient")
+    crm = LocalCRM(tmp_path / "home" / "crm.db")  # every account into the shared local CRM
+    try:
+        for pid, _ in pis.values():  # the method came from the charge each account's key read
+            assert [n.endswith("(blik).") for n in crm.notes_for(pid)] == [True]
+    finally:
+        crm.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +30,7 @@ from stripeflow.core.ledger import (
     StripeObjectRow,
 )
 from stripeflow.core.payment import Payment, PaymentStatus
+from tests.core.test_effects import Item, Outcome
 
 # the tables that hold a record, each with the columns that order its rows
 RECORDS = {
@@ -66,22 +66,6 @@ def payment(pid: str, *ids: str) -> Payment:
         currency="PLN",
         occurred_at=T0,
     )
-
-
-@dataclass(frozen=True)
-class Item:
-    key: str
-    payment_id: str = "pi_1"
-    target: str = "email"
-    action: str = "customer_payment_confirmation"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    item: Item
-    status: str
-    result: str
-    claimed: bool = True
 
 
 def alembic(ledger: Ledger, revision: str, *, down: bool = False) -> None:

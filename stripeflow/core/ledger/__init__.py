@@ -19,6 +19,8 @@ One module per job, each a part of `Ledger` over the same `LedgerDatabase`: `sch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from stripeflow.core.ledger.alias_merge import MATCH_WINDOW, PAYMENT_PREFIXES
 from stripeflow.core.ledger.claims import InboxClaims
 from stripeflow.core.ledger.database import LedgerDatabase, make_engine
@@ -58,6 +60,14 @@ class Ledger(
     StripeCache,
 ):
     """All reads and writes of the ledger. Thread-safe; one instance per process is enough."""
+
+    def lease_objects(self, event_ids: Sequence[str], token: str, lease_seconds: float) -> set[str]:
+        """Right after a claim, lease what its events are about (each event's object and the
+        payment it is already known as) for `token`; the ids won. The next claim skips the
+        events of these objects rather than taking them only to give them back once its run has
+        normalised them (the run itself takes the rest of its leases when it locks)."""
+        objects = set(self.event_objects(event_ids).values())
+        return self.lock_payments(objects | set(self.canonical_ids(objects).values()), token, lease_seconds)
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from stripeflow.core.batching import chunks
 from stripeflow.core.config import DEFAULT_ACCOUNT
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.schema import DeadLetterRow, InboxRow, utcnow
@@ -143,16 +144,18 @@ class Inbox(LedgerDatabase):
 
     def event_accounts(self, ids: Iterable[str]) -> dict[str, str]:
         """event id -> the account it was received for, for the ids in the inbox."""
-        ids = sorted(set(ids))
-        found: dict[str, str] = {}
+        return self._event_column(ids, InboxRow.account)
+
+    def event_objects(self, ids: Iterable[str]) -> dict[str, str]:
+        """event id -> the id of the object it is about, for the ids in the inbox that name one."""
+        return {e: o for e, o in self._event_column(ids, InboxRow.object_id).items() if o}
+
+    def _event_column(self, ids: Iterable[str], column: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {}
         with self.session() as s:
-            for start in range(0, len(ids), 2000):
-                rows = s.execute(
-                    select(InboxRow.event_id, InboxRow.account).where(
-                        InboxRow.event_id.in_(ids[start : start + 2000])
-                    )
-                )
-                found.update({event_id: account for event_id, account in rows})
+            for part in chunks(sorted(set(ids)), 2000):
+                rows = s.execute(select(InboxRow.event_id, column).where(InboxRow.event_id.in_(part)))
+                found.update((event_id, value) for event_id, value in rows)
         return found
 
     def finish_events(

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from stripeflow.core.batching import chunks
 from stripeflow.core.ledger.database import LedgerDatabase
 from stripeflow.core.ledger.errors import describe_error
-from stripeflow.core.ledger.schema import InboxRow, PaymentAliasRow, PaymentLeaseRow, utcnow
+from stripeflow.core.ledger.schema import InboxRow, PaymentLeaseRow, utcnow
 
 log = logging.getLogger("stripeflow.ledger")
 
@@ -57,44 +58,13 @@ class PaymentLeases(LedgerDatabase):
                 won.update(s.scalars(stmt))
         return won
 
-    def lease_objects(self, event_ids: Sequence[str], token: str, lease_seconds: float) -> set[str]:
-        """Right after a claim, lease what its events are about (each event's object and the
-        payment it is already known as) for `token`; the ids won. The next claim skips the
-        events of these objects rather than taking them only to give them back once its run has
-        normalised them (the run itself takes the rest of its leases when it locks)."""
-        ids = list(event_ids)
-        if not ids:
-            return set()
-        with self.session() as s:
-            objects: set[str] = set()
-            for start in range(0, len(ids), 2000):
-                objects.update(
-                    o
-                    for o in s.scalars(
-                        select(InboxRow.object_id).where(InboxRow.event_id.in_(ids[start : start + 2000]))
-                    )
-                    if o
-                )
-            known = list(objects)
-            for start in range(0, len(known), 2000):
-                objects.update(
-                    s.scalars(
-                        select(PaymentAliasRow.payment_id).where(
-                            PaymentAliasRow.alias_id.in_(known[start : start + 2000])
-                        )
-                    )
-                )
-        return self.lock_payments(objects, token, lease_seconds)
-
     def unlock_payments(self, payment_ids: Iterable[str], token: str) -> None:
         """Give back these leases `token` holds (ones it took and turned out not to need)."""
-        ids = sorted(set(payment_ids))
         with self.session() as s:
-            for start in range(0, len(ids), 2000):
+            for part in chunks(sorted(set(payment_ids)), 2000):
                 s.execute(
                     delete(PaymentLeaseRow).where(
-                        PaymentLeaseRow.token == token,
-                        PaymentLeaseRow.payment_id.in_(ids[start : start + 2000]),
+                        PaymentLeaseRow.token == token, PaymentLeaseRow.payment_id.in_(part)
                     )
                 )
 

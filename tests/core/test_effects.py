@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 from stripeflow.core.ledger import Ledger
 
 
@@ -57,6 +59,26 @@ def test_an_attempt_left_unsettled_is_handed_to_whoever_looks_at_the_target(any_
     assert won == {"a"}
     any_ledger.settle_effects([Outcome(Item("a"), "done", "found at the target")], token2)
     assert any_ledger.effect_states(["a"]) == {"a": "done"}
+
+
+def test_the_calls_last_step_runs_only_once_attempting_is_committed(any_ledger: Ledger) -> None:
+    """SMTP's final dot goes inside `mark_attempting`, right after the commit: another
+    connection already reads `attempting` when it runs, and a failing step keeps the mark."""
+    _, token = any_ledger.claim_effects([Item("a"), Item("b")])
+    seen: list[dict[str, str]] = []
+    other = Ledger(any_ledger.url)  # its own engine: it reads only what was committed
+    try:
+        any_ledger.mark_attempting(["a"], token, lambda: seen.append(other.effect_states(["a"])))
+        assert seen == [{"a": "attempting"}]
+
+        def dot_lost() -> None:
+            raise OSError("connection reset")
+
+        with pytest.raises(OSError, match="connection reset"):
+            any_ledger.mark_attempting(["b"], token, dot_lost)
+        assert other.effect_states(["b"]) == {"b": "attempting"}  # in doubt, as the write may have gone
+    finally:
+        other.dispose()
 
 
 def test_release_frees_a_claim_and_failed_ones_reopen_for_a_replay(any_ledger: Ledger) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -124,17 +124,28 @@ class Effects(LedgerDatabase):
             won = _held(s, keys, token, "claimed")
         return won, token
 
-    def mark_attempting(self, keys: Iterable[str], token: str) -> None:
-        """claimed -> attempting: the call to the target is about to be made (commit, then call)."""
+    def mark_attempting(
+        self, keys: Iterable[str], token: str, then: Callable[[], None] | None = None
+    ) -> None:
+        """claimed -> attempting: the call to the target is about to be made (commit, then call).
+
+        `then` is that call's last step (SMTP's final dot): it runs right after the commit, before
+        the connection goes back to its pool, so that a kill falls between the two as rarely as
+        it can. A target that can be neither looked at nor deduped has only this moment to lose.
+        """
         keys = list(keys)
-        if not keys:
-            return
-        with self.session() as s:
-            s.execute(
-                update(EffectRow)
-                .where(EffectRow.key.in_(keys), EffectRow.token == token, EffectRow.status == "claimed")
-                .values(status="attempting", updated_at=utcnow())
-            )
+        if keys:
+            with self.engine.connect() as conn:
+                conn.execute(
+                    update(EffectRow)
+                    .where(EffectRow.key.in_(keys), EffectRow.token == token, EffectRow.status == "claimed")
+                    .values(status="attempting", updated_at=utcnow())
+                )
+                conn.commit()
+                if then is not None:
+                    then()
+        elif then is not None:
+            then()
 
     def take_over_attempting(self, keys: Iterable[str]) -> tuple[set[str], str]:
         """Take the rows of these keys that an attempt left `attempting` (its outcome unknown).

@@ -56,7 +56,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from stripeflow.core.batching import chunks, in_parallel
 from stripeflow.core.crashpoints import crash_point
@@ -72,7 +72,13 @@ from stripeflow.core.ledger import Ledger
 
 CHUNK = 25  # messages per claim/settle transaction: fewer commits; a crash leaves at most these to settle
 Logger = logging.Logger | logging.LoggerAdapter[Any]
-Attempt = Callable[[], None]
+
+
+class Attempt(Protocol):
+    """Called once right before the call that may reach the target; `then`, if given, is that
+    call's last step, run as soon as the ledger holds `attempting` (see `mark_attempting`)."""
+
+    def __call__(self, then: Callable[[], None] | None = None) -> None: ...
 
 
 class BuildError(PermanentError):
@@ -245,10 +251,12 @@ def _attempt(run: _Run, item: Outgoing, token: str, *, fresh: bool) -> _Outcome:
         return _failure(run, item, run.broken[item.channel])
     marked: list[bool] = []
 
-    def attempt() -> None:
+    def attempt(then: Callable[[], None] | None = None) -> None:
         # one small commit: "the call is about to be made"; not needed where a repeat is harmless
         if fresh and not marked and not item.dedupes:
-            run.ledger.mark_attempting([item.key], token)
+            run.ledger.mark_attempting([item.key], token, then)
+        elif then is not None:
+            then()
         marked.append(True)
 
     try:

@@ -8,10 +8,12 @@ and it never retries by itself (the notify task's declared retries do, guarded b
     535 / other AUTH failures                  AuthError
     connection lost after DATA's final dot     OutcomeUnknownError  the server may have taken it
 
-`SMTPMailer.send(msg, attempt)` calls `attempt()` as late as the protocol allows: after the
-server accepted the sender, every recipient and DATA (354) and took the whole message, just
-before the final dot that commits it. A crash before that dot delivers nothing; only the
-moment between the dot and the ledger's settle stays in doubt (settled `unknown`).
+`SMTPMailer.send(msg, attempt)` calls `attempt(final_dot)` as late as the protocol allows:
+after the server accepted the sender, every recipient and DATA (354) and took the whole message.
+The ledger commits `attempting` and writes the final dot straight after its commit. A crash
+before the commit delivers nothing and is resent; a crash after it is settled `unknown` and not
+resent, since SMTP cannot be asked. So the one e-mail a kill can lose is one killed in the
+microseconds between that commit and the dot's write.
 
 Header values are made safe here (`header_text`): line and paragraph separators (U+2028,
 U+2029, U+0085, CR, LF), NUL and other control characters become spaces, and long values are
@@ -51,7 +53,7 @@ from stripeflow.core.errors import (
     VendorError,
 )
 from stripeflow.tasks.notify.base import Message, Secret, build
-from stripeflow.tasks.notify.delivery import CANNOT_LOOK, Looked
+from stripeflow.tasks.notify.delivery import CANNOT_LOOK, Attempt, Looked
 from stripeflow.tasks.notify.render import EmailContent, one_line
 
 if TYPE_CHECKING:
@@ -61,7 +63,6 @@ VENDOR = "smtp"
 FRESH_SESSION = 5.0  # seconds after an answer in which a session is used without a NOOP first
 SUBJECT_MAX = 200  # characters: mail clients show far fewer, and a subject need not carry a whole name
 NAME_MAX = 100
-Attempt = Callable[[], None]
 SMTP_PASSWORD = Secret("smtp_password", lambda cfg: cfg.smtp.password, "smtp_password")
 
 
@@ -332,17 +333,25 @@ class SMTPMailer:
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise RetriableError(f"connection lost before the end of DATA: {exc}", vendor=VENDOR) from exc
-        try:
-            attempt()
-        except BaseException:
-            self._drop()  # without the final dot the server discards the message
-            raise
-        try:
+        dot: list[bool] = []
+
+        def final_dot() -> None:
+            dot.append(True)  # before the write: a dot half written is as doubtful as a whole one
             smtp.send(b".\r\n")
+
+        try:  # the ledger marks `attempting` and, right after its commit, the dot goes
+            attempt(final_dot)
+            if not dot:
+                final_dot()
             code, reply = smtp.getreply()
         except (smtplib.SMTPException, OSError) as exc:  # timeouts included
             self._drop()
+            if not dot:
+                raise
             raise OutcomeUnknownError(f"connection lost during DATA: {exc}", vendor=VENDOR) from exc
+        except BaseException:
+            self._drop()  # without the final dot the server discards the message
+            raise
         self._used_at = time.monotonic()
         if code != 250:  # the answer to the message itself: refused, so not delivered
             self._reset()

@@ -16,9 +16,9 @@ from stripeflow.core.config import CompanySettings, Settings
 from stripeflow.core.ledger import Ledger
 from stripeflow.tasks.notify import notify_changes
 from stripeflow.tasks.notify.channels import Channels
-from stripeflow.tasks.notify.delivery import deliver
+from stripeflow.tasks.notify.delivery import Attempt, deliver
 from stripeflow.tasks.notify.email import message_id
-from stripeflow.testing.smtp import smtp_server
+from stripeflow.testing.smtp import SMTPServer, smtp_server
 from tests.tasks.notify.conftest import MakeChannels, SettingsFactory, change, make_payment
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -28,6 +28,22 @@ USER, PASSWORD = "sklep@example.pl", "gmail-app-password"
 
 def with_password(make_channels: MakeChannels) -> Callable[[Settings], Channels]:
     return lambda settings: make_channels(settings, smtp_password=PASSWORD)
+
+
+def no_ledger(then: Callable[[], None] | None = None) -> None:
+    """An attempt with no ledger behind it: the call's last step goes at once."""
+    if then is not None:
+        then()
+
+
+def counting(seen: list[int], server: SMTPServer) -> Attempt:
+    """An attempt that notes how many messages the server held when it was made."""
+
+    def attempt(then: Callable[[], None] | None = None) -> None:
+        seen.append(len(server.messages))
+        no_ledger(then)
+
+    return attempt
 
 
 def smtp_settings(make_settings: SettingsFactory, port: int, **notify: object) -> Settings:
@@ -238,23 +254,23 @@ def test_attempting_is_marked_after_the_envelope_and_just_before_the_final_dot(
         )
         mailer = SMTPMailer(settings.notify.smtp)
         seen: list[int] = []
-        assert mailer.send(mail(1), lambda: seen.append(len(server.messages))) == "<m1@example.pl>"
+        assert mailer.send(mail(1), counting(seen, server)) == "<m1@example.pl>"
         assert seen == [0] and len(server.messages) == 1  # marked while the server still had nothing
         assert server.messages[0].message.get_body(("plain",)).get_content().splitlines()[0] == "."  # type: ignore[union-attr]
 
         from stripeflow.core.errors import PermanentError
 
         with pytest.raises(PermanentError, match="recipient_refused"):
-            mailer.send(mail(2, "nikt@example.pl"), lambda: seen.append(-1))
+            mailer.send(mail(2, "nikt@example.pl"), counting(seen, server))
         assert seen == [0]  # refused at RCPT: never marked, the target was never in doubt
 
-        def ledger_down() -> None:
+        def ledger_down(then: Callable[[], None] | None = None) -> None:
             raise OSError("ledger unavailable")
 
         with pytest.raises(OSError, match="ledger unavailable"):
             mailer.send(mail(3), ledger_down)
         assert len(server.messages) == 1  # the connection was dropped before the dot: not delivered
-        mailer.send(mail(4), lambda: None)  # a new session serves the next one
+        mailer.send(mail(4), no_ledger)  # a new session serves the next one
         assert [m.message["Subject"] for m in server.messages] == ["m1", "m4"]
         mailer.close()
 
@@ -283,10 +299,10 @@ def test_sessions_to_one_server_are_capped_across_the_process(make_settings: Set
         }
         cfg = smtp_settings(make_settings, server.port, smtp=smtp).notify.smtp
         first, second = SMTPMailer(cfg), SMTPMailer(cfg)
-        first.send(mail(1), lambda: None)
+        first.send(mail(1), no_ledger)
         with pytest.raises(RetriableError, match=r"all 1 SMTP sessions to 127\.0\.0\.1 are busy"):
-            second.send(mail(2), lambda: None)
+            second.send(mail(2), no_ledger)
         first.close()  # its session ends: the place is free
-        second.send(mail(3), lambda: None)
+        second.send(mail(3), no_ledger)
         second.close()
         assert [m.message["Subject"] for m in server.messages] == ["m1", "m3"]

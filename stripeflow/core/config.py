@@ -79,7 +79,9 @@ class CRMTarget(Section):
     type: str = Field("local", description="local, hubspot, pipedrive, bitrix24, zoho")
     block: str | None = Field(None, description="Prefect block with the credentials and settings")
     stages: dict[str, str] = Field(default_factory=dict, description="logical stage -> CRM stage id")
-    fields: dict[str, str] = Field(default_factory=dict, description="Payment field -> CRM field")
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="deal field (logical or Payment) -> CRM field; empty drops it"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="vendor-specific settings")
 
     @field_validator("stages")
@@ -93,12 +95,12 @@ class CRMTarget(Section):
     @field_validator("fields")
     @classmethod
     def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        from stripeflow.core.payment import Payment
+        from stripeflow.core.deal_fields import known_field_names
 
-        known = set(Payment.model_fields) | {"product", "net_amount"}
+        known = known_field_names()
         unknown = sorted(set(value) - known)
         if unknown:
-            raise ValueError(f"unknown Payment field {unknown[0]!r}; fields are {', '.join(sorted(known))}")
+            raise ValueError(f"unknown deal field {unknown[0]!r}; fields are {', '.join(sorted(known))}")
         return value
 
 

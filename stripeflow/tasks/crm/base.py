@@ -33,6 +33,9 @@ class ContactInput:
     email: str | None
     name: str | None
     customer_id: str | None
+    phone: str | None = None  # what Stripe knows of the payer, for the contact's own fields
+    company: str | None = None
+    tax_id: str | None = None  # the NIP (or another VAT id) as Stripe holds it
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class DealInput:
     contact_id: str | None  # the CRM's own contact id
     payment: Payment
     fields: Mapping[str, Any] = field(default_factory=dict)  # CRM field -> value, from the mapping
+    # logical field -> value (`stripeflow.core.deal_fields`), labels in the account's language
+    values: Mapping[str, Any] = field(default_factory=dict)
+    language: str = "pl"
 
 
 @dataclass(frozen=True)

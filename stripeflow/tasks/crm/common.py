@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, T
 import httpx
 
 from stripeflow.core.config import LOGICAL_STAGES, CRMTarget
+from stripeflow.core.deal_fields import field_value
 from stripeflow.core.errors import ConfigError, OutcomeUnknownError, RetriableError, VendorError
 from stripeflow.core.http import Clock, Limiter, Sleep, SlidingWindowLimiter, VendorAPI
 from stripeflow.core.payment import Payment
@@ -174,17 +175,21 @@ def plain(value: Any) -> Any:
 
 
 def payment_fields(
-    payment: Payment, mapping: Mapping[str, str], convert: Callable[[Any], Any] = plain
+    payment: Payment,
+    mapping: Mapping[str, str],
+    convert: Callable[[Any], Any] = plain,
+    values: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """CRM field -> value: `target.fields` (Payment field -> CRM field) over a Payment, typed by `convert`."""
-    return {crm: convert(getattr(payment, pay)) for pay, crm in mapping.items()}
+    """CRM field -> value: a mapping (logical or Payment field -> CRM field) over a Payment, typed
+    by `convert`; `values` are the catalogue's (`fields.deal_values`), else the Payment's own."""
+    return {crm: convert(field_value(payment, values or {}, name)) for name, crm in mapping.items()}
 
 
 def mapped_fields(
     deal: DealInput, mapping: Mapping[str, str], convert: Callable[[Any], Any] = plain
 ) -> dict[str, Any]:
-    """CRM field -> value: `deal.fields` verbatim, then `target.fields` over the deal's Payment, typed."""
-    return {**deal.fields, **payment_fields(deal.payment, mapping, convert)}
+    """CRM field -> value: `deal.fields` verbatim, then the mapping over the deal's values, typed."""
+    return {**deal.fields, **payment_fields(deal.payment, mapping, convert, deal.values)}
 
 
 def split_name(name: str | None, email: str | None) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from sqlalchemy import update
 from stripeflow.core.batching import call_in_batches, in_parallel
 from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.crashpoints import crash_point
+from stripeflow.core.deal_fields import deal_values
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.core.ledger import EffectRow, Ledger
 from stripeflow.core.money import format_money, to_minor
@@ -178,9 +179,12 @@ def upsert_deals(
             stage=stage_for(p),
             contact_id=contact_ids.get(p.customer_key or ""),
             payment=p,
-            fields=payment_fields(p, target.fields),
+            fields=payment_fields(p, target.fields, values=values),
+            values=values,
+            language=settings.language,
         )
         for p in changes.payments
+        for values in [deal_values(p, settings.language, settings.notify.timezone)]
     ]
     ids = call_in_batches(
         items,

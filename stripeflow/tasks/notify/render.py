@@ -35,35 +35,10 @@ from jinja2 import (
 )
 
 from stripeflow.core.errors import ConfigError
+from stripeflow.core.labels import METHOD_LABELS, stripe_dashboard_url
 from stripeflow.core.money import LOCALES, format_money
 from stripeflow.core.payment import Payment
 
-METHOD_LABELS: dict[str, dict[str, str]] = {
-    "pl": {
-        "card": "karta",
-        "apple_pay": "Apple Pay",
-        "google_pay": "Google Pay",
-        "link": "Link",
-        "blik": "BLIK",
-        "p24": "Przelewy24",
-        "sepa_debit": "polecenie zapłaty SEPA",
-        "paypal": "PayPal",
-        "bank_transfer": "przelew bankowy",
-        "other": "inna",
-    },
-    "en": {
-        "card": "card",
-        "apple_pay": "Apple Pay",
-        "google_pay": "Google Pay",
-        "link": "Link",
-        "blik": "BLIK",
-        "p24": "Przelewy24",
-        "sepa_debit": "SEPA Direct Debit",
-        "paypal": "PayPal",
-        "bank_transfer": "bank transfer",
-        "other": "other",
-    },
-}
 DATE_FORMAT = {"pl": "d MMMM y, HH:mm", "en": "d MMMM y, HH:mm"}
 
 
@@ -103,15 +78,6 @@ def slack_link(url: str | None, text: object) -> SlackMarkup:
         return SlackMarkup(slack_escape(text))
     safe_url = url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C")
     return SlackMarkup(f"<{safe_url}|{slack_escape(text)}>")
-
-
-def stripe_dashboard_url(payment: Payment) -> str | None:
-    """`https://dashboard.stripe.com/[test/]payments/<pi>` (invoices for an `in_` id)."""
-    if payment.provider != "stripe":
-        return None
-    mode = "" if payment.livemode else "test/"
-    section = "invoices" if payment.payment_id.startswith("in_") else "payments"
-    return f"https://dashboard.stripe.com/{mode}{section}/{payment.payment_id}"
 
 
 def message_context(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stripeflow.tasks.notify.render import Renderer, message_context, stripe_dashboard_url
+from stripeflow.core.labels import stripe_dashboard_url
+from stripeflow.tasks.notify.render import Renderer, message_context
 from tests.tasks.notify.conftest import make_payment
 
 NBSP = "\u00a0"

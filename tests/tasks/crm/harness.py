@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 from stripeflow.core.config import STAGE_NAMES
 from stripeflow.core.payment import Payment, PaymentStatus
-from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput
+from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.bitrix24 import DEFAULT_STAGES as BITRIX_STAGES
 from stripeflow.tasks.crm.bitrix24 import Bitrix24CRM
+from stripeflow.tasks.crm.common import Manageable
 from stripeflow.tasks.crm.hubspot import DEFAULT_STAGES as HUBSPOT_STAGES
 from stripeflow.tasks.crm.hubspot import HubSpotCRM
 from stripeflow.tasks.crm.local import LocalCRM
@@ -70,6 +71,36 @@ def deal(n: int = 1, stage: str = "paid", contact_id: str | None = None) -> Deal
         contact_id=contact_id,
         payment=p,
     )
+
+
+def round_trip(crm: CRM, run: str) -> None:
+    """The case the contract tests run against real accounts, and the conformance suite against
+    every fake: setup and check pass, a contact upserted twice is one, a deal keyed by a fresh
+    payment id moves stage in place, a keyed note is found again by its marker."""
+    assert isinstance(crm, Manageable)
+    crm.setup()
+    report = crm.check()
+    assert report.passed, report.problems
+    person = ContactInput(
+        key=f"stripeflow-{run}@example.com",
+        email=f"stripeflow-{run}@example.com",
+        name="Stripeflow Contract",
+        customer_id=f"cus_contract_{run}",
+    )
+    [contact_id] = crm.upsert_contacts([person])
+    assert crm.upsert_contacts([person]) == [contact_id]
+    test_deal = replace(deal(1, stage="new", contact_id=contact_id), payment_id=f"pi_contract_{run}")
+    [deal_id] = crm.upsert_deals([test_deal])
+    assert crm.upsert_deals([replace(test_deal, stage="paid")]) == [deal_id]
+    note = NoteInput(
+        deal_id=deal_id,
+        payment_id=test_deal.payment_id,
+        body="Stripeflow contract test",
+        key=f"contract:note:{run}",
+    )
+    [note_id] = crm.add_notes([note])
+    assert note_id
+    assert crm.find_notes([note]) == [note_id]  # the marker reads back from the CRM
 
 
 @dataclass

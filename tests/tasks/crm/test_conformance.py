@@ -12,12 +12,19 @@ from stripeflow.core.batching import call_in_batches
 from stripeflow.core.errors import AuthError, OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.tasks.crm.base import CRM, NoteInput
 from stripeflow.testing.server import serve_app
-from tests.tasks.crm.harness import Harness, contact, deal
+from tests.tasks.crm.harness import Harness, contact, deal, round_trip
 
 
 def test_the_adapter_is_a_crm(crm: CRM) -> None:
     assert isinstance(crm, CRM)
     assert crm.batch_size >= 1
+
+
+@pytest.mark.http  # the vendor CRMs: the local one has nothing to set up
+def test_the_contract_round_trip_passes_against_the_fake(harness: Harness, crm: CRM) -> None:
+    """The same case the contract tests run against a real account (`test_contract_real.py`)."""
+    round_trip(crm, "fake")
+    assert harness.count_contacts() == 1 and harness.count_deals() == 1 and harness.count_notes() == 1
 
 
 def test_contact_upsert_is_idempotent(harness: Harness, crm: CRM) -> None:

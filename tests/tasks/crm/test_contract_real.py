@@ -1,8 +1,9 @@
 """Contract tests against real CRM accounts: run when their credentials are in the environment.
 
-Each writes one contact, one deal keyed by a fresh test payment id, a stage move and a note,
-and checks the same promises the conformance suite checks against the fakes. Run `stripeflow
-crm setup <crm>` against the account first (the test does it too; setup is idempotent).
+Each runs `harness.round_trip`, the case the conformance suite also runs against every fake:
+one contact, one deal keyed by a fresh test payment id, a stage move and a note found again by
+its marker, after `crm setup` (idempotent) and `crm check`. The README says which free account
+of each vendor to use and which variables to set.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import pytest
 
 from stripeflow.core.config import CRMTarget
 from stripeflow.tasks.crm import build_crm
-from stripeflow.tasks.crm.base import ContactInput, NoteInput
-from stripeflow.tasks.crm.common import Manageable
-from tests.tasks.crm.harness import deal
+from tests.tasks.crm.harness import round_trip
 
 REAL = {
     "hubspot": ["HUBSPOT_TOKEN"],
@@ -40,33 +39,7 @@ def _missing(vendor: str) -> bool:
 )
 def test_real_account_round_trip(vendor: str, tmp_path: Path) -> None:
     crm = build_crm(CRMTarget(type=vendor), tmp_path)
-    assert isinstance(crm, Manageable)
     try:
-        crm.setup()
-        report = crm.check()
-        assert report.passed, report.problems
-        run = uuid.uuid4().hex[:10]
-        person = ContactInput(
-            key=f"stripeflow-{run}@example.com",
-            email=f"stripeflow-{run}@example.com",
-            name="Stripeflow Contract",
-            customer_id=f"cus_contract_{run}",
-        )
-        [contact_id] = crm.upsert_contacts([person])
-        assert crm.upsert_contacts([person]) == [contact_id]
-        test_deal = deal(1, stage="new", contact_id=contact_id)
-        test_deal = type(test_deal)(**{**test_deal.__dict__, "payment_id": f"pi_contract_{run}"})
-        [deal_id] = crm.upsert_deals([test_deal])
-        moved = type(test_deal)(**{**test_deal.__dict__, "stage": "paid"})
-        assert crm.upsert_deals([moved]) == [deal_id]
-        note = NoteInput(
-            deal_id=deal_id,
-            payment_id=test_deal.payment_id,
-            body="Stripeflow contract test",
-            key=f"contract:note:{run}",
-        )
-        [note_id] = crm.add_notes([note])
-        assert note_id
-        assert crm.find_notes([note]) == [note_id]  # the marker reads back from the real CRM
+        round_trip(crm, uuid.uuid4().hex[:10])
     finally:
         crm.close()

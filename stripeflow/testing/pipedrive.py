@@ -234,7 +234,7 @@ class FakePipedrive(FakeVendor):
 
     def admit(self, call: Call) -> httpx.Response | None:
         cost = self.cost(call)
-        if self.tokens_used + cost > self.daily_tokens:
+        if self.tokens_used >= self.daily_tokens:  # the call that crosses the budget still runs
             # the burst window may well be free: only the daily header says to stop for the day
             r = fail(429, "Daily token budget exhausted", "The budget resets at the start of the next day")
             r.headers.update(self.limit_headers(self.window))
@@ -292,11 +292,14 @@ class FakePipedrive(FakeVendor):
         return ok(rec) if rec else fail(404, f"{what} not found")
 
     def list_v2(self, call: Call, table: dict[int, dict[str, Any]]) -> httpx.Response:
-        limit = min(int(call.params.get("limit", 100)), 500)
-        start = int(call.params.get("cursor") or 0)
-        ids = sorted(table)[start : start + limit]
-        nxt = str(start + limit) if start + limit < len(table) else None
-        return ok([table[i] for i in ids], {"next_cursor": nxt})
+        """`GET /api/v2/deals|persons`: read from the records, never lagging like search;
+        `sort_by` id / add_time (ids grow with time here), `sort_direction`, `pipeline_id`."""
+        if call.params.get("sort_by", "id") not in ("id", "add_time", "update_time"):
+            return fail(400, "sort_by must be one of id, update_time, add_time")
+        rows = [table[i] for i in sorted(table, reverse=call.params.get("sort_direction") == "desc")]
+        if "pipeline_id" in call.params:
+            rows = [r for r in rows if str(r.get("pipeline_id")) == call.params["pipeline_id"]]
+        return self.cursor_page(call, rows)
 
     def search(self, call: Call, table: dict[int, dict[str, Any]], kind: str) -> httpx.Response:
         term = call.params.get("term", "")

@@ -14,8 +14,10 @@ addresses them by 40-hex keys generated per account. A person carries its name, 
 natively, and the company name and tax id (NIP) in two person fields of its own: an organisation
 per company would cost a search and a create per contact, and the company rarely is the customer.
 `/v1/pipelines` and `/v1/stages` are out of support since 2026-08-01: the v2 ones replace them.
-Creates carry no key: a lost answer is never resent; the batch looks again first
-(`common.look_first`), and a note is found on its deal (`GET /v1/notes?deal_id=`) by its marker.
+Creates carry no key: a lost answer is never resent. The batch looks again first
+(`common.look_first`), and for what lost its answer it also reads the newest persons or deals
+(`GET /api/v2/deals?sort_by=id&sort_direction=desc`), which show a record the moment it is
+written where search may lag it; a note is found on its deal (`GET /v1/notes?deal_id=`) by its marker.
 
 Limits: the client keeps to the burst window itself; a 429 waits what Pipedrive says (Retry-After,
 `x-ratelimit-reset`), or escapes for an hour when `x-daily-ratelimit-token-remaining` is 0. Sending
@@ -84,6 +86,7 @@ PERSON_LABELS = {"company": ("Firma", "Company"), "tax_id": ("NIP", "Tax ID")}
 DAILY_WAIT = 3600.0  # the day's token budget is spent: let the task's retries come back later
 CLOUDFLARE_WAIT = 600.0  # blocked at the edge for sending into 429s: stay away for a while
 MIN_429_WAIT = 1.0  # never straight back into a 429: that is how a token gets blocked
+RECENT = 500  # newest records read after a lost create: one page, many times a batch
 T = TypeVar("T", bound=Hashable)
 
 
@@ -248,6 +251,7 @@ class PipedriveCRM:
         self._schema: Schema | None = None
         self._persons: dict[str, int] = {}  # contact key -> person id
         self._deals: dict[str, int] = {}  # payment id -> deal id
+        self._lost: set[str] = set()  # contact keys and payment ids whose create answer was lost
         self._notes: Remembered[NoteInput] = Remembered()
 
     @classmethod
@@ -398,6 +402,8 @@ class PipedriveCRM:
         else:
             raise PermanentError("a contact has neither an e-mail nor a Stripe customer id", vendor=VENDOR)
         custom = self._person_custom(c)
+        if found is None and c.key in self._lost:
+            found = self._recent("persons", lambda p: _is_person(p, c, person_key))
         if found is not None:
             pid = int(found["id"])
             patch: dict[str, Any] = {}
@@ -421,15 +427,38 @@ class PipedriveCRM:
                 body["phones"] = [{"value": c.phone, "primary": True, "label": "work"}]
             if custom:
                 body["custom_fields"] = custom
-            pid = int(self.api.data("POST", "/api/v2/persons", json=body, idempotent=False)["id"])
+            pid = int(self._create("/api/v2/persons", body, c.key)["id"])
+        self._lost.discard(c.key)
         self._persons[c.key] = pid
         return pid
+
+    def _create(self, path: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+        """POST a create that carries no key; a lost answer marks `key` so the next look also
+        reads the newest records, which (unlike search) show a record the moment it is written."""
+        try:
+            return cast(dict[str, Any], self.api.data("POST", path, json=body, idempotent=False))
+        except OutcomeUnknownError:
+            self._lost.add(key)
+            raise
+
+    def _recent(
+        self, kind: str, match: Callable[[dict[str, Any]], bool], **params: Any
+    ) -> dict[str, Any] | None:
+        """The newest `RECENT` persons or deals (`GET /api/v2/{kind}`, newest first), the one
+        `match` accepts: where a create whose answer was lost shows before search catches up."""
+        rows = self.api.data(
+            "GET",
+            f"/api/v2/{kind}",
+            params={"sort_by": "id", "sort_direction": "desc", "limit": RECENT, **params},
+        )
+        return next((r for r in rows or [] if match(r)), None)
 
     def keys_contact(self, email: str | None) -> bool:
         return False  # persons are searched for, then created: nothing keys the create
 
     def upsert_contacts(self, contacts: Sequence[ContactInput]) -> list[str]:
-        # POST /persons carries no key: a lost answer is looked for by the search, not resent
+        # POST /persons carries no key: a lost answer is looked for (search, then the newest
+        # persons), not resent
         return look_first(
             self._upsert_contacts, contacts, vendor=VENDOR, consistent=False, sleep=self.api.sleep
         )
@@ -473,16 +502,24 @@ class PipedriveCRM:
         deal_id = self._deals.get(d.payment_id)
         if deal_id is None:
             found = self._search("deals", d.payment_id, "custom_fields")
+            if found is None and d.payment_id in self._lost:
+                key = str(self.schema().deal_key)
+                found = self._recent(
+                    "deals",
+                    lambda r: (r.get("custom_fields") or {}).get(key) == d.payment_id,
+                    pipeline_id=self.schema().pipeline_id,
+                )
             deal_id = int(found["id"]) if found else None
         if deal_id is not None:
             self.api.data("PATCH", f"/api/v2/deals/{deal_id}", json=body)
         else:
-            deal_id = int(self.api.data("POST", "/api/v2/deals", json=body, idempotent=False)["id"])
+            deal_id = int(self._create("/api/v2/deals", body, d.payment_id)["id"])
+        self._lost.discard(d.payment_id)
         self._deals[d.payment_id] = deal_id
         return deal_id
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
-        # POST /deals carries no key: a lost answer is looked for by payment id, not resent
+        # POST /deals carries no key: a lost answer is looked for (search, then the newest deals)
         return look_first(self._upsert_deals, deals, vendor=VENDOR, consistent=False, sleep=self.api.sleep)
 
     def _upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
@@ -642,6 +679,13 @@ class PipedriveCRM:
             if not key.startswith(CUSTOM) and key not in deal_keys:
                 report.problems.append(f"fields.{logical}: no deal field with key {key!r}")
         return report
+
+
+def _is_person(record: dict[str, Any], c: ContactInput, person_key: str | None) -> bool:
+    """Whether a listed person (v2 shape) is this contact: its e-mail, else its customer id."""
+    if c.email:
+        return any(str(e.get("value", "")).lower() == c.email.lower() for e in record.get("emails") or [])
+    return bool(person_key) and (record.get("custom_fields") or {}).get(person_key) == c.customer_id
 
 
 def _each_once(items: Sequence[T], memory: Remembered[T], create: Callable[[T], str]) -> list[str]:

@@ -489,7 +489,8 @@ class PipedriveCRM:
         values = d.values or deal_values(d.payment, d.language)  # a caller may give only the Payment
         mapping = {name: self._target(crm) for name, crm in self.mapping.items()}
         custom: dict[str, Any] = {}
-        for key, v in payment_fields(d.payment, mapping, value, values).items():
+        given = {k: v for k, v in d.fields.items() if k and not k.startswith(CUSTOM)}  # "" = dropped
+        for key, v in {**given, **payment_fields(d.payment, mapping, value, values)}.items():
             (custom if is_custom_key(key) else body)[key] = v
         if "currency" in body:
             body["currency"] = str(body["currency"]).upper()
@@ -615,14 +616,12 @@ class PipedriveCRM:
             elif stage in existing:
                 report.add(f"stage {logical} {stage!r}", "exists", str(existing[stage]))
             else:
-                existing[stage] = int(
-                    self._create_once(
-                        "/api/v2/stages",
-                        {"name": stage, "pipeline_id": pipeline_id},
-                        "id",
-                        lambda s=stage: self._stage_ids(pipeline_id).get(s),  # type: ignore[misc]
-                    )
-                )
+
+                def find(stage: str = stage, pipeline_id: int = pipeline_id) -> int | None:
+                    return self._stage_ids(pipeline_id).get(stage)
+
+                body = {"name": stage, "pipeline_id": pipeline_id}
+                existing[stage] = int(self._create_once("/api/v2/stages", body, "id", find))
                 report.add(f"stage {logical} {stage!r}", "created", str(existing[stage]))
             report.mapping[f"stage.{logical}"] = f"{stage} ({stage if stage.isdigit() else existing[stage]})"
         report.mapping.update({f"field.{k}": v for k, v in self.mapping.items()})
@@ -652,8 +651,16 @@ class PipedriveCRM:
         deal_list = self._field_list("dealFields")
         for kind, fields in (("dealFields", deal_list), ("personFields", self._field_list("personFields"))):
             keys = self._resolve(kind, fields)
+            option, given = (
+                ("deal_field_key", self._given.deal_key)
+                if kind == "dealFields"
+                else ("person_field_key", self._given.person_key)
+            )
             for logical, (name, _) in self._needed(kind).items():
-                if keys[logical] is not None:
+                if given and logical in ("payment_id", "customer_id"):  # the key field, named by key
+                    if given not in {str(f["field_code"]) for f in fields}:
+                        report.problems.append(f"options.{option}: no {kind} field with key {given!r}")
+                elif keys[logical] is not None:
                     report.ok.append(f"{kind} {name!r} exists")
                 elif kind == "dealFields" and logical != "payment_id":
                     report.problems.append(

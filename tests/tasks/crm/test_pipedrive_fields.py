@@ -227,3 +227,14 @@ def test_a_known_person_gains_the_phone_and_tax_id_and_keeps_its_other_phone(clo
     calls = fake.calls("/api/v2/persons", "PATCH")
     make(fake, clock).upsert_contacts([full])  # nothing new: no write
     assert fake.calls("/api/v2/persons", "PATCH") == calls
+
+
+def test_a_key_field_given_by_key_is_checked_by_key(clock: FakeClock) -> None:
+    fake = FakePipedrive(clock=clock).ready()
+    key = fake.field_key("dealFields", DEAL_FIELD)
+    next(f for f in fake.fields["dealFields"] if f["key"] == key)["name"] = "Renamed by a user"
+    assert make(fake, clock, deal_field_key=key).check().passed
+    [deal_id] = make(fake, clock, deal_field_key=key).upsert_deals([deal_of(refunded_payment())])
+    assert fake.deals[int(deal_id)]["custom_fields"][key] == "pi_refund1"
+    bad = make(fake, clock, deal_field_key="0" * 40).check()
+    assert [p for p in bad.problems if p.startswith("options.deal_field_key")]

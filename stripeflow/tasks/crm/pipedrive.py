@@ -86,7 +86,7 @@ PERSON_LABELS = {"company": ("Firma", "Company"), "tax_id": ("NIP", "Tax ID")}
 DAILY_WAIT = 3600.0  # the day's token budget is spent: let the task's retries come back later
 CLOUDFLARE_WAIT = 600.0  # blocked at the edge for sending into 429s: stay away for a while
 MIN_429_WAIT = 1.0  # never straight back into a 429: that is how a token gets blocked
-RECENT = 500  # newest records read after a lost create: one page, many times a batch
+RECENT = 500  # newest records read after a lost create: one page, more than a batch makes
 T = TypeVar("T", bound=Hashable)
 
 

@@ -177,3 +177,16 @@ def test_a_lost_create_is_found_even_when_search_lags_past_every_look(clock: Fak
         table = fake.persons
     assert list(table) == [int(got)]  # found in the newest records, never created twice
     assert fake.calls(path.strip("$"), "POST") == 1
+
+
+def test_over_a_socket_the_cloudflare_page_is_still_a_wait() -> None:
+    from stripeflow.testing.server import serve_app
+
+    fake = FakePipedrive(cloudflare_after=2).ready()
+    fake.inject(429, count=2)
+    with serve_app(fake.app) as url:
+        crm = PipedriveCRM(api_token="pd-fake", base_url=url, sleep=lambda s: None)
+        with pytest.raises(RetriableError) as caught:
+            crm.upsert_deals([deal(1)])
+        crm.close()
+    assert caught.value.status == 403 and not isinstance(caught.value, AuthError)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,12 @@ import httpx
 import pytest
 
 from stripeflow.core.config import CRMTarget
-from stripeflow.core.deal_fields import deal_values
 from stripeflow.core.errors import AuthError, ConfigError, PermanentError, RateLimitedError, RetriableError
-from stripeflow.core.payment import Payment
 from stripeflow.tasks.crm import bitrix24
-from stripeflow.tasks.crm.base import DealInput
 from stripeflow.testing.bitrix24 import FakeBitrix24, parse_php_query
 from stripeflow.testing.vendor import FakeClock
-from tests.tasks.crm.harness import contact, payment
+from tests.tasks.crm.harness import contact
+from tests.tasks.crm.samples import rich_deal
 
 
 def test_php_query_round_trips_through_the_fakes_parser() -> None:
@@ -88,37 +85,6 @@ def test_bitrix_batch_refuses_more_than_fifty_commands() -> None:
 
 
 # --- field names, payment fields, contacts, lost answers (issue 10) ----------------------------
-
-
-def rich_payment(n: int = 1) -> Payment:
-    """A partly refunded BLIK subscription payment with an invoice and a receipt."""
-    data = payment(n).model_dump(exclude={"lifecycle", "refunds", "disputes", "charge_refunded"})
-    data.update(
-        status="partially_refunded",
-        refunded_amount=Decimal("50.00"),
-        method="blik",
-        kind="subscription",
-        invoice_pdf="https://pay.stripe.com/invoice/acct_1/in_1/pdf",
-        receipt_url="https://pay.stripe.com/receipts/r_1",
-    )
-    return Payment(**data)
-
-
-def rich_deal(n: int = 1, language: str = "pl", contact_id: str | None = None) -> DealInput:
-    """A deal as the CRM task builds it: the catalogue's values in the account's language."""
-    p = rich_payment(n)
-    return DealInput(
-        payment_id=p.payment_id,
-        title=f"Płatność Stripe {n}",
-        amount=p.amount,
-        refunded_amount=p.refunded_amount,
-        currency=p.currency,
-        stage="paid",
-        contact_id=contact_id,
-        payment=p,
-        values=deal_values(p, language),
-        language=language,
-    )
 
 
 def b24(fake: FakeBitrix24, **kw: Any) -> bitrix24.Bitrix24CRM:

@@ -319,6 +319,9 @@ class Bitrix24CRM:
             DEFAULT_STAGES,
             check=check_key_field,
         )
+        # the account's language: options.language, else what the caller knows (the shared setting)
+        fallback = kw.pop("language", None)
+        args["language"] = args.get("language") or fallback or "pl"
         return cls(
             webhook_url=block.webhook_url.get_secret_value(),
             burst=block.burst,

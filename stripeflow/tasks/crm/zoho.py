@@ -274,6 +274,9 @@ class ZohoCRM:
         from stripeflow.blocks.crm import ZohoCredentials
 
         block, args = configure(VENDOR, target, env, ZohoCredentials, OPTIONS, FIELD_NAME, DEFAULT_STAGES)
+        # the account's language: options.language, else what the caller knows (the shared setting)
+        fallback = kw.pop("language", None)
+        args["language"] = args.get("language") or fallback or "pl"
         return cls(
             client_id=block.client_id.get_secret_value(),
             client_secret=block.client_secret.get_secret_value(),

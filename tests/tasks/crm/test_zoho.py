@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
 
+from stripeflow.core.config import CRMTarget
 from stripeflow.core.errors import PermanentError
 from stripeflow.tasks.crm import zoho
 from stripeflow.testing.zoho import FakeZoho
@@ -261,3 +263,11 @@ def test_setup_says_exactly_what_to_create_by_hand_when_the_api_refuses() -> Non
     )
     assert "'Status płatności'" in notes["Deals.Payment_Status"]
     assert "Currency field" in notes["Deals.Refunded_Amount"] and "URL field" in notes["Deals.Invoice_PDF"]
+
+
+def test_the_accounts_language_comes_from_the_option_else_from_the_caller(tmp_path: Path) -> None:
+    env = {"ZOHO_CLIENT_ID": "1000.ID", "ZOHO_CLIENT_SECRET": "s", "ZOHO_REFRESH_TOKEN": "r"}
+    assert zoho.ZohoCRM.from_target(CRMTarget(type="zoho"), tmp_path, env=env).language == "pl"
+    assert zoho.ZohoCRM.from_target(CRMTarget(type="zoho"), tmp_path, env=env, language="en").language == "en"
+    target = CRMTarget(type="zoho", options={"language": "en"})
+    assert zoho.ZohoCRM.from_target(target, tmp_path, env=env, language="pl").language == "en"

@@ -3,7 +3,9 @@
 `/rest/<user>/<code>/<method>[.json]` with a JSON body or PHP-style form/query parameters
 (top-level keys case-insensitive); crm.contact.* and crm.deal.* (list with 50-record pages
 and `next`/`total`, add, update, get, fields), crm.duplicate.findbycomm,
-crm.timeline.comment.add/list, crm.deal.userfield.list/add, crm.status.list/add, profile,
+crm.timeline.comment.add/list, crm.deal.userfield.list/add and crm.contact.userfield.list/add
+(FIELD_NAME checked as Bitrix24 documents it: A-Z, 0-9 and _, at most 20 characters with its
+UF_CRM_ prefix, refused with 400 and `error: ""`), crm.contact.fields, crm.status.list/add, profile,
 and `batch` (at most 50 commands, `$result[key]` references, `result_error` per command,
 nested batch refused). A wrong webhook code answers 401 NO_AUTH_FOUND; the portal's leaky
 bucket (50 burst, 2 a second by default) answers 503 QUERY_LIMIT_EXCEEDED; every answer has
@@ -25,6 +27,8 @@ import httpx
 from stripeflow.testing.vendor import Call, Clock, FakeVendor, Fault, LeakyBucket, respond
 
 PAGE = 50
+UF_MAX = 20  # a user-field name's length, UF_CRM_ included (the parameter table's limit)
+USER_TYPES = {"string", "integer", "double", "boolean", "datetime", "date", "money", "url", "enumeration"}
 BUILTIN_STAGES = [
     "NEW",
     "PREPARATION",
@@ -48,6 +52,8 @@ DEAL_FIELDS = [
     "ORIGINATOR_ID",
     "ORIGIN_ID",
     "COMMENTS",
+    "BEGINDATE",
+    "CLOSEDATE",
     "DATE_CREATE",
     "DATE_MODIFY",
 ]
@@ -60,6 +66,8 @@ CONTACT_FIELDS = [
     "ORIGINATOR_ID",
     "ORIGIN_ID",
     "SOURCE_ID",
+    "COMPANY_ID",
+    "POST",
     "DATE_CREATE",
     "DATE_MODIFY",
 ]
@@ -119,7 +127,8 @@ class FakeBitrix24(FakeVendor):
         self.contacts: dict[int, dict[str, Any]] = {}
         self.deals: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
-        self.userfields: dict[str, dict[str, Any]] = {}
+        self.userfields: dict[str, dict[str, Any]] = {}  # the deals' user fields
+        self.contact_userfields: dict[str, dict[str, Any]] = {}
         self.stage_lists: dict[str, list[str]] = {"DEAL_STAGE": list(BUILTIN_STAGES)}
         self.command_faults: list[tuple[str, int, dict[str, Any]]] = []
         self._next = 0
@@ -137,7 +146,10 @@ class FakeBitrix24(FakeVendor):
             "crm.timeline.comment.add": self.comment_add,
             "crm.timeline.comment.list": self.comment_list,
             "crm.deal.userfield.list": lambda p: list(self.userfields.values()),
-            "crm.deal.userfield.add": self.userfield_add,
+            "crm.deal.userfield.add": lambda p: self.userfield_add(self.userfields, p),
+            "crm.contact.userfield.list": lambda p: list(self.contact_userfields.values()),
+            "crm.contact.userfield.add": lambda p: self.userfield_add(self.contact_userfields, p),
+            "crm.contact.fields": self.contact_fields,
             "crm.status.list": self.status_list,
             "crm.status.add": self.status_add,
             "profile": lambda p: {"ID": str(self.user), "ADMIN": True, "NAME": "Admin"},
@@ -326,7 +338,10 @@ class FakeBitrix24(FakeVendor):
         return rows, len(found), nxt
 
     def clean(self, table: dict[int, dict[str, Any]], fields: dict[str, Any]) -> dict[str, Any]:
-        allowed = set(DEAL_FIELDS if table is self.deals else CONTACT_FIELDS) | set(self.userfields)
+        deals = table is self.deals
+        allowed = set(DEAL_FIELDS if deals else CONTACT_FIELDS) | set(
+            self.userfields if deals else self.contact_userfields
+        )
         out = {k.upper(): v for k, v in fields.items() if k.upper() in allowed}  # unknown fields are ignored
         if table is self.deals and "STAGE_ID" in out:
             category = int(out.get("CATEGORY_ID") or 0)
@@ -359,8 +374,9 @@ class FakeBitrix24(FakeVendor):
         if rid not in table:
             raise MethodError(400, "", "Not found")
         fields = self.clean(table, p.get("fields") or {})
-        if "EMAIL" in fields:  # Bitrix24 adds multi-field values given without an ID
-            fields["EMAIL"] = (table[rid].get("EMAIL") or []) + list(fields["EMAIL"])
+        for multi in ("EMAIL", "PHONE"):  # Bitrix24 adds multi-field values given without an ID
+            if multi in fields:
+                fields[multi] = (table[rid].get(multi) or []) + list(fields[multi])
         table[rid].update(fields, DATE_MODIFY=stamp())
         return True
 
@@ -370,14 +386,28 @@ class FakeBitrix24(FakeVendor):
             raise MethodError(400, "", "Not found")
         return table[rid]
 
-    def deal_fields(self, p: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def described(names: list[str], userfields: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {
-            **{f: {"type": "string", "title": f} for f in DEAL_FIELDS},
+            **{f: {"type": "string", "title": f} for f in names},
             **{
-                name: {"type": uf["USER_TYPE_ID"], "title": name, "isDynamic": True}
-                for name, uf in self.userfields.items()
+                name: {
+                    "type": uf["USER_TYPE_ID"],
+                    "title": name,
+                    "isDynamic": True,
+                    "formLabel": uf.get("EDIT_FORM_LABEL"),
+                    "listLabel": uf.get("LIST_COLUMN_LABEL"),
+                    "filterLabel": uf.get("LIST_FILTER_LABEL"),
+                }
+                for name, uf in userfields.items()
             },
         }
+
+    def deal_fields(self, p: dict[str, Any]) -> dict[str, Any]:
+        return self.described(DEAL_FIELDS, self.userfields)
+
+    def contact_fields(self, p: dict[str, Any]) -> dict[str, Any]:
+        return self.described(CONTACT_FIELDS, self.contact_userfields)
 
     def findbycomm(self, p: dict[str, Any]) -> Any:
         values = [str(v).lower() for v in p.get("values") or []]
@@ -412,18 +442,39 @@ class FakeBitrix24(FakeVendor):
     def comment_list(self, p: dict[str, Any]) -> tuple[list[Any], int, int | None]:
         return self.list_rows(self.comments, p)
 
-    def userfield_add(self, p: dict[str, Any]) -> int:
+    def userfield_add(self, userfields: dict[str, dict[str, Any]], p: dict[str, Any]) -> int:
         fields = {k.upper(): v for k, v in (p.get("fields") or {}).items()}
-        name = "UF_CRM_" + str(fields.get("FIELD_NAME", "")).removeprefix("UF_CRM_")
-        if name in self.userfields:
+        code = str(fields.get("FIELD_NAME") or "")
+        if not code:
+            raise MethodError(400, "", "The 'FIELD_NAME' field is not found.")
+        name = "UF_CRM_" + code.removeprefix("UF_CRM_")
+        if not re.fullmatch(r"[A-Z0-9_]+", name):
+            raise MethodError(
+                400, "", "Field name contains invalid characters. Allowed characters are: A-Z, 0-9, and _."
+            )
+        if len(name) > UF_MAX:
+            raise MethodError(400, "", f"Field name is too long (more than {UF_MAX} characters).")
+        kind = str(fields.get("USER_TYPE_ID") or "")
+        if not kind:
+            raise MethodError(400, "", "The 'USER_TYPE_ID' field is not found.")
+        if kind not in USER_TYPES:
+            raise MethodError(400, "", "Invalid custom type specified")
+        if name in userfields:
             raise MethodError(400, "", f"Field {name} already exists")
-        self.userfields[name] = {
-            "ID": str(len(self.userfields) + 1),
+        label = fields.get("LABEL")
+        uid = len(self.userfields) + len(self.contact_userfields) + 1
+        userfields[name] = {
+            "ID": str(uid),
+            "ENTITY_ID": "CRM_DEAL" if userfields is self.userfields else "CRM_CONTACT",
             "FIELD_NAME": name,
-            "USER_TYPE_ID": fields.get("USER_TYPE_ID", "string"),
+            "USER_TYPE_ID": kind,
             "XML_ID": fields.get("XML_ID"),
+            **{
+                key: fields.get(key) or label
+                for key in ("EDIT_FORM_LABEL", "LIST_COLUMN_LABEL", "LIST_FILTER_LABEL")
+            },
         }
-        return int(self.userfields[name]["ID"])
+        return uid
 
     def status_list(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         entity = str((p.get("filter") or {}).get("ENTITY_ID", "DEAL_STAGE"))
@@ -448,9 +499,23 @@ class FakeBitrix24(FakeVendor):
         return f"/rest/{self.user}/{self.code}/"
 
     def deal_by_payment(self, payment_id: str) -> dict[str, Any] | None:
-        return next((d for d in self.deals.values() if d.get("UF_CRM_STRIPE_PAYMENT_ID") == payment_id), None)
+        from stripeflow.tasks.crm.bitrix24 import PAYMENT_UF
 
-    def ready(self) -> FakeBitrix24:
-        """As `stripeflow crm setup bitrix24` leaves it: the payment-id UF field exists."""
-        self.userfield_add({"fields": {"FIELD_NAME": "STRIPE_PAYMENT_ID", "USER_TYPE_ID": "string"}})
+        return next((d for d in self.deals.values() if d.get(PAYMENT_UF) == payment_id), None)
+
+    def ready(self, language: str = "pl") -> FakeBitrix24:
+        """As `stripeflow crm setup bitrix24` leaves it: the payment-id field, the payment fields
+        and the contact's company and tax-id fields exist, labelled in `language`."""
+        from stripeflow.tasks.crm.bitrix24 import Bitrix24CRM
+
+        crm = Bitrix24CRM(webhook_url="http://portal.bitrix24.test" + self.url, language=language)
+        try:
+            for (entity, field), (kind, label) in crm._user_fields().items():
+                table = self.userfields if entity == "deal" else self.contact_userfields
+                if field not in table:
+                    self.userfield_add(
+                        table, {"fields": {"FIELD_NAME": field, "USER_TYPE_ID": kind, "LABEL": label}}
+                    )
+        finally:
+            crm.close()
         return self

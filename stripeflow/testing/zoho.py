@@ -6,8 +6,11 @@ and the 10-refreshes-per-10-minutes cap) and the API: Contacts/Deals upsert with
 duplicate_check_fields (at most 100 records, per-record SUCCESS / DUPLICATE_DATA /
 MANDATORY_NOT_FOUND / INVALID_DATA, 200, 207 or 400 as records pass or fail), search
 (`email=`, `criteria=`; 204 when nothing matches), page/per_page lists with
-`info.more_records`, get by id, Notes with `Parent_Id`, the fields settings API (GET, and
-POST creating a custom field with the unique flag), `Zoho-oauthtoken` auth answering 401
+`info.more_records`, get by id, Notes with `Parent_Id`, the fields settings API (GET; POST
+creating a custom field with the unique flag, its API name made from its label as Zoho does, a
+label unique in its module; PATCH renaming a custom field's label, its API name kept), writes
+refused per record with INVALID_DATA for a field the module lacks or a value of the wrong type
+(numbers for currency fields, YYYY-MM-DD for dates), `Zoho-oauthtoken` auth answering 401
 INVALID_TOKEN, and the per-org concurrency limit (and a daily credit budget) enforced with 429
 TOO_MANY_REQUESTS and no Retry-After.
 """
@@ -38,6 +41,36 @@ STAGES = [
     "Closed Lost",
     "Closed Lost to Competition",
 ]
+DATA_TYPES = {
+    "text",
+    "textarea",
+    "email",
+    "phone",
+    "picklist",
+    "date",
+    "datetime",
+    "integer",
+    "currency",
+    "double",
+    "percent",
+    "bigint",
+    "boolean",
+    "website",
+}
+NUMBERS = {"integer", "currency", "double", "percent", "bigint"}
+BUILTIN_TYPES = {
+    "Amount": "currency",
+    "Closing_Date": "date",
+    "Phone": "phone",
+    "Email": "email",
+    "Contact_Name": "lookup",
+    "Parent_Id": "lookup",
+    "Stage": "picklist",
+    "Pipeline": "picklist",
+    "Currency": "picklist",
+    "Description": "textarea",
+    "Note_Content": "textarea",
+}
 BUILTIN_FIELDS = {
     "Contacts": {"Email": True, "First_Name": False, "Last_Name": False, "Phone": False},
     "Deals": {
@@ -96,11 +129,12 @@ class FakeZoho(FakeVendor):
                 name: {
                     "api_name": name,
                     "field_label": name.replace("_", " "),
-                    "data_type": "text",
+                    "data_type": BUILTIN_TYPES.get(name, "text"),
                     "custom_field": False,
+                    "id": str(5843104000000002000 + i),
                     "system_duplicate_check": unique,
                 }
-                for name, unique in names.items()
+                for i, (name, unique) in enumerate(names.items())
             }
             for module, names in BUILTIN_FIELDS.items()
         }
@@ -118,6 +152,7 @@ class FakeZoho(FakeVendor):
         self.route("GET", r"/crm/v7/Deals/(?P<id>\d+)/Notes", self.deal_notes)
         self.route("GET", r"/crm/v7/settings/fields", self.get_fields)
         self.route("POST", r"/crm/v7/settings/fields", self.create_fields)
+        self.route("PATCH", r"/crm/v7/settings/fields(/(?P<id>\d+))?", self.update_fields)
 
     # -- auth, limits, faults ------------------------------------------------------------------
 
@@ -257,10 +292,9 @@ class FakeZoho(FakeVendor):
                 return record_error(
                     "INVALID_DATA", "invalid data", api_name=name, expected_data_type="picklist"
                 )
-            if name == "Amount" and not isinstance(value, int | float):
-                return record_error(
-                    "INVALID_DATA", "invalid data", api_name=name, expected_data_type="double"
-                )
+            kind = self.fields[module].get(name, {}).get("data_type")
+            if value is not None and not self.typed(kind, value):
+                return record_error("INVALID_DATA", "invalid data", api_name=name, expected_data_type=kind)
             if name == "Contact_Name" and value and str(value.get("id")) not in self.records["Contacts"]:
                 return record_error("INVALID_DATA", "the id given seems to be invalid", api_name=name)
             if name in self.unique_fields(module) and value not in (None, ""):
@@ -274,6 +308,17 @@ class FakeZoho(FakeVendor):
                         duplicate_record={"id": other["id"]},
                     )
         return None
+
+    @staticmethod
+    def typed(kind: str | None, value: Any) -> bool:
+        """Whether a value fits a field's data type, as Zoho checks it on every write."""
+        if kind in NUMBERS:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        if kind == "date":
+            return isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None
+        if kind in ("text", "website", "email", "phone", "textarea"):
+            return isinstance(value, str)
+        return True
 
     def find(self, module: str, name: str, value: Any) -> dict[str, Any] | None:
         norm = str(value).lower() if name == "Email" else value
@@ -470,40 +515,106 @@ class FakeZoho(FakeVendor):
             )
         out = []
         for f in (call.json() or {}).get("fields") or []:
-            api_name = re.sub(r"\W+", "_", str(f.get("field_label", "")).strip())
-            if api_name in self.fields[module]:
-                out.append(record_error("DUPLICATE_DATA", "field label already exists", api_name=api_name))
-                continue
-            self.fields[module][api_name] = {
-                "api_name": api_name,
-                "field_label": f.get("field_label"),
-                "data_type": f.get("data_type", "text"),
-                "custom_field": True,
-                **({"unique": f["unique"]} if f.get("unique") else {}),
-            }
-            out.append(
-                {
-                    "code": "SUCCESS",
-                    "details": {"id": self.new_id()},
-                    "message": "field created",
-                    "status": "success",
+            label = str(f.get("field_label") or "").strip()
+            # Zoho's API name: the label's letters and digits, runs of anything else as one _
+            api_name = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+            if not label or f.get("data_type") not in DATA_TYPES:
+                key = "field_label" if not label else "data_type"
+                out.append(record_error("INVALID_DATA", "invalid data", api_name=key))
+            elif self.label_taken(module, label) or api_name in self.fields[module]:
+                out.append(
+                    record_error("DUPLICATE_DATA", "field label already exists", api_name="field_label")
+                )
+            else:
+                fid = self.new_id()
+                self.fields[module][api_name] = {
+                    "api_name": api_name,
+                    "field_label": label,
+                    "data_type": f["data_type"],
+                    "custom_field": True,
+                    "id": fid,
+                    **({"unique": f["unique"]} if f.get("unique") else {}),
                 }
-            )
+                out.append(
+                    {
+                        "code": "SUCCESS",
+                        "details": {"id": fid},
+                        "message": "field created",
+                        "status": "success",
+                    }
+                )
         return respond(201, {"fields": out})
+
+    def label_taken(self, module: str, label: str, but: str | None = None) -> bool:
+        return any(
+            str(f.get("field_label", "")).lower() == label.lower() and f.get("id") != but
+            for f in self.fields[module].values()
+        )
+
+    def update_fields(self, call: Call) -> httpx.Response:
+        """PATCH settings/fields[/{id}]: at most five fields a call; a custom field's label changes,
+        its API name stays."""
+        module = call.params.get("module")
+        if module not in self.fields:
+            return zerror(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {"param": "module"}
+            )
+        given = (call.json() or {}).get("fields") or []
+        if len(given) > 5:
+            return zerror(400, "LIMIT_EXCEEDED", "the number of fields exceeds the limit", {"limit": 5})
+        by_id = {f["id"]: f for f in self.fields[module].values()}
+        out = []
+        for f in given:
+            fid = str(call.match.get("id") or f.get("id") or "")
+            field = by_id.get(fid)
+            label = str(f.get("field_label") or "").strip()
+            if field is None:
+                out.append(record_error("INVALID_DATA", "the id given seems to be invalid", api_name="id"))
+            elif not field.get("custom_field"):
+                out.append(
+                    record_error(
+                        "NOT_ALLOWED", "system field label cannot be updated", api_name="field_label"
+                    )
+                )
+            elif label and self.label_taken(module, label, but=fid):
+                out.append(
+                    record_error("DUPLICATE_DATA", "field label already exists", api_name="field_label")
+                )
+            else:
+                if label:
+                    field["field_label"] = label
+                out.append(
+                    {
+                        "code": "SUCCESS",
+                        "details": {"id": fid},
+                        "message": "field updated",
+                        "status": "success",
+                    }
+                )
+        return respond(200, {"fields": out})
 
     # -- what tests read -----------------------------------------------------------------------
 
     def deal_by_payment(self, payment_id: str) -> dict[str, Any] | None:
         return self.find("Deals", "Stripe_Payment_Id", payment_id)
 
-    def ready(self) -> FakeZoho:
-        """As `stripeflow crm setup zoho` leaves it: the two unique custom fields exist."""
-        for module, name in (("Deals", "Stripe_Payment_Id"), ("Contacts", "Stripe_Customer_Id")):
-            self.fields[module][name] = {
-                "api_name": name,
-                "field_label": name.replace("_", " "),
-                "data_type": "text",
-                "custom_field": True,
-                "unique": {"casesensitive": False},
-            }
+    def ready(self, language: str = "pl") -> FakeZoho:
+        """As `stripeflow crm setup zoho` leaves it: the two unique keys, the payment fields and
+        the contact's company and tax-id fields exist, labelled in `language`."""
+        from stripeflow.tasks.crm.zoho import ZohoCRM
+
+        crm = ZohoCRM(client_id="-", client_secret="-", refresh_token="-", language=language)
+        try:
+            for (module, api_name), (kind, label, unique) in crm._wanted().items():
+                if api_name not in self.fields[module]:
+                    self.fields[module][api_name] = {
+                        "api_name": api_name,
+                        "field_label": label if not self.label_taken(module, label) else f"{label} (Stripe)",
+                        "data_type": kind,
+                        "custom_field": True,
+                        "id": self.new_id(),
+                        **({"unique": {"casesensitive": False}} if unique else {}),
+                    }
+        finally:
+            crm.close()
         return self

@@ -3,9 +3,13 @@
 A batch of up to 50 contacts or deals costs two calls: one `batch` of lookups (`crm.contact.list`
 by EMAIL, or by ORIGIN_ID = the Stripe customer id; `crm.deal.list` by the payment-id field),
 then one `batch` of `*.add` / `*.update`. Notes are one `batch` of `crm.timeline.comment.add`.
-The payment id lives in a UF field (`UF_CRM_STRIPE_PAYMENT_ID`, made by `setup()`) or, with
-`options.payment_id_field = "ORIGIN_ID"`, in the deal's ORIGIN_ID. The webhook URL holds the
-secret, so it is never printed: only the portal's host is.
+The payment id lives in a UF field (`UF_CRM_STRIPE_PI`, made by `setup()`) or, with
+`options.payment_id_field = "ORIGIN_ID"`, in the deal's ORIGIN_ID. A user-field name holds at most
+20 characters with its `UF_CRM_` prefix (13 of the user's own), so every name here fits.
+Every payment field of the catalogue (`core.deal_fields`) lands on the deal: amount, currency and
+date in the native OPPORTUNITY, CURRENCY_ID and CLOSEDATE, the rest in `UF_CRM_SF_*` user fields
+that `setup()` creates with the catalogue's labels in the account's language (`options.language`).
+The webhook URL holds the secret, so it is never printed: only the portal's host is.
 `*.add` carries no key: a batch with adds is sent unretried, and when its answer is lost the
 lookups run again at once (they read the records, not an index) and only what is still missing
 is added. A note is found among its deal's `crm.timeline.comment.list` by its marker.
@@ -13,6 +17,7 @@ is added. A note is found among its deal's `crm.timeline.comment.list` by its ma
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from stripeflow.core.config import STAGE_NAMES, CRMTarget
+from stripeflow.core.deal_fields import BY_NAME, FieldType, deal_values, resolve_mapping
 from stripeflow.core.errors import AuthError, ConfigError, PermanentError, RateLimitedError, VendorError
 from stripeflow.core.http import (
     Clock,
@@ -41,7 +47,8 @@ from stripeflow.tasks.crm.common import (
     SetupReport,
     configure,
     look_first,
-    mapped_fields,
+    payment_fields,
+    plain,
     split_name,
     unique_by,
     where,
@@ -50,7 +57,31 @@ from stripeflow.tasks.crm.common import (
 VENDOR = "bitrix24"
 MAX_COMMANDS = 50
 LIST_PAGE = 50  # records in one page of a *.list answer
-PAYMENT_UF = "UF_CRM_STRIPE_PAYMENT_ID"
+PAYMENT_UF = "UF_CRM_STRIPE_PI"
+UF_PREFIX = "UF_CRM_"
+UF_MAX = 20  # characters in a user-field name, UF_CRM_ included (13 of the user's own)
+DEFAULT_FIELDS = {  # logical deal field -> its home on a Bitrix24 deal (the payment id: `key_field`)
+    "amount": "OPPORTUNITY",
+    "currency": "CURRENCY_ID",
+    "paid_on": "CLOSEDATE",
+    "status": "UF_CRM_SF_STATUS",
+    "refunded_amount": "UF_CRM_SF_REFUNDED",
+    "method": "UF_CRM_SF_METHOD",
+    "product": "UF_CRM_SF_PRODUCT",
+    "kind": "UF_CRM_SF_KIND",
+    "invoice_pdf": "UF_CRM_SF_INVOICE",
+    "receipt_url": "UF_CRM_SF_RECEIPT",
+    "dashboard_url": "UF_CRM_SF_DASHBOARD",
+}
+# what Stripe knows of a contact beyond its name and e-mail: PHONE is a native multi-field; a
+# contact has no company-name field of its own (only a link to a company record), so user fields
+CONTACT_PHONE = "PHONE"
+CONTACT_FIELDS = {"company": "UF_CRM_SF_COMPANY", "tax_id": "UF_CRM_SF_TAX_ID"}
+CONTACT_LABELS = {
+    "company": {"pl": "Firma", "en": "Company"},
+    "tax_id": {"pl": "NIP", "en": "Tax ID"},
+}
+USER_TYPES: dict[FieldType, str] = {"number": "double", "text": "string", "date": "date", "url": "url"}
 DEFAULT_STAGES = {  # the built-in stages of the default deal pipeline (category 0)
     "new": "NEW",
     "paid": "WON",
@@ -60,9 +91,11 @@ DEFAULT_STAGES = {  # the built-in stages of the default deal pipeline (category
     "overdue": "FINAL_INVOICE",
 }
 OPTIONS: dict[str, type | tuple[type, ...]] = {"category_id": int, "payment_id_field": str, "language": str}
+UF_NAME = rf"UF_CRM_[A-Z0-9_]{{1,{UF_MAX - len(UF_PREFIX)}}}"
 FIELD_NAME = (
-    r"UF_CRM_[A-Z0-9_]+|[A-Z][A-Z_]*",
-    "a Bitrix24 deal field (UF_CRM_... or an upper-case standard field)",
+    rf"{UF_NAME}|(?!UF_)[A-Z][A-Z_]*",  # a standard field never starts with UF_
+    f"a Bitrix24 deal field: an upper-case standard field, or UF_CRM_ and at most "
+    f"{UF_MAX - len(UF_PREFIX)} of A-Z, 0-9 and _ ({UF_MAX} characters in all, Bitrix24's limit)",
 )
 NO_EVENT = {"REGISTER_SONET_EVENT": "N"}  # do not flood the activity stream with our writes
 
@@ -89,12 +122,19 @@ def php_query(params: Mapping[str, Any], prefix: str = "") -> str:
 
 
 def check_key_field(target: CRMTarget, options: Mapping[str, Any]) -> None:
-    """The payment id can live only in the deal's ORIGIN_ID or in a UF_CRM_ field."""
+    """The payment id can live only in the deal's ORIGIN_ID or in a UF_CRM_ field Bitrix24 can make."""
     key = str(options.get("payment_id_field", PAYMENT_UF))
-    if key != "ORIGIN_ID" and not key.startswith("UF_CRM_"):
+    if key != "ORIGIN_ID" and not re.fullmatch(UF_NAME, key):
         raise ConfigError(
-            f"{where(target)}: options.payment_id_field: {key!r} must be ORIGIN_ID or UF_CRM_..."
+            f"{where(target)}: options.payment_id_field: {key!r} must be ORIGIN_ID or "
+            f"UF_CRM_ and at most {UF_MAX - len(UF_PREFIX)} of A-Z, 0-9 and _ ({UF_MAX} characters in all)"
         )
+
+
+def bitrix_value(value: Any) -> Any:
+    """A deal value as Bitrix24 takes it: text (numbers and dates as `plain` writes them), an
+    empty string clearing a field that has no value."""
+    return "" if value is None else plain(value)
 
 
 def command(method: str, params: Mapping[str, Any]) -> str:
@@ -206,6 +246,25 @@ def _raise_errors(errors: Mapping[str, Any], what: str) -> None:
         )
 
 
+def _contact_changes(c: ContactInput, have: Mapping[str, Any]) -> dict[str, Any]:
+    """The contact fields Stripe knows that the record (`have`, empty for a new one) lacks or has
+    otherwise. A phone is added only when the contact has no such number: PHONE is a multi-field,
+    and a value sent without its ID is added beside the others."""
+    out: dict[str, Any] = {}
+    if c.name and have:
+        first, last = split_name(c.name, c.email)
+        if (have.get("NAME") or "", have.get("LAST_NAME") or "") != (first, last):
+            out.update(NAME=first, LAST_NAME=last)
+    phones = [str(v.get("VALUE", "")) for v in have.get(CONTACT_PHONE) or [] if isinstance(v, Mapping)]
+    if c.phone and c.phone not in phones:
+        out[CONTACT_PHONE] = [{"VALUE": c.phone, "VALUE_TYPE": "WORK"}]
+    for name, uf in CONTACT_FIELDS.items():
+        value = getattr(c, name)
+        if value and have.get(uf) != value:  # what Stripe does not know is left as the user set it
+            out[uf] = value
+    return out
+
+
 # --- the adapter ----------------------------------------------------------------------------
 
 
@@ -235,8 +294,10 @@ class Bitrix24CRM:
         self.stages = {
             k: stage_in_category(v, category_id) for k, v in {**DEFAULT_STAGES, **(stages or {})}.items()
         }
-        self.fields = dict(fields or {})
+        self.fields = dict(fields or {})  # the user's `[crm.fields]` overrides
         self.key_field = payment_id_field
+        # logical field -> deal field: the defaults, then the overrides (an empty one drops a field)
+        self.mapping = resolve_mapping({**DEFAULT_FIELDS, "payment_id": payment_id_field}, self.fields)
         self.language = language
         self.api = Bitrix24API(webhook_url, burst=burst, per_second=per_second, wall=wall, **seams)
         self.portal = urlsplit(webhook_url).netloc  # printable; the path holds the secret
@@ -258,6 +319,9 @@ class Bitrix24CRM:
             DEFAULT_STAGES,
             check=check_key_field,
         )
+        # the account's language: options.language, else what the caller knows (the shared setting)
+        fallback = kw.pop("language", None)
+        args["language"] = args.get("language") or fallback or "pl"
         return cls(
             webhook_url=block.webhook_url.get_secret_value(),
             burst=block.burst,
@@ -290,29 +354,34 @@ class Bitrix24CRM:
                 )
             lookups[f"c{k}"] = command(
                 "crm.contact.list",
-                {"filter": where, "select": ["ID", "NAME", "LAST_NAME"], "order": {"ID": "ASC"}},
+                {
+                    "filter": where,
+                    "select": ["ID", "NAME", "LAST_NAME", CONTACT_PHONE, *CONTACT_FIELDS.values()],
+                    "order": {"ID": "ASC"},
+                },
             )
         found, errors = self.api.batch(lookups)
         _raise_errors(errors, "contact lookup")
         ids: dict[int, str] = {}
         writes: dict[str, str] = {}
         for k, c in enumerate(chosen):
-            first, last = split_name(c.name, c.email)
             hits = found.get(f"c{k}") or []
             if hits:
                 ids[k] = str(hits[0]["ID"])
-                if c.name and (hits[0].get("NAME") or "", hits[0].get("LAST_NAME") or "") != (first, last):
-                    # no EMAIL here: sending it again would add a second e-mail to the contact
+                # no EMAIL here: sending it again would add a second e-mail to the contact
+                changes = _contact_changes(c, hits[0])
+                if changes:
                     writes[f"c{k}"] = command(
-                        "crm.contact.update",
-                        {"id": ids[k], "fields": {"NAME": first, "LAST_NAME": last}, "params": NO_EVENT},
+                        "crm.contact.update", {"id": ids[k], "fields": changes, "params": NO_EVENT}
                     )
             else:
+                first, last = split_name(c.name, c.email)
                 new: dict[str, Any] = {"NAME": first, "LAST_NAME": last, "SOURCE_ID": "WEB"}
                 if c.email:
                     new["EMAIL"] = [{"VALUE": c.email.lower(), "VALUE_TYPE": "WORK"}]
                 if c.customer_id:
                     new.update(ORIGINATOR_ID="stripe", ORIGIN_ID=c.customer_id)
+                new.update(_contact_changes(c, {}))
                 writes[f"c{k}"] = command("crm.contact.add", {"fields": new, "params": NO_EVENT})
         if writes:
             done, errors = self.api.batch(writes, idempotent=not _adds(writes))
@@ -325,20 +394,21 @@ class Bitrix24CRM:
     # -- deals ---------------------------------------------------------------------------------
 
     def _deal_fields(self, d: DealInput) -> dict[str, Any]:
+        values = d.values or deal_values(d.payment, d.language)
         fields: dict[str, Any] = {
             "TITLE": d.title,
             "CATEGORY_ID": self.category_id,
             "STAGE_ID": self.stages.get(d.stage, d.stage),
-            "CURRENCY_ID": d.currency.upper(),
-            "OPPORTUNITY": str(d.amount),
-            "IS_MANUAL_OPPORTUNITY": "Y",
-            self.key_field: d.payment_id,
+            **{k: v for k, v in d.fields.items() if k},
+            **payment_fields(d.payment, self.mapping, bitrix_value, values),
+            self.key_field: d.payment_id,  # the key, whatever the mapping says
         }
+        if "OPPORTUNITY" in fields:
+            fields["IS_MANUAL_OPPORTUNITY"] = "Y"  # else Bitrix24 sums the deal's products over it
         if self.key_field == "ORIGIN_ID":
             fields["ORIGINATOR_ID"] = "stripe"
         if d.contact_id:
             fields["CONTACT_IDS"] = [d.contact_id]
-        fields.update(mapped_fields(d, self.fields))
         return fields
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
@@ -443,30 +513,55 @@ class Bitrix24CRM:
         rows = self.api.call("crm.status.list", {"filter": {"ENTITY_ID": self._status_entity()}}) or []
         return {str(r["STATUS_ID"]) for r in rows}
 
+    def _user_fields(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(entity, UF field) -> (user type, label in the account's language) of every user field
+        the mapping and the contacts need."""
+        wanted: dict[tuple[str, str], tuple[str, str]] = {}
+        if self.key_field.startswith(UF_PREFIX):
+            wanted["deal", self.key_field] = ("string", BY_NAME["payment_id"].label(self.language))
+        for name, field in self.mapping.items():
+            if field.startswith(UF_PREFIX):
+                spec = BY_NAME.get(name)  # a Payment field of the user's own choice is text
+                kind = USER_TYPES[spec.type] if spec else "string"
+                wanted.setdefault(("deal", field), (kind, spec.label(self.language) if spec else name))
+        for name, field in CONTACT_FIELDS.items():
+            wanted["contact", field] = ("string", CONTACT_LABELS[name].get(self.language, name))
+        return wanted
+
+    def _fields_of(self) -> dict[str, dict[str, Any]]:
+        return {
+            "deal": self.api.call("crm.deal.fields") or {},
+            "contact": self.api.call("crm.contact.fields") or {},
+        }
+
     def setup(self) -> SetupReport:
-        """Create the payment-id UF field and any configured stage the pipeline lacks; idempotent."""
+        """Create the user fields (the payment id, the payment fields, the contact's company and
+        tax id) with the catalogue's labels, and any configured stage the pipeline lacks; idempotent."""
         report = SetupReport(VENDOR)
         if self.key_field == "ORIGIN_ID":
             report.add("deal key ORIGIN_ID", "exists", "built in")
-        else:
-            fields = self.api.call("crm.deal.fields") or {}
-            if self.key_field in fields:
-                report.add(f"deal field {self.key_field}", "exists")
-            else:
-                self.api.call(
-                    "crm.deal.userfield.add",
-                    {
-                        "fields": {
-                            "FIELD_NAME": self.key_field.removeprefix("UF_CRM_"),
-                            "USER_TYPE_ID": "string",
-                            "XML_ID": self.key_field,
-                            "EDIT_FORM_LABEL": "Stripe payment id",
-                            "LIST_COLUMN_LABEL": "Stripe payment id",
-                            "SHOW_FILTER": "E",
-                        }
-                    },
-                )
-                report.add(f"deal field {self.key_field}", "created")
+        existing_fields = self._fields_of()
+        for (entity, field), (kind, label) in self._user_fields().items():
+            thing = f"{entity} field {field}"
+            if field in existing_fields[entity]:
+                report.add(thing, "exists")
+                continue
+            self.api.call(
+                f"crm.{entity}.userfield.add",
+                {
+                    "fields": {
+                        "FIELD_NAME": field.removeprefix(UF_PREFIX),
+                        "USER_TYPE_ID": kind,
+                        "XML_ID": field,
+                        "LABEL": label,
+                        "EDIT_FORM_LABEL": label,
+                        "LIST_COLUMN_LABEL": label,
+                        "LIST_FILTER_LABEL": label,
+                        "SHOW_FILTER": "E" if field == self.key_field else "N",
+                    }
+                },
+            )
+            report.add(thing, "created", label)
         existing = self._existing_stages()
         labels = STAGE_NAMES.get(self.language, STAGE_NAMES["pl"])
         for sort, (logical, stage) in enumerate(self.stages.items(), start=1):
@@ -488,7 +583,8 @@ class Bitrix24CRM:
                 report.add(f"stage {logical} -> {stage}", "created", labels[logical])
         report.mapping = {
             **{f"stage.{k}": v for k, v in self.stages.items()},
-            **{f"field.{k}": v for k, v in self.fields.items()},
+            **{f"field.{k}": v for k, v in self.mapping.items()},
+            **{f"contact.{k}": v for k, v in {"phone": CONTACT_PHONE, **CONTACT_FIELDS}.items()},
             "deal key": self.key_field,
             "contact key": "EMAIL, then ORIGIN_ID",
             "pipeline": f"category {self.category_id}",
@@ -496,10 +592,10 @@ class Bitrix24CRM:
         return report
 
     def check(self) -> CheckReport:
-        """Try the webhook, the payment-id field, the stages and the mapped fields."""
+        """Try the webhook, the user fields, the stages and the mapped fields."""
         report = CheckReport(VENDOR)
         try:
-            fields = self.api.call("crm.deal.fields") or {}
+            fields = self._fields_of()
             report.ok.append(f"webhook accepted by {self.portal}")
         except AuthError as exc:
             report.problems.append(
@@ -510,10 +606,11 @@ class Bitrix24CRM:
         except VendorError as exc:
             report.problems.append(f"cannot reach Bitrix24 at {self.portal}: {exc}")
             return report
-        if self.key_field != "ORIGIN_ID" and self.key_field not in fields:
-            report.problems.append(
-                f"deal field {self.key_field} is missing: run `stripeflow crm setup bitrix24`"
-            )
+        for (entity, field), (_, label) in self._user_fields().items():
+            if field not in fields[entity]:
+                report.problems.append(
+                    f"{entity} field {field} ({label}) is missing: run `stripeflow crm setup bitrix24`"
+                )
         existing = self._existing_stages()
         for logical, stage in self.stages.items():
             if stage not in existing:
@@ -521,9 +618,12 @@ class Bitrix24CRM:
                     f"stages.{logical}: stage {stage!r} does not exist in category "
                     f"{self.category_id}: run `stripeflow crm setup bitrix24`"
                 )
-        for payment_field, field in self.fields.items():
-            if field not in fields:
-                report.problems.append(f"fields.{payment_field}: deal field {field!r} does not exist")
+        for name, field in self.mapping.items():
+            if not field.startswith(UF_PREFIX) and field not in fields["deal"]:
+                report.problems.append(
+                    f"fields.{name}: deal field {field!r} does not exist; name a deal field, or "
+                    f'set `{name} = ""` in [crm.fields] to leave it off the deal'
+                )
         if not report.problems:
-            report.ok.append("payment-id field, stages and mapped fields exist")
+            report.ok.append("payment fields, contact fields, stages and mapped fields exist")
         return report

@@ -7,6 +7,14 @@ URL. A 401 INVALID_TOKEN refreshes once more and repeats the call. Contacts are 
 a contact is matched by e-mail, else by customer id), deals with `["Stripe_Payment_Id"]`,
 a custom field that must not allow duplicates. Zoho answers per record, in input order.
 The upserts are keyed; only notes are not: a note is found in its deal's Notes by its marker.
+
+Every payment field of the catalogue (`core.deal_fields`) lands on the deal: the amount and date
+in the native Amount and Closing_Date, the rest in custom fields. Zoho makes a custom field's API
+name from the label it is created with, so `setup()` creates each under its API name spelled as a
+label (`Payment Status` -> `Payment_Status`), then renames it to the catalogue's label in the
+account's language (`options.language`); the API name stays. Zoho refuses a write naming a field
+it does not know (INVALID_DATA), so a deal sent before `setup()` fails loudly, and `check()` names
+each missing field.
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Unpack, cast
@@ -22,6 +29,7 @@ from typing import Any, Unpack, cast
 import httpx
 
 from stripeflow.core.config import CRMTarget
+from stripeflow.core.deal_fields import BY_NAME, FieldType, deal_values, resolve_mapping
 from stripeflow.core.errors import AuthError, PermanentError, RateLimitedError, VendorError
 from stripeflow.core.http import (
     Clock,
@@ -39,7 +47,7 @@ from stripeflow.tasks.crm.common import (
     Seams,
     SetupReport,
     configure,
-    mapped_fields,
+    payment_fields,
     plain,
     split_name,
     unique_by,
@@ -57,15 +65,40 @@ DEFAULT_STAGES = {  # the Stage picklist of a new Zoho CRM org
     "refunded": "Closed Lost",
     "overdue": "Negotiation/Review",
 }
-OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "send_currency": bool}
+DEFAULT_FIELDS = {  # logical deal field -> its API name on a Zoho deal
+    "amount": "Amount",
+    "currency": "Payment_Currency",  # the native Currency exists only with multi-currency on
+    "paid_on": "Closing_Date",
+    "payment_id": PAYMENT_FIELD,
+    "status": "Payment_Status",
+    "refunded_amount": "Refunded_Amount",
+    "method": "Payment_Method",
+    "product": "Product_Or_Service",
+    "kind": "Payment_Type",
+    "invoice_pdf": "Invoice_PDF",
+    "receipt_url": "Receipt_URL",
+    "dashboard_url": "Stripe_Dashboard_URL",
+}
+# what Stripe knows of a contact beyond its name and e-mail; a contact has no company-name text
+# field of its own (Account_Name is a lookup to an Accounts record), so custom fields
+CONTACT_FIELDS = {"phone": "Phone", "company": "Company_Name", "tax_id": "Tax_ID"}
+CONTACT_LABELS = {
+    "company": {"pl": "Firma", "en": "Company"},
+    "tax_id": {"pl": "NIP", "en": "Tax ID"},
+    "customer_id": {"pl": "ID klienta Stripe", "en": "Stripe customer ID"},
+}
+DATA_TYPES: dict[FieldType, str] = {"number": "currency", "text": "text", "date": "date", "url": "website"}
+UI_TYPES = {"currency": "Currency", "text": "Single Line", "date": "Date", "website": "URL"}
+OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "send_currency": bool, "language": str}
 FIELD_NAME = (
     r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*",
     "a Zoho API name (letters, digits, single underscores)",
 )
 MANUAL_FIELD = (
-    "in Zoho CRM: Setup > Customization > Modules and Fields > {module} > Layout: add a Single Line "
-    "field labelled '{label}' (API name {api}), tick 'Do not allow duplicate values', save"
+    "in Zoho CRM: Setup > Customization > Modules and Fields > {module} > Layout: add a {ui} "
+    "field labelled '{first}' (so its API name is {api}){unique}, save, then rename its label to '{label}'"
 )
+UNIQUE_HINT = ", tick 'Do not allow duplicate values'"
 
 
 # --- quirks, each with its own test ---------------------------------------------------------
@@ -209,15 +242,20 @@ class ZohoCRM:
         fields: Mapping[str, str] | None = None,
         pipeline: str | None = None,
         send_currency: bool = False,
+        language: str = "pl",
         concurrency: int = 5,
         name: str = "zoho",
         **seams: Unpack[Seams],
     ) -> None:
         self.name = name
         self.stages = {**DEFAULT_STAGES, **(stages or {})}
-        self.fields = dict(fields or {})
+        self.fields = dict(fields or {})  # the user's `[crm.fields]` overrides
         self.pipeline = pipeline
         self.send_currency = send_currency
+        self.language = language
+        defaults = {**DEFAULT_FIELDS, **({"currency": "Currency"} if send_currency else {})}
+        # logical field -> API name: the defaults, then the overrides (an empty one drops a field)
+        self.mapping = resolve_mapping(defaults, self.fields)
         self.api = ZohoAPI(
             accounts_url=accounts_url,
             client_id=client_id,
@@ -236,6 +274,9 @@ class ZohoCRM:
         from stripeflow.blocks.crm import ZohoCredentials
 
         block, args = configure(VENDOR, target, env, ZohoCredentials, OPTIONS, FIELD_NAME, DEFAULT_STAGES)
+        # the account's language: options.language, else what the caller knows (the shared setting)
+        fallback = kw.pop("language", None)
+        args["language"] = args.get("language") or fallback or "pl"
         return cls(
             client_id=block.client_id.get_secret_value(),
             client_secret=block.client_secret.get_secret_value(),
@@ -276,6 +317,9 @@ class ZohoCRM:
                 record["Email"] = c.email.lower()
             if c.customer_id:
                 record[CUSTOMER_FIELD] = c.customer_id
+            for name, api_name in CONTACT_FIELDS.items():
+                if getattr(c, name):  # what Stripe does not know is left as the user set it
+                    record[api_name] = getattr(c, name)
             records.append(record)
         ids = self._upsert("Contacts", records, ["Email", CUSTOMER_FIELD], "contacts upsert")
         return [ids[p] for p in positions]
@@ -283,20 +327,18 @@ class ZohoCRM:
     # -- deals ---------------------------------------------------------------------------------
 
     def _deal_record(self, d: DealInput) -> dict[str, Any]:
+        values = d.values or deal_values(d.payment, d.language)
         record: dict[str, Any] = {
             "Deal_Name": d.title[:120],  # Deal_Name holds at most 120 characters
             "Stage": self.stages.get(d.stage, d.stage),
-            "Amount": float(d.amount),
-            "Closing_Date": d.payment.occurred_at.astimezone(UTC).date().isoformat(),
-            PAYMENT_FIELD: d.payment_id,
         }
         if self.pipeline:
             record["Pipeline"] = self.pipeline
-        if self.send_currency:
-            record["Currency"] = d.currency.upper()
         if d.contact_id:
             record["Contact_Name"] = {"id": d.contact_id}
-        record.update(mapped_fields(d, self.fields, convert=_zoho_value))
+        record.update({k: v for k, v in d.fields.items() if k})
+        record.update(payment_fields(d.payment, self.mapping, _zoho_value, values))
+        record[PAYMENT_FIELD] = d.payment_id  # the key, whatever the mapping says
         return record
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
@@ -366,54 +408,92 @@ class ZohoCRM:
         body = self.api.request_json("GET", f"{API}/settings/fields", params={"module": module}) or {}
         return {str(f["api_name"]): f for f in body.get("fields", [])}
 
+    def _wanted(self) -> dict[tuple[str, str], tuple[str, str, bool]]:
+        """(module, API name) -> (data type, label in the account's language, unique) of every
+        field the deals and contacts are written with (the native ones simply exist)."""
+        lang = self.language
+        wanted: dict[tuple[str, str], tuple[str, str, bool]] = {
+            ("Deals", PAYMENT_FIELD): ("text", BY_NAME["payment_id"].label(lang), True),
+            ("Contacts", CUSTOMER_FIELD): ("text", CONTACT_LABELS["customer_id"].get(lang, "Stripe"), True),
+        }
+        for name, api_name in self.mapping.items():
+            spec = BY_NAME.get(name)  # a Payment field of the user's own choice is text
+            kind = DATA_TYPES[spec.type] if spec else "text"
+            wanted.setdefault(("Deals", api_name), (kind, spec.label(lang) if spec else name, False))
+        for name, api_name in CONTACT_FIELDS.items():
+            labels = CONTACT_LABELS.get(name)
+            if labels:
+                wanted["Contacts", api_name] = ("text", labels.get(lang, name), False)
+        return wanted
+
+    def _create_field(self, module: str, api_name: str, kind: str, label: str, unique: bool) -> str:
+        """Create one custom field so that Zoho names it `api_name`, then give it `label`; returns
+        what went differently ("" when all went as planned). Raises PermanentError when refused."""
+        first = api_name.replace("_", " ")  # Zoho derives the API name from the first label
+        spec: dict[str, Any] = {"field_label": first, "data_type": kind}
+        if kind == "text":
+            spec["length"] = 255
+        if unique:  # field-creation API (v6+): the unique flag's shape is Zoho's documented `unique` key
+            spec["unique"] = {"casesensitive": False}
+        body = self.api.request_json(
+            "POST", f"{API}/settings/fields", params={"module": module}, json={"fields": [spec]}
+        )
+        _raise_field_errors(body, f"{module} field {first!r}")
+        fields = self._fields(module)
+        created = fields.get(api_name)
+        if created is None or (unique and not is_unique(created)):
+            made = next((f for f in fields.values() if f.get("field_label") == first), None)
+            return f"created as {made and made.get('api_name')}, not as needed"
+        taken = {str(f.get("field_label", "")).lower() for n, f in fields.items() if n != api_name}
+        if label.lower() in taken:  # labels are unique in a module (the native Currency, say)
+            label = f"{label} (Stripe)"
+        if label != first:
+            body = self.api.request_json(
+                "PATCH",
+                f"{API}/settings/fields",
+                params={"module": module},
+                json={"fields": [{"id": created["id"], "field_label": label}]},
+            )
+            _raise_field_errors(body, f"{module} field {api_name} relabel")
+        return ""
+
     def setup(self) -> SetupReport:
-        """Create the two unique fields through the fields settings API, or say what to do by hand."""
+        """Create every custom field the deals and contacts need (the two unique keys, the payment
+        fields, the contact's company and tax id) through the fields settings API, labelled in the
+        account's language, or say exactly what to do by hand; idempotent."""
         report = SetupReport(VENDOR)
-        for module, api_name, label in (
-            ("Deals", PAYMENT_FIELD, "Stripe Payment Id"),
-            ("Contacts", CUSTOMER_FIELD, "Stripe Customer Id"),
-        ):
-            thing = f"{module}.{api_name} (unique)"
-            manual = MANUAL_FIELD.format(module=module, label=label, api=api_name)
-            existing = self._fields(module).get(api_name)
-            if existing is None:
-                try:  # field-creation API (v6+): the unique flag's shape is Zoho's documented `unique` key
-                    self.api.request_json(
-                        "POST",
-                        f"{API}/settings/fields",
-                        params={"module": module},
-                        json={
-                            "fields": [
-                                {
-                                    "field_label": label,
-                                    "data_type": "text",
-                                    "length": 255,
-                                    "unique": {"casesensitive": False},
-                                }
-                            ]
-                        },
-                    )
-                except PermanentError as exc:
-                    report.add(thing, "manual", f"the API refused ({exc.message}); {manual}")
-                    continue
-                created = self._fields(module).get(api_name)
-                if created is None or not is_unique(created):
+        existing = {module: self._fields(module) for module in ("Deals", "Contacts")}
+        for (module, api_name), (kind, label, unique) in self._wanted().items():
+            thing = f"{module}.{api_name}" + (" (unique)" if unique else "")
+            manual = MANUAL_FIELD.format(
+                module=module,
+                ui=UI_TYPES.get(kind, kind),
+                first=api_name.replace("_", " "),
+                api=api_name,
+                unique=UNIQUE_HINT if unique else "",
+                label=label,
+            )
+            have = existing[module].get(api_name)
+            if have is not None:
+                if unique and not is_unique(have):
                     report.add(
                         thing,
                         "manual",
-                        f"created as {created and created.get('api_name')}, not as needed; {manual}",
+                        "exists but allows duplicates: edit it in Setup > Modules and Fields "
+                        "and tick 'Do not allow duplicate values'",
                     )
                 else:
-                    report.add(thing, "created")
-            elif not is_unique(existing):
-                report.add(
-                    thing,
-                    "manual",
-                    "exists but allows duplicates: edit it in Setup > Modules and Fields "
-                    "and tick 'Do not allow duplicate values'",
-                )
+                    report.add(thing, "exists")
+                continue
+            try:
+                problem = self._create_field(module, api_name, kind, label, unique)
+            except PermanentError as exc:
+                report.add(thing, "manual", f"the API refused ({exc.message}); {manual}")
+                continue
+            if problem:
+                report.add(thing, "manual", f"{problem}; {manual}")
             else:
-                report.add(thing, "exists")
+                report.add(thing, "created", label)
         stage_values = self._stage_values()
         for logical, stage in self.stages.items():
             if stage in stage_values:
@@ -426,7 +506,8 @@ class ZohoCRM:
                 )
         report.mapping = {
             **{f"stage.{k}": v for k, v in self.stages.items()},
-            **{f"field.{k}": v for k, v in self.fields.items()},
+            **{f"field.{k}": v for k, v in self.mapping.items()},
+            **{f"contact.{k}": v for k, v in CONTACT_FIELDS.items()},
             "deal key": f"Deals.{PAYMENT_FIELD}",
             "contact key": f"Contacts.Email, then {CUSTOMER_FIELD}",
         }
@@ -453,23 +534,37 @@ class ZohoCRM:
         except VendorError as exc:
             report.problems.append(f"cannot reach Zoho: {exc}")
             return report
-        for module, api_name, fields in (
-            ("Deals", PAYMENT_FIELD, deal_fields),
-            ("Contacts", CUSTOMER_FIELD, self._fields("Contacts")),
-        ):
-            f = fields.get(api_name)
+        fields = {"Deals": deal_fields, "Contacts": self._fields("Contacts")}
+        for (module, api_name), (kind, label, unique) in self._wanted().items():
+            f = fields[module].get(api_name)
             if f is None:
-                report.problems.append(f"{module}.{api_name} is missing: run `stripeflow crm setup zoho`")
-            elif not is_unique(f):
+                report.problems.append(
+                    f"{module}.{api_name} ({UI_TYPES.get(kind, kind)} field '{label}') is missing: "
+                    "run `stripeflow crm setup zoho`"
+                )
+            elif unique and not is_unique(f):
                 report.problems.append(f"{module}.{api_name} allows duplicates, so upserts cannot key on it")
         stage_values = self._stage_values()
         for logical, stage in self.stages.items():
             if stage not in stage_values:
                 report.problems.append(f"stages.{logical}: {stage!r} is not in the Deals Stage picklist")
-        for payment_field, api_name in self.fields.items():
-            if api_name not in deal_fields:
-                report.problems.append(f"fields.{payment_field}: Deals has no field {api_name!r}")
+        if not report.problems:
+            report.ok.append("payment fields, contact fields and stages exist")
         return report
+
+
+def _raise_field_errors(body: Any, what: str) -> None:
+    """The fields settings API answers per field, like records: any `status: error` raises."""
+    errors = [
+        f for f in (body or {}).get("fields") or [] if isinstance(f, dict) and f.get("status") == "error"
+    ]
+    if errors:
+        first = errors[0]
+        raise PermanentError(
+            f"{what}: {first.get('message')} ({first.get('details') or {}})",
+            vendor=VENDOR,
+            code=first.get("code"),
+        )
 
 
 def _zoho_value(value: Any) -> Any:

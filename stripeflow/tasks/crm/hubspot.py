@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -46,7 +46,7 @@ import httpx
 
 from stripeflow.core.config import CRMTarget
 from stripeflow.core.deal_fields import BY_NAME, deal_values, resolve_mapping
-from stripeflow.core.errors import AuthError, PermanentError, VendorError
+from stripeflow.core.errors import AuthError, OutcomeUnknownError, PermanentError, VendorError
 from stripeflow.core.http import (
     CursorPaginator,
     Paginator,
@@ -83,6 +83,7 @@ PAYMENT_ID = "stripe_payment_id"
 CUSTOMER_ID = "stripe_customer_id"
 CONTACT_KEY = "stripeflow_contact_key"  # unique; the customer id of a contact without an e-mail
 KEY_RECHECK = 600.0  # seconds before a missing contact key is looked for again (after a setup)
+UNSURE_FOR = 600.0  # seconds a lost create waits for search to show it before it counts as not made
 SCHEMA_RECHECK = 600.0  # seconds before the deal properties are read again for one a deal lacked
 GROUP = "stripeflow"  # the property group of every property setup() creates
 GROUP_LABELS = {"pl": "Płatności Stripe", "en": "Stripe payments"}
@@ -331,6 +332,8 @@ class HubSpotCRM:
         )
         self._notes: Remembered[NoteInput] = Remembered()
         self._contacts: Remembered[str] = Remembered()  # customer id -> contact made or found by search
+        self._unsure: dict[str, float] = {}  # customer id -> when its create's answer was lost
+        self._unsure_lock = threading.Lock()
         self._clock = seams.get("clock") or time.monotonic
         self._key_lock = threading.Lock()
         self._key_seen: tuple[bool, float] | None = None  # (the contact key exists, when looked)
@@ -463,18 +466,39 @@ class HubSpotCRM:
         missing, _ = unique_by(
             [c for c in contacts if c.customer_id not in found], key=lambda c: c.customer_id
         )
+        self._wait_for_unsure(str(c.customer_id) for c in missing)
         if missing:
-            body = self.api.request_json(
-                "POST",
-                "/crm/v3/objects/contacts/batch/create",
-                json={"inputs": [{"properties": self._contact_properties(c)} for c in missing]},
-                idempotent=False,  # no key: a lost answer is looked for, never resent blindly
-            )
+            try:
+                body = self.api.request_json(
+                    "POST",
+                    "/crm/v3/objects/contacts/batch/create",
+                    json={"inputs": [{"properties": self._contact_properties(c)} for c in missing]},
+                    idempotent=False,  # no key: a lost answer is looked for, never resent blindly
+                )
+            except OutcomeUnknownError:
+                with self._unsure_lock:  # perhaps made: not made again until search shows it, or long after
+                    self._unsure.update({str(c.customer_id): self._clock() for c in missing})
+                raise
             for r in batch_results(body, "contacts create"):
                 found[str(r["properties"][CUSTOMER_ID])] = str(r["id"])
+        with self._unsure_lock:
+            for customer in found:
+                self._unsure.pop(customer, None)
         for customer, contact_id in found.items():
             self._contacts.put(customer, contact_id)
         return found
+
+    def _wait_for_unsure(self, customers: Iterable[str]) -> None:
+        """A contact whose create's answer was lost may exist and not show in search yet: until
+        search shows it, or UNSURE_FOR has passed (it was never made), it is not created again."""
+        now = self._clock()
+        with self._unsure_lock:
+            waiting = [c for c in customers if now - self._unsure.get(c, -UNSURE_FOR) < UNSURE_FOR]
+        if waiting:
+            raise OutcomeUnknownError(
+                f"{len(waiting)} contact(s) whose create's answer was lost are not in search yet",
+                vendor=VENDOR,
+            )
 
     def _contacts_by_customer(self, customer_ids: Sequence[str]) -> dict[str, str]:
         """customer id -> the oldest contact carrying it, from one search (IN takes up to 100 values).

@@ -69,7 +69,7 @@ def check_field_names(target: CRMTarget, pattern: str, what: str) -> None:
     """Refuse a mapped CRM field name the vendor could never accept, naming the key."""
     rx = re.compile(pattern)
     for payment_field, crm_field in target.fields.items():
-        if not rx.fullmatch(crm_field):
+        if crm_field and not rx.fullmatch(crm_field):  # empty drops the field (resolve_mapping)
             raise ConfigError(f"{where(target)}: fields.{payment_field}: {crm_field!r} is not {what}")
 
 

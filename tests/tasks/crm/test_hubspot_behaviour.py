@@ -376,3 +376,14 @@ def test_check_names_a_mapped_property_that_does_not_exist() -> None:
         "fields.method: deal property 'my_method' does not exist in HubSpot; "
         "create it there, or map the field elsewhere"
     ]
+
+
+def test_from_target_takes_the_mapping_with_a_dropped_field_and_the_language(tmp_path: Any) -> None:
+    from stripeflow.core.config import CRMTarget
+
+    target = CRMTarget.model_validate(
+        {"type": "hubspot", "fields": {"receipt_url": "", "method": "my_method"}}
+    )
+    crm = HubSpotCRM.from_target(target, tmp_path, env={"HUBSPOT_TOKEN": "pat-fake"}, language="en")
+    assert crm.language == "en" and crm.mapping["method"] == "my_method" and "receipt_url" not in crm.mapping
+    assert "stripeflow_receipt_url" not in {s.name for s in crm.wanted_properties()}

@@ -108,8 +108,9 @@ DEFAULT_FIELDS: dict[str, str] = {
 HUBSPOT_TYPES = {"number": ("number", "number"), "date": ("date", "date"), "text": ("string", "text")}
 HUBSPOT_TYPES["url"] = HUBSPOT_TYPES["text"]
 
+# never left out: HubSpot's own, and the key (without it, HubSpot's refusal says what to do)
 OWN_DEAL_PROPERTIES = frozenset(
-    {"dealname", "amount", "dealstage", "pipeline", "closedate", "deal_currency_code"}
+    {"dealname", "amount", "dealstage", "pipeline", "closedate", "deal_currency_code", PAYMENT_ID}
 )
 
 log = logging.getLogger(__name__)
@@ -339,6 +340,7 @@ class HubSpotCRM:
         self._key_seen: tuple[bool, float] | None = None  # (the contact key exists, when looked)
         self._schema_lock = threading.Lock()
         self._schema: tuple[DealSchema, float] | None = None  # (the portal's deal properties, when read)
+        self._contact_schema: tuple[frozenset[str], float] | None = None
         self._warned: set[str] = set()  # currencies and properties warned about once
 
     @classmethod
@@ -368,10 +370,28 @@ class HubSpotCRM:
             props["email"] = c.email.lower()
         if c.customer_id:
             props[CUSTOMER_ID] = c.customer_id
-        for prop, value in (("phone", c.phone), ("company", c.company), (TAX_ID, c.tax_id)):
+        for prop, value in (("phone", c.phone), ("company", c.company)):
             if value:
                 props[prop] = value
+        if c.tax_id and self._has_contact_property(TAX_ID):  # else the whole batch would be refused
+            props[TAX_ID] = c.tax_id
         return props
+
+    def _has_contact_property(self, name: str) -> bool:
+        """Whether the portal's contacts have this property (setup makes it): the contact
+        properties are read once, and again SCHEMA_RECHECK later while it is missing."""
+        with self._schema_lock:
+            now = self._clock()
+            seen = self._contact_schema
+            if seen is None or (name not in seen[0] and now - seen[1] > SCHEMA_RECHECK):
+                try:
+                    seen = (frozenset(self._properties("contacts")), now)
+                except VendorError:
+                    return False  # not remembered: read again next time
+                self._contact_schema = seen
+        if name not in seen[0]:
+            self._warn_missing(name, "contact")
+        return name in seen[0]
 
     def keys_contact(self, email: str | None) -> bool:
         return bool(email) or self._contact_key_ready()
@@ -540,9 +560,7 @@ class HubSpotCRM:
         and currency, both kept in our own properties."""
         props: dict[str, Any] = {
             "dealname": d.title,
-            "amount": format(
-                d.amount, "f"
-            ),  # HubSpot takes numbers as strings; Decimal keeps the cents exact
+            "amount": format(d.amount, "f"),  # numbers go as text: the Decimal's cents stay exact
             "dealstage": self.stages.get(d.stage, d.stage),
             "pipeline": self.pipeline,
             "closedate": d.payment.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
@@ -557,7 +575,8 @@ class HubSpotCRM:
             code = d.currency.upper()
             if schema is None or schema.currencies is None or code in schema.currencies:
                 props["deal_currency_code"] = code
-                props[AMOUNT_KEPT] = props[CURRENCY_KEPT] = ""  # in HubSpot's own fields now
+                if schema is not None:  # in HubSpot's own fields now: clear what an older write kept
+                    props[AMOUNT_KEPT] = props[CURRENCY_KEPT] = ""
             else:
                 props.pop("amount", None)  # it would read as an amount in the company currency
                 props[AMOUNT_KEPT], props[CURRENCY_KEPT] = format(d.amount, "f"), code
@@ -588,14 +607,16 @@ class HubSpotCRM:
                 code,
             )
 
-    def _warn_missing(self, prop: str) -> None:
+    def _warn_missing(self, prop: str, object_type: str = "deal") -> None:
         if prop not in self._warned:
             self._warned.add(prop)
             log.warning(
-                "HubSpot (%s): deal property %s does not exist, so deals go without it: run "
+                "HubSpot (%s): %s property %s does not exist, so %ss go without it: run "
                 "`stripeflow crm setup hubspot` (or map the field elsewhere in [crm.fields])",
                 self.name,
+                object_type,
                 prop,
+                object_type,
             )
 
     def _deal_schema(self, deals: Sequence[DealInput], *, fresh: bool = False) -> DealSchema | None:
@@ -805,7 +826,7 @@ class HubSpotCRM:
         with self._key_lock:
             self._key_seen = None  # look again: setup may have just made it
         with self._schema_lock:
-            self._schema = None  # and the deal properties
+            self._schema = self._contact_schema = None  # and the properties
         if self._contact_key_ready():
             keyed = self._key_earlier_contacts()
             if keyed:

@@ -387,3 +387,17 @@ def test_from_target_takes_the_mapping_with_a_dropped_field_and_the_language(tmp
     crm = HubSpotCRM.from_target(target, tmp_path, env={"HUBSPOT_TOKEN": "pat-fake"}, language="en")
     assert crm.language == "en" and crm.mapping["method"] == "my_method" and "receipt_url" not in crm.mapping
     assert "stripeflow_receipt_url" not in {s.name for s in crm.wanted_properties()}
+
+
+def test_a_tax_id_without_its_property_leaves_the_tax_id_out_not_the_batch() -> None:
+    clock = FakeClock()
+    fake = FakeHubSpot(clock=clock).ready()
+    del fake.properties["contacts"]["stripeflow_tax_id"]  # an older setup
+    crm = build(fake, clock)
+    c = ContactInput(key="a@example.pl", email="a@example.pl", name="A B", customer_id=CUSTOMER, tax_id="PL1")
+    ids = crm.upsert_contacts([c, replace(c, key="b@example.pl", email="b@example.pl")])
+    assert len(set(ids)) == 2 and all(
+        "stripeflow_tax_id" not in o["properties"] for o in fake.objects["contacts"].values()
+    )
+    crm.upsert_contacts([c])
+    assert fake.calls("/properties/contacts") == 1  # read once

@@ -480,6 +480,7 @@ class HubSpotCRM:
             known = c.crm_id or self._contacts.pop(str(c.customer_id))
             if known:
                 found[str(c.customer_id)] = known
+                self._contacts.put(str(c.customer_id), known)  # kept even if this batch fails
         asked = sorted({str(c.customer_id) for c in contacts} - set(found))
         if asked:
             found.update(self._contacts_by_customer(asked))

@@ -3,7 +3,8 @@
 Per batch of up to 100 payments it costs four calls: contacts `batch/upsert` (idProperty email),
 deals `batch/upsert` (idProperty stripe_payment_id, which `setup()` creates with hasUniqueValue),
 one v4 `batch/associate/default` deal->contact, and notes `batch/create` with an inline
-association to the deal (type 214). Contacts without an e-mail are a `batch/upsert` too, on
+association to the deal (type 214); an adapter also reads the deal properties once (and the
+contact properties once, for a tax id). Contacts without an e-mail are a `batch/upsert` too, on
 `stripeflow_contact_key`, a unique property `setup()` creates and sets only on e-mail-less
 contacts (their Stripe customer id). `stripe_customer_id` itself cannot be unique: a customer
 who later pays with an e-mail gets a contact by e-mail carrying the same id. Until `setup()` has
@@ -26,8 +27,10 @@ without HubSpot's amount and currency, keeping both in `stripeflow_amount` and
 
 The upserts are keyed, so the seam may resend them. The creates are not: a lost answer of the
 contacts `batch/create` is looked for by the search first (HubSpot's search lags fresh records,
-so the look waits for it); notes carry their marker and are found by reading the deal's note
-associations and the notes themselves, never by search.
+so the look waits for it, and a contact it does not show yet is not created again for
+UNSURE_FOR: the task's retry looks later); a deal property the portal lacks (an older setup) is
+left off the deal with a warning, rather than failing the batch. Notes carry their marker and
+are found by reading the deal's note associations and the notes themselves, never by search.
 """
 
 from __future__ import annotations

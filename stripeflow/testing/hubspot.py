@@ -1,18 +1,31 @@
-"""A faithful in-memory HubSpot CRM v3/v4 (reference/third-party-apis.md, section 1).
+"""A faithful in-memory HubSpot CRM v3/v4 (reference/third-party-apis.md, section 1 and its
+corrections).
 
-Objects (contacts, deals, notes) with properties, unique-property enforcement, batch
-upsert/create with 207 multi-status errors, search (EQ, IN, HAS_PROPERTY; cursor in the
-body), cursor-paged lists, v4 default associations, properties and pipelines APIs, Bearer
-auth with HubSpot's 401 body, and the ten-secondly rolling limit (plus the search limit per
-second) enforced with HubSpot's 429 body and X-HubSpot-RateLimit-* headers. Batch results
-come back in reverse order, since HubSpot does not promise input order.
+Objects (contacts, deals, notes) with typed properties, unique-property enforcement, batch
+upsert/create/update that fail whole (400, or 409 for a unique value taken) when one input is
+invalid and write nothing, search (EQ, IN, HAS_PROPERTY; cursor in the body), cursor-paged
+lists, v4 default associations (their batch read is multi-status, 207), properties, property
+groups and pipelines APIs, Bearer auth with HubSpot's 401 body, and the ten-secondly rolling
+limit (plus the search limit per second) enforced with HubSpot's 429 body and
+X-HubSpot-RateLimit-* headers. Batch results come back in reverse order, since HubSpot does
+not promise input order.
+
+As HubSpot's own search does, the search here is eventually consistent: a write is visible to
+it only `search_lag` seconds later (by the fake's clock; until then search answers from what
+the record was before, or not at all), and `IN` on a string property matches the indexed,
+lower-cased value, so a mixed-case value never matches. `deal_currency_code` is an enumeration
+of the portal's currencies (`currencies`, the company currency first): any other code is
+`INVALID_OPTION`, which fails the whole batch.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -20,19 +33,47 @@ import httpx
 from stripeflow.testing.vendor import Call, Clock, FakeVendor, Fault, RollingWindow, respond
 
 OBJECT_TYPES = ("contacts", "deals", "notes")
-BUILTIN_PROPERTIES = {
-    "contacts": {"email": True, "firstname": False, "lastname": False, "phone": False},
-    "deals": {
-        "dealname": False,
-        "amount": False,
-        "dealstage": False,
-        "pipeline": False,
-        "closedate": False,
-        "deal_currency_code": False,
-        "description": False,
+# name -> (unique, type, fieldType), as HubSpot defines its own properties
+BUILTIN_PROPERTIES: dict[str, dict[str, tuple[bool, str, str]]] = {
+    "contacts": {
+        "email": (True, "string", "text"),
+        "firstname": (False, "string", "text"),
+        "lastname": (False, "string", "text"),
+        "phone": (False, "string", "phonenumber"),
+        "company": (False, "string", "text"),
     },
-    "notes": {"hs_timestamp": False, "hs_note_body": False},
+    "deals": {
+        "dealname": (False, "string", "text"),
+        "amount": (False, "number", "number"),
+        "dealstage": (False, "enumeration", "radio"),
+        "pipeline": (False, "enumeration", "select"),
+        "closedate": (False, "datetime", "date"),
+        "deal_currency_code": (False, "enumeration", "select"),
+        "description": (False, "string", "textarea"),
+    },
+    "notes": {"hs_timestamp": (False, "datetime", "date"), "hs_note_body": (False, "string", "html")},
 }
+BUILTIN_GROUPS = {
+    "contacts": {"contactinformation": "Contact information"},
+    "deals": {"dealinformation": "Deal information"},
+    "notes": {"engagement": "Engagement"},
+}
+PROPERTY_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool"}
+FIELD_TYPES = {
+    "text",
+    "textarea",
+    "number",
+    "date",
+    "select",
+    "radio",
+    "checkbox",
+    "booleancheckbox",
+    "html",
+    "file",
+    "phonenumber",
+    "calculation_equation",
+}
+CURRENCY_NAMES = {"PLN": "Polish Zloty", "EUR": "Euro", "USD": "US Dollar", "GBP": "British Pound"}
 DEFAULT_PIPELINE = [
     "appointmentscheduled",
     "qualifiedtobuy",
@@ -53,6 +94,43 @@ ASSOCIATION_TYPES = {
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _is_date(value: str, *, midnight: bool) -> bool:
+    """A HubSpot date(time) value: epoch milliseconds or ISO 8601; a `date` must be midnight UTC."""
+    try:
+        if value.isdigit():
+            at = datetime.fromtimestamp(int(value) / 1000, UTC)
+        elif len(value) == 10:
+            at = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+        else:
+            at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return not midnight or (at.hour, at.minute, at.second, at.microsecond) == (0, 0, 0, 0)
+
+
+def property_values_not_valid(name: str, code: str, message: str) -> str:
+    """HubSpot's message for a property value it refuses: the validation result as JSON."""
+    result = {
+        "isValid": False,
+        "message": message,
+        "error": code,
+        "name": name,
+        "localizedErrorMessage": message,
+    }
+    return f"Property values were not valid: {json.dumps([result])}"
+
+
+def refused(problem: tuple[str, str, str]) -> httpx.Response:
+    """The whole request refused for one problem: 409 CONFLICT, else 400 with the error's code."""
+    category, message, code = problem
+    return error(
+        409 if category == "CONFLICT" else 400,
+        message,
+        category,
+        errors=[{"message": message, "code": code}],
+    )
 
 
 def error(status: int, message: str, category: str, **extra: Any) -> httpx.Response:
@@ -79,9 +157,13 @@ class FakeHubSpot(FakeVendor):
         daily: int = 250_000,
         clock: Clock = time.monotonic,
         latency: float = 0.0,
+        search_lag: float = 2.0,
+        currencies: Sequence[str] = ("PLN", "EUR", "USD"),
     ) -> None:
         super().__init__(clock, latency)
         self.token = token
+        self.search_lag = search_lag  # seconds before search sees a write (HubSpot: "a few")
+        self._indexed: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = {}
         self.window = RollingWindow(limit, period, clock)
         self.search_window = RollingWindow(search_per_second, 1.0, clock)
         self.daily = daily
@@ -92,15 +174,21 @@ class FakeHubSpot(FakeVendor):
                 n: {
                     "name": n,
                     "label": n,
-                    "type": "string",
-                    "fieldType": "text",
+                    "type": type_,
+                    "fieldType": field_type,
                     "hasUniqueValue": u,
-                    "groupName": "builtin",
+                    "groupName": next(iter(BUILTIN_GROUPS[t])),
+                    "hubspotDefined": True,
                 }
-                for n, u in props.items()
+                for n, (u, type_, field_type) in props.items()
             }
             for t, props in BUILTIN_PROPERTIES.items()
         }
+        self.groups: dict[str, dict[str, dict[str, Any]]] = {
+            t: {n: {"name": n, "label": label, "displayOrder": -1} for n, label in groups.items()}
+            for t, groups in BUILTIN_GROUPS.items()
+        }
+        self.set_currencies(currencies)
         self.pipelines: dict[str, dict[str, Any]] = {
             "default": {
                 "id": "default",
@@ -137,6 +225,8 @@ class FakeHubSpot(FakeVendor):
         self.route(
             "POST", r"/crm/v4/associations/(?P<from>\w+)/(?P<to>\w+)/batch/read", self.read_assoc_batch
         )
+        self.route("GET", r"/crm/v3/properties/(?P<type>\w+)/groups", self.list_groups)
+        self.route("POST", r"/crm/v3/properties/(?P<type>\w+)/groups", self.create_group)
         self.route("GET", r"/crm/v3/properties/(?P<type>\w+)", self.list_properties)
         self.route("POST", r"/crm/v3/properties/(?P<type>\w+)", self.create_property)
         self.route("GET", r"/crm/v3/properties/(?P<type>\w+)/(?P<name>\w+)", self.get_property)
@@ -243,36 +333,76 @@ class FakeHubSpot(FakeVendor):
                 return obj
         return None
 
+    def set_currencies(self, currencies: Sequence[str]) -> None:
+        """The portal's currencies (Settings > Account defaults > Currencies), the company
+        currency first: the options of `deal_currency_code`."""
+        self.currencies = [c.upper() for c in currencies]
+        self.properties["deals"]["deal_currency_code"]["options"] = [
+            {"label": CURRENCY_NAMES.get(c, c), "value": c, "displayOrder": i, "hidden": False}
+            for i, c in enumerate(self.currencies)
+        ]
+
     def validate(
         self, type_: str, props: dict[str, Any], own_id: str | None = None
-    ) -> tuple[str, str] | None:
-        """(category, message) when these properties cannot be written, else None."""
+    ) -> tuple[str, str, str] | None:
+        """(category, message, code) when these properties cannot be written, else None."""
         for name, value in props.items():
-            if name not in self.properties[type_]:
-                return ("VALIDATION_ERROR", f'Property "{name}" does not exist')
+            spec = self.properties[type_].get(name)
+            if spec is None:
+                return ("VALIDATION_ERROR", f'Property "{name}" does not exist', "PROPERTY_DOESNT_EXIST")
             if value is not None and not isinstance(value, str | int | float | bool):
-                return ("VALIDATION_ERROR", f'Property "{name}" has an invalid value')
-            if self.properties[type_][name]["hasUniqueValue"] and value not in (None, ""):
+                return ("VALIDATION_ERROR", f'Property "{name}" has an invalid value', "INVALID_VALUE")
+            if value in (None, ""):
+                continue  # clears the property
+            bad = self.invalid_value(spec, str(value))
+            if bad:
+                return ("VALIDATION_ERROR", property_values_not_valid(name, *bad), bad[0])
+            if spec["hasUniqueValue"]:
                 other = self.by_property(type_, name, str(value))
                 if other is not None and other["id"] != own_id:
                     return (
                         "CONFLICT",
                         f"{type_[:-1].capitalize()} already exists. Existing ID: {other['id']}",
+                        "CONFLICT",
                     )
         if type_ == "deals":
-            if "amount" in props and props["amount"] not in (None, ""):
-                try:
-                    float(props["amount"])
-                except ValueError:
-                    return ("VALIDATION_ERROR", f"{props['amount']!r} was not a valid number for amount")
             pipeline = self.pipelines.get(str(props.get("pipeline") or "default"))
             stage = props.get("dealstage")
             if pipeline is None:
-                return ("VALIDATION_ERROR", f"pipeline {props.get('pipeline')!r} does not exist")
+                return (
+                    "VALIDATION_ERROR",
+                    f"pipeline {props.get('pipeline')!r} does not exist",
+                    "INVALID_OPTION",
+                )
             if stage and stage not in {s["id"] for s in pipeline["stages"]}:
-                return ("VALIDATION_ERROR", f"{stage} is not a valid dealstage in pipeline {pipeline['id']}")
+                return (
+                    "VALIDATION_ERROR",
+                    f"{stage} is not a valid dealstage in pipeline {pipeline['id']}",
+                    "INVALID_OPTION",
+                )
         if type_ == "notes" and "hs_timestamp" in props and not props["hs_timestamp"]:
-            return ("VALIDATION_ERROR", "hs_timestamp is required")
+            return ("VALIDATION_ERROR", "hs_timestamp is required", "REQUIRED")
+        return None
+
+    def invalid_value(self, spec: dict[str, Any], value: str) -> tuple[str, str] | None:
+        """(error code, message) when `value` does not fit the property's type, as HubSpot checks it."""
+        kind = spec.get("type")
+        if kind == "number":
+            try:
+                float(value)
+            except ValueError:
+                return ("INVALID_FLOAT", f"{value!r} was not a valid number.")
+        if kind in ("date", "datetime") and not _is_date(value, midnight=kind == "date"):
+            return ("INVALID_DATE", f"{value!r} is not a valid {kind}.")
+        if (
+            kind == "enumeration"
+            and spec.get("options") is not None
+            and spec["name"] not in ("dealstage", "pipeline")
+        ):
+            allowed = [str(o["value"]) for o in spec["options"]]
+            if value not in allowed:
+                listed = ", ".join(f'label: "{o["label"]}" value: "{o["value"]}"' for o in spec["options"])
+                return ("INVALID_OPTION", f"{value} was not one of the allowed options: [{listed}]")
         return None
 
     def store(
@@ -302,7 +432,26 @@ class FakeHubSpot(FakeVendor):
         existing["properties"].update(clean)
         existing["properties"]["lastmodifieddate"] = stamp
         existing["updatedAt"] = stamp
+        if self.search_lag > 0:
+            self._index_later(type_, existing)
         return existing
+
+    def _index_later(self, type_: str, obj: dict[str, Any]) -> None:
+        """Queue this version of the record for the search index; keep only the versions search
+        may still answer from (the newest one old enough, and those newer)."""
+        now = self.clock()
+        versions = self._indexed.setdefault((type_, obj["id"]), [])
+        versions.append((now + self.search_lag, dict(obj["properties"])))
+        while len(versions) > 1 and versions[1][0] <= now:
+            versions.pop(0)
+
+    def searchable(self, type_: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The record's properties as the search index has them now; None when not indexed yet."""
+        if self.search_lag <= 0:
+            return obj["properties"]  # type: ignore[no-any-return]
+        now = self.clock()
+        seen = [props for at, props in self._indexed.get((type_, obj["id"]), []) if at <= now]
+        return seen[-1] if seen else None
 
     def list_objects(self, call: Call) -> httpx.Response:
         limit = min(int(call.params.get("limit", 10)), 100)
@@ -330,7 +479,7 @@ class FakeHubSpot(FakeVendor):
         props = body.get("properties") or {}
         problem = self.validate(type_, props)
         if problem:
-            return error(409 if problem[0] == "CONFLICT" else 400, problem[1], problem[0])
+            return refused(problem)
         obj = self.store(type_, props)
         for assoc in body.get("associations") or []:
             self.add_inline_association(type_, obj["id"], assoc)
@@ -344,34 +493,37 @@ class FakeHubSpot(FakeVendor):
         props = (call.json() or {}).get("properties") or {}
         problem = self.validate(type_, props, obj["id"])
         if problem:
-            return error(409 if problem[0] == "CONFLICT" else 400, problem[1], problem[0])
+            return refused(problem)
         return respond(200, self.store(type_, props, obj))
 
     def search(self, call: Call) -> httpx.Response:
+        """Search answers from the index: each record as it was `search_lag` seconds ago."""
         type_ = call.match["type"]
         body = call.json() or {}
         groups = body.get("filterGroups") or []
         if len(groups) > 5 or any(len(g.get("filters", [])) > 6 for g in groups):
             return error(400, "too many filterGroups or filters", "VALIDATION_ERROR")
 
-        def matches(obj: dict[str, Any], f: dict[str, Any]) -> bool:
-            have = obj["properties"].get(f["propertyName"])
+        def matches(props: dict[str, Any], f: dict[str, Any]) -> bool:
+            have = props.get(f["propertyName"])
             op = f.get("operator", "EQ")
             if op == "EQ":
                 return have is not None and str(have).lower() == str(f.get("value")).lower()
-            if op == "IN":
-                return have is not None and have in {str(v) for v in f.get("values", [])}
+            if op == "IN":  # the index holds string values lower-cased; the values are taken as sent
+                return have is not None and str(have).lower() in {str(v) for v in f.get("values", [])}
             if op == "HAS_PROPERTY":
                 return have not in (None, "")
             if op == "NOT_HAS_PROPERTY":
                 return have in (None, "")
             raise ValueError(op)
 
-        found = [
-            o
-            for o in self.objects[type_].values()
-            if not groups or any(all(matches(o, f) for f in g.get("filters", [])) for g in groups)
-        ]
+        found = []
+        for o in self.objects[type_].values():
+            props = self.searchable(type_, o)
+            if props is None:
+                continue
+            if not groups or any(all(matches(props, f) for f in g.get("filters", [])) for g in groups):
+                found.append({**o, "properties": props})
         found.sort(key=lambda o: int(o["id"]))
         limit = min(int(body.get("limit", 10)), 200)
         start = int(body.get("after") or 0)
@@ -382,17 +534,19 @@ class FakeHubSpot(FakeVendor):
         return respond(200, out)
 
     def _batch(self, call: Call, upsert: bool) -> httpx.Response:
+        """batch/create and batch/upsert: every input is checked first, and one invalid input
+        fails the whole batch (400, or 409 for a unique value another record holds), as HubSpot
+        does; nothing of it is written."""
         type_ = call.match["type"]
         inputs = (call.json() or {}).get("inputs") or []
         if len(inputs) > 100:
             return error(400, "Batch input limit is 100 inputs", "VALIDATION_ERROR")
         started = now_iso()
-        results: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
         if upsert:
             keys = [(i.get("idProperty"), i.get("id")) for i in inputs]
             if len(set(keys)) < len(keys):
                 return error(400, "Duplicate IDs found in batch input", "VALIDATION_ERROR")
+        planned: list[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]] = []
         for item in inputs:
             props = dict(item.get("properties") or {})
             existing = None
@@ -410,29 +564,20 @@ class FakeHubSpot(FakeVendor):
                 type_, props, existing["id"] if existing else None
             ) or self.check_associations(item.get("associations") or [])
             if problem:
-                errors.append(
-                    {
-                        "status": "error",
-                        "category": problem[0],
-                        "message": problem[1],
-                        "context": {"id": [str(item.get("id", ""))]},
-                    }
-                )
-                continue
-            was_new = existing is None
+                return refused(problem)
+            planned.append((item, existing, props))
+        results: list[dict[str, Any]] = []
+        for item, existing, props in planned:
             obj = self.store(type_, props, existing)
             for assoc in item.get("associations") or []:
                 self.add_inline_association(type_, obj["id"], assoc)
-            results.append({**obj, "new": was_new} if upsert else obj)
+            results.append({**obj, "new": existing is None} if upsert else obj)
         body: dict[str, Any] = {
             "status": "COMPLETE",
             "results": list(reversed(results)),
             "startedAt": started,
             "completedAt": now_iso(),
         }
-        if errors:
-            body.update(errors=errors, numErrors=len(errors))
-            return respond(207, body)
         return respond(200 if upsert else 201, body)
 
     def batch_read(self, call: Call) -> httpx.Response:
@@ -487,7 +632,7 @@ class FakeHubSpot(FakeVendor):
                 return error(404, f"Object {item.get('id')} not found", "OBJECT_NOT_FOUND")
             problem = self.validate(type_, dict(item.get("properties") or {}), obj["id"])
             if problem:
-                return error(400, problem[1], problem[0])
+                return refused(problem)
         started = now_iso()
         results = [
             self.store(type_, dict(i.get("properties") or {}), self.objects[type_][str(i["id"])])
@@ -505,7 +650,7 @@ class FakeHubSpot(FakeVendor):
 
     # -- associations --------------------------------------------------------------------------
 
-    def check_associations(self, associations: list[dict[str, Any]]) -> tuple[str, str] | None:
+    def check_associations(self, associations: list[dict[str, Any]]) -> tuple[str, str, str] | None:
         for assoc in associations:
             for t in assoc.get("types") or []:
                 to_type = {214: "deals", 202: "contacts", 3: "contacts", 4: "deals"}.get(
@@ -515,6 +660,7 @@ class FakeHubSpot(FakeVendor):
                     return (
                         "VALIDATION_ERROR",
                         f"No {to_type[:-1]} with id {assoc['to']['id']} to associate with",
+                        "INVALID_ASSOCIATION",
                     )
         return None
 
@@ -649,12 +795,39 @@ class FakeHubSpot(FakeVendor):
         return respond(200, prop)
 
     def create_property(self, call: Call) -> httpx.Response:
+        """POST /crm/v3/properties/{type}: name, label, type, fieldType and an existing groupName
+        are required; a name taken is 409."""
+        type_ = call.match["type"]
         body = call.json() or {}
-        props = self.properties.setdefault(call.match["type"], {})
-        if body.get("name") in props:
+        props = self.properties.setdefault(type_, {})
+        missing = [k for k in ("name", "label", "type", "fieldType", "groupName") if not body.get(k)]
+        if missing:
+            return error(400, f"Missing required fields: {', '.join(missing)}", "VALIDATION_ERROR")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(body["name"])):
+            return error(400, f"Invalid property name {body['name']!r}", "VALIDATION_ERROR")
+        if body["type"] not in PROPERTY_TYPES or body["fieldType"] not in FIELD_TYPES:
+            return error(
+                400, f"Invalid type/fieldType {body['type']}/{body['fieldType']}", "VALIDATION_ERROR"
+            )
+        if body["groupName"] not in self.groups.get(type_, {}):
+            return error(400, f"Property group {body['groupName']} does not exist", "VALIDATION_ERROR")
+        if body["name"] in props:
             return error(409, f"Property {body['name']} already exists", "CONFLICT")
         props[body["name"]] = {**body, "hasUniqueValue": bool(body.get("hasUniqueValue"))}
         return respond(201, props[body["name"]])
+
+    def list_groups(self, call: Call) -> httpx.Response:
+        return respond(200, {"results": list(self.groups.get(call.match["type"], {}).values())})
+
+    def create_group(self, call: Call) -> httpx.Response:
+        body = call.json() or {}
+        groups = self.groups.setdefault(call.match["type"], {})
+        if not body.get("name") or not body.get("label"):
+            return error(400, "Missing required fields: name, label", "VALIDATION_ERROR")
+        if body["name"] in groups:
+            return error(409, f"Property group {body['name']} already exists", "CONFLICT")
+        groups[body["name"]] = {"name": body["name"], "label": body["label"], "displayOrder": -1}
+        return respond(201, groups[body["name"]])
 
     def list_pipelines(self, call: Call) -> httpx.Response:
         return respond(200, {"results": list(self.pipelines.values())})
@@ -677,26 +850,17 @@ class FakeHubSpot(FakeVendor):
             if f == "notes" and t == "deals" and b == deal_id
         ]
 
-    def ready(self, contact_key: bool = True) -> FakeHubSpot:
-        """As `stripeflow crm setup hubspot` leaves it: the custom properties exist (without
-        `contact_key`, as an older setup left it: no unique key for e-mail-less contacts)."""
-        if contact_key:
-            self.properties["contacts"]["stripeflow_contact_key"] = {
-                "name": "stripeflow_contact_key",
-                "type": "string",
-                "fieldType": "text",
-                "hasUniqueValue": True,
-            }
-        self.properties["deals"]["stripe_payment_id"] = {
-            "name": "stripe_payment_id",
-            "type": "string",
-            "fieldType": "text",
-            "hasUniqueValue": True,
-        }
-        self.properties["contacts"]["stripe_customer_id"] = {
-            "name": "stripe_customer_id",
-            "type": "string",
-            "fieldType": "text",
-            "hasUniqueValue": False,
-        }
+    def ready(self, contact_key: bool = True, language: str = "pl") -> FakeHubSpot:
+        """As `stripeflow crm setup hubspot` leaves it: the groups and custom properties exist
+        (without `contact_key`, as an older setup left it: no unique key for e-mail-less contacts)."""
+        from stripeflow.tasks.crm.hubspot import CONTACT_KEY, DEFAULT_FIELDS, GROUP, wanted_properties
+
+        for groups in self.groups.values():
+            groups.setdefault(GROUP, {"name": GROUP, "label": "Stripe", "displayOrder": -1})
+        for spec in wanted_properties(DEFAULT_FIELDS):
+            if spec.name != CONTACT_KEY or contact_key:
+                self.properties[spec.object_type][spec.name] = {
+                    **spec.body(language),
+                    "hasUniqueValue": spec.unique,
+                }
         return self

@@ -36,6 +36,7 @@ class ContactInput:
     phone: str | None = None  # what Stripe knows of the payer, for the contact's own fields
     company: str | None = None
     tax_id: str | None = None  # the NIP (or another VAT id) as Stripe holds it
+    crm_id: str | None = None  # the CRM's id of this contact from the ledger's link, if one was made
 
 
 @dataclass(frozen=True)

@@ -3,34 +3,53 @@
 Per batch of up to 100 payments it costs four calls: contacts `batch/upsert` (idProperty email),
 deals `batch/upsert` (idProperty stripe_payment_id, which `setup()` creates with hasUniqueValue),
 one v4 `batch/associate/default` deal->contact, and notes `batch/create` with an inline
-association to the deal (type 214). Contacts without an e-mail are a `batch/upsert` too, on
+association to the deal (type 214); an adapter also reads the deal properties once (and the
+contact properties once, for a tax id). Contacts without an e-mail are a `batch/upsert` too, on
 `stripeflow_contact_key`, a unique property `setup()` creates and sets only on e-mail-less
 contacts (their Stripe customer id). `stripe_customer_id` itself cannot be unique: a customer
 who later pays with an e-mail gets a contact by e-mail carrying the same id. Until `setup()` has
 made the key, e-mail-less contacts are found by a search on `stripe_customer_id` (operator IN)
-and the missing ones batch-created, as before. HubSpot returns batch results in no particular
-order, so results are matched back by their key.
+and the missing ones batch-created, as before. That search sends its `IN` values lower-case
+(HubSpot matches a string `IN` against lower-cased values only) and matches the answers back
+exactly; it lags fresh records, so what this adapter made or found is remembered (by customer
+id) and never searched for again, and the CRM tasks pass the ledger's link of a contact made
+earlier (`ContactInput.crm_id`), which is used as it is. HubSpot returns batch results in no
+particular order, so results are matched back by their key.
+
+Every payment field of the catalogue (`core.deal_fields`) is on the deal by default
+(`DEFAULT_FIELDS`: HubSpot's own `amount`, `deal_currency_code` and `closedate`, and custom
+`stripeflow_*` properties in a `stripeflow` group that `setup()` creates with the catalogue's
+labels in the account's language). `deal_currency_code` takes only the currencies enabled in the
+portal, and one other code fails the whole batch (400 `INVALID_OPTION`): the adapter reads the
+portal's currencies once (the property's options) and writes a deal in any other currency
+without HubSpot's amount and currency, keeping both in `stripeflow_amount` and
+`stripeflow_currency`, with a warning naming the currency to add.
 
 The upserts are keyed, so the seam may resend them. The creates are not: a lost answer of the
 contacts `batch/create` is looked for by the search first (HubSpot's search lags fresh records,
-so the look waits for it); notes carry their marker and are found by reading the deal's note
-associations and the notes themselves, never by search.
+so the look waits for it, and a contact it does not show yet is not created again for
+UNSURE_FOR: the task's retry looks later); a deal property the portal lacks (an older setup) is
+left off the deal with a warning, rather than failing the batch. Notes carry their marker and
+are found by reading the deal's note associations and the notes themselves, never by search.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Unpack, cast
 
 import httpx
 
 from stripeflow.core.config import CRMTarget
-from stripeflow.core.errors import AuthError, PermanentError, VendorError
+from stripeflow.core.deal_fields import BY_NAME, deal_values, resolve_mapping
+from stripeflow.core.errors import AuthError, OutcomeUnknownError, PermanentError, VendorError
 from stripeflow.core.http import (
     CursorPaginator,
     Paginator,
@@ -67,6 +86,134 @@ PAYMENT_ID = "stripe_payment_id"
 CUSTOMER_ID = "stripe_customer_id"
 CONTACT_KEY = "stripeflow_contact_key"  # unique; the customer id of a contact without an e-mail
 KEY_RECHECK = 600.0  # seconds before a missing contact key is looked for again (after a setup)
+UNSURE_FOR = 600.0  # seconds a lost create waits for search to show it before it counts as not made
+SCHEMA_RECHECK = 600.0  # seconds before the deal properties are read again for one a deal lacked
+GROUP = "stripeflow"  # the property group of every property setup() creates
+GROUP_LABELS = {"pl": "Płatności Stripe", "en": "Stripe payments"}
+TAX_ID = "stripeflow_tax_id"
+AMOUNT_KEPT = "stripeflow_amount"  # a deal's amount when its currency is not enabled in the portal
+CURRENCY_KEPT = "stripeflow_currency"
+# logical field (core.deal_fields) -> its HubSpot property: HubSpot's own where it has one
+DEFAULT_FIELDS: dict[str, str] = {
+    "amount": "amount",
+    "currency": "deal_currency_code",
+    "paid_on": "closedate",
+    "payment_id": PAYMENT_ID,
+    "status": "stripeflow_status",
+    "refunded_amount": "stripeflow_refunded_amount",
+    "method": "stripeflow_method",
+    "product": "stripeflow_product",
+    "kind": "stripeflow_kind",
+    "invoice_pdf": "stripeflow_invoice_pdf",
+    "receipt_url": "stripeflow_receipt_url",
+    "dashboard_url": "stripeflow_dashboard_url",
+}
+HUBSPOT_TYPES = {"number": ("number", "number"), "date": ("date", "date"), "text": ("string", "text")}
+HUBSPOT_TYPES["url"] = HUBSPOT_TYPES["text"]
+
+# never left out: HubSpot's own, and the key (without it, HubSpot's refusal says what to do)
+OWN_DEAL_PROPERTIES = frozenset(
+    {"dealname", "amount", "dealstage", "pipeline", "closedate", "deal_currency_code", PAYMENT_ID}
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DealSchema:
+    """What the portal's deals take: its property names, and the currencies enabled in it (None
+    when `deal_currency_code` lists none)."""
+
+    properties: frozenset[str]
+    currencies: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    """A custom property setup() creates: where, its name, its labels, its HubSpot type."""
+
+    object_type: str
+    name: str
+    label_pl: str
+    label_en: str
+    type: str = "string"
+    field_type: str = "text"
+    unique: bool = False
+    group: str = GROUP
+
+    def body(self, language: str) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label_pl if language == "pl" else self.label_en,
+            "type": self.type,
+            "fieldType": self.field_type,
+            "groupName": self.group,
+            "hasUniqueValue": self.unique,
+        }
+
+
+# the keys keep the group older versions made them in, so an existing account matches
+KEY_PROPERTIES = (
+    PropertySpec(
+        "deals", PAYMENT_ID, "ID transakcji Stripe", "Stripe payment id", unique=True, group="dealinformation"
+    ),
+    PropertySpec(
+        "contacts", CUSTOMER_ID, "ID klienta Stripe", "Stripe customer id", group="contactinformation"
+    ),
+    PropertySpec(
+        "contacts",
+        CONTACT_KEY,
+        "Klucz kontaktu Stripeflow",
+        "Stripeflow contact key",
+        unique=True,
+        group="contactinformation",
+    ),
+)
+CONTACT_PROPERTIES = (PropertySpec("contacts", TAX_ID, "NIP", "Tax ID (NIP)"),)
+KEPT_PROPERTIES = (
+    PropertySpec(
+        "deals",
+        AMOUNT_KEPT,
+        "Kwota w walucie płatności",
+        "Amount in the payment currency",
+        "number",
+        "number",
+    ),
+    PropertySpec("deals", CURRENCY_KEPT, "Waluta płatności", "Payment currency"),
+)
+
+
+def deal_property_specs(mapping: Mapping[str, str]) -> list[PropertySpec]:
+    """The custom deal properties a mapping needs: each catalogue field mapped onto its default
+    `stripeflow_*` property (a field the user mapped elsewhere is the user's own property)."""
+    specs = []
+    for logical, prop in mapping.items():
+        field = BY_NAME.get(logical)
+        if field is None or prop != DEFAULT_FIELDS.get(logical) or not prop.startswith("stripeflow_"):
+            continue
+        kind, field_type = HUBSPOT_TYPES[field.type]
+        specs.append(PropertySpec("deals", prop, field.label_pl, field.label_en, kind, field_type))
+    return [*specs, *KEPT_PROPERTIES]
+
+
+def wanted_properties(mapping: Mapping[str, str]) -> list[PropertySpec]:
+    """Every custom property the adapter writes: the keys, the contact's tax id, and the deal
+    properties of the mapping (with the two that keep a currency the portal lacks)."""
+    return [*KEY_PROPERTIES, *CONTACT_PROPERTIES, *deal_property_specs(mapping)]
+
+
+def hubspot_value(value: Any) -> str:
+    """A catalogue value as HubSpot takes it: numbers as exact text, dates as YYYY-MM-DD
+    (a date property is midnight UTC), nothing as "" (which clears the property)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(getattr(value, "value", value))
 
 
 # --- quirks, each with its own test ---------------------------------------------------------
@@ -174,20 +321,30 @@ class HubSpotCRM:
         requests_per_10s: int = 100,
         searches_per_second: int = 4,
         name: str = "hubspot",
+        language: str = "pl",
         **seams: Unpack[Seams],
     ) -> None:
         self.name = name
         self.stages = {**DEFAULT_STAGES, **(stages or {})}
-        self.fields = dict(fields or {})
+        self.fields = dict(fields or {})  # the user's `[crm.fields]`, over DEFAULT_FIELDS
+        self.mapping = resolve_mapping(DEFAULT_FIELDS, self.fields)
         self.pipeline = pipeline
         self.send_currency = send_currency
+        self.language = language  # of the labels setup() gives the properties it creates
         self.api = HubSpotAPI(
             base_url, token, requests=requests_per_10s, searches=searches_per_second, **seams
         )
         self._notes: Remembered[NoteInput] = Remembered()
+        self._contacts: Remembered[str] = Remembered()  # customer id -> contact made or found by search
+        self._unsure: dict[str, float] = {}  # customer id -> when its create's answer was lost
+        self._unsure_lock = threading.Lock()
         self._clock = seams.get("clock") or time.monotonic
         self._key_lock = threading.Lock()
         self._key_seen: tuple[bool, float] | None = None  # (the contact key exists, when looked)
+        self._schema_lock = threading.Lock()
+        self._schema: tuple[DealSchema, float] | None = None  # (the portal's deal properties, when read)
+        self._contact_schema: tuple[frozenset[str], float] | None = None
+        self._warned: set[str] = set()  # currencies and properties warned about once
 
     @classmethod
     def from_target(
@@ -208,13 +365,36 @@ class HubSpotCRM:
     # -- contacts ------------------------------------------------------------------------------
 
     def _contact_properties(self, c: ContactInput) -> dict[str, str]:
+        """HubSpot's own name, phone and company, and the tax id in ours; what Stripe does not
+        know is left out, so a value typed in HubSpot is never cleared."""
         first, last = split_name(c.name, c.email)
         props = {"firstname": first, "lastname": last}
         if c.email:
             props["email"] = c.email.lower()
         if c.customer_id:
             props[CUSTOMER_ID] = c.customer_id
+        for prop, value in (("phone", c.phone), ("company", c.company)):
+            if value:
+                props[prop] = value
+        if c.tax_id and self._has_contact_property(TAX_ID):  # else the whole batch would be refused
+            props[TAX_ID] = c.tax_id
         return props
+
+    def _has_contact_property(self, name: str) -> bool:
+        """Whether the portal's contacts have this property (setup makes it): the contact
+        properties are read once, and again SCHEMA_RECHECK later while it is missing."""
+        with self._schema_lock:
+            now = self._clock()
+            seen = self._contact_schema
+            if seen is None or (name not in seen[0] and now - seen[1] > SCHEMA_RECHECK):
+                try:
+                    seen = (frozenset(self._properties("contacts")), now)
+                except VendorError:
+                    return False  # not remembered: read again next time
+                self._contact_schema = seen
+        if name not in seen[0]:
+            self._warn_missing(name, "contact")
+        return name in seen[0]
 
     def keys_contact(self, email: str | None) -> bool:
         return bool(email) or self._contact_key_ready()
@@ -289,32 +469,78 @@ class HubSpotCRM:
             for i in by_customer:
                 ids[i] = keyed.get(str(contacts[i].customer_id))
         elif by_customer:
-            found = self._contacts_by_customer([str(contacts[i].customer_id) for i in by_customer])
-            missing, _ = unique_by(
-                [contacts[i] for i in by_customer if contacts[i].customer_id not in found],
-                key=lambda c: c.customer_id,
-            )
-            if missing:
+            ids_by_customer = self._contacts_searched([contacts[i] for i in by_customer])
+            for i in by_customer:
+                ids[i] = ids_by_customer.get(str(contacts[i].customer_id))
+        return _all_found(ids, "contact")
+
+    def _contacts_searched(self, contacts: Sequence[ContactInput]) -> dict[str, str]:
+        """customer id -> contact for e-mail-less contacts without the key: the ledger's link
+        (`crm_id`) or what this adapter made or found before, else a search, else a create.
+        The search lags fresh records, so nothing made here is ever searched for again."""
+        found: dict[str, str] = {}
+        for c in contacts:
+            known = c.crm_id or self._contacts.pop(str(c.customer_id))
+            if known:
+                found[str(c.customer_id)] = known
+                self._contacts.put(str(c.customer_id), known)  # kept even if this batch fails
+        asked = sorted({str(c.customer_id) for c in contacts} - set(found))
+        if asked:
+            found.update(self._contacts_by_customer(asked))
+        missing, _ = unique_by(
+            [c for c in contacts if c.customer_id not in found], key=lambda c: c.customer_id
+        )
+        self._wait_for_unsure(str(c.customer_id) for c in missing)
+        if missing:
+            try:
                 body = self.api.request_json(
                     "POST",
                     "/crm/v3/objects/contacts/batch/create",
                     json={"inputs": [{"properties": self._contact_properties(c)} for c in missing]},
                     idempotent=False,  # no key: a lost answer is looked for, never resent blindly
                 )
-                for r in batch_results(body, "contacts create"):
-                    found[str(r["properties"][CUSTOMER_ID])] = str(r["id"])
-            for i in by_customer:
-                ids[i] = found.get(str(contacts[i].customer_id))
-        return _all_found(ids, "contact")
+            except OutcomeUnknownError:
+                with self._unsure_lock:  # perhaps made: not made again until search shows it, or long after
+                    self._unsure.update({str(c.customer_id): self._clock() for c in missing})
+                raise
+            for r in batch_results(body, "contacts create"):
+                found[str(r["properties"][CUSTOMER_ID])] = str(r["id"])
+        with self._unsure_lock:
+            for customer in found:
+                self._unsure.pop(customer, None)
+        for customer, contact_id in found.items():
+            self._contacts.put(customer, contact_id)
+        return found
+
+    def _wait_for_unsure(self, customers: Iterable[str]) -> None:
+        """A contact whose create's answer was lost may exist and not show in search yet: until
+        search shows it, or UNSURE_FOR has passed (it was never made), it is not created again."""
+        now = self._clock()
+        with self._unsure_lock:
+            waiting = [c for c in customers if now - self._unsure.get(c, -UNSURE_FOR) < UNSURE_FOR]
+        if waiting:
+            raise OutcomeUnknownError(
+                f"{len(waiting)} contact(s) whose create's answer was lost are not in search yet",
+                vendor=VENDOR,
+            )
 
     def _contacts_by_customer(self, customer_ids: Sequence[str]) -> dict[str, str]:
-        """customer id -> the oldest contact carrying it, from one search (IN takes up to 100 values)."""
+        """customer id -> the oldest contact carrying it, from one search (IN takes up to 100 values).
+
+        HubSpot matches a string `IN` only against lower-case values, so they go lower-case; a
+        Stripe id is case-sensitive, so the answers are matched back exactly (`cus_Ab` is not `cus_aB`).
+        """
+        wanted = set(customer_ids)
         found: dict[str, str] = {}
         request = {
             "filterGroups": [
                 {
                     "filters": [
-                        {"propertyName": CUSTOMER_ID, "operator": "IN", "values": sorted(set(customer_ids))}
+                        {
+                            "propertyName": CUSTOMER_ID,
+                            "operator": "IN",
+                            "values": sorted({c.lower() for c in wanted}),
+                        }
                     ]
                 }
             ],
@@ -324,39 +550,118 @@ class HubSpotCRM:
         }
         pages = cast(Paginator, CursorPaginator("results", "paging.next.after", "after", in_body=True))
         for r in self.api.paginate("POST", "/crm/v3/objects/contacts/search", pages, json=request):
-            found.setdefault(str(r["properties"][CUSTOMER_ID]), str(r["id"]))
+            customer = str(r["properties"][CUSTOMER_ID])
+            if customer in wanted:
+                found.setdefault(customer, str(r["id"]))
         return found
 
     # -- deals ---------------------------------------------------------------------------------
 
-    def _deal_properties(self, d: DealInput) -> dict[str, Any]:
+    def _deal_properties(self, d: DealInput, schema: DealSchema | None) -> dict[str, Any]:
+        """The deal's properties: HubSpot's own, then every mapped payment field that exists in
+        the portal (`schema`; None when it could not be read: all are sent). A currency the portal
+        has not enabled would fail the whole batch, so such a deal goes without HubSpot's amount
+        and currency, both kept in our own properties."""
         props: dict[str, Any] = {
             "dealname": d.title,
-            "amount": str(d.amount),  # HubSpot takes numbers as strings; Decimal keeps the cents exact
+            "amount": format(d.amount, "f"),  # numbers go as text: the Decimal's cents stay exact
             "dealstage": self.stages.get(d.stage, d.stage),
             "pipeline": self.pipeline,
             "closedate": d.payment.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             PAYMENT_ID: d.payment_id,
         }
-        if self.send_currency:
-            props["deal_currency_code"] = d.currency.upper()
-        props.update(
-            {k: v if isinstance(v, str) else str(v) for k, v in mapped_fields(d, self.fields).items()}
-        )
+        if not d.values:  # a caller that did not compute the catalogue's values: in the deal's language
+            d = replace(d, values=deal_values(d.payment, d.language))
+        mapped = mapped_fields(d, self.mapping, hubspot_value)
+        props.update({k: v if isinstance(v, str) else hubspot_value(v) for k, v in mapped.items() if k})
+        props.pop("deal_currency_code", None)
+        if self._sends_currency:
+            code = d.currency.upper()
+            if schema is None or schema.currencies is None or code in schema.currencies:
+                props["deal_currency_code"] = code
+                if schema is not None:  # in HubSpot's own fields now: clear what an older write kept
+                    props[AMOUNT_KEPT] = props[CURRENCY_KEPT] = ""
+            else:
+                props.pop("amount", None)  # it would read as an amount in the company currency
+                props[AMOUNT_KEPT], props[CURRENCY_KEPT] = format(d.amount, "f"), code
+                self._warn_currency(code, schema.currencies)
+        if schema is not None:
+            for prop in [p for p in props if p not in schema.properties and p not in OWN_DEAL_PROPERTIES]:
+                del props[prop]
+                self._warn_missing(prop)
         return props
+
+    @property
+    def _sends_currency(self) -> bool:
+        return self.send_currency and self.mapping.get("currency") == "deal_currency_code"
+
+    def _warn_currency(self, code: str, enabled: frozenset[str]) -> None:
+        if code not in self._warned:
+            self._warned.add(code)
+            log.warning(
+                "HubSpot (%s): the portal has no %s currency (it has %s), so deals in %s keep their "
+                "amount in %s and the currency in %s, without HubSpot's own amount; add %s in "
+                "HubSpot under Settings > Account defaults > Currencies to have them as HubSpot amounts",
+                self.name,
+                code,
+                ", ".join(sorted(enabled)) or "none",
+                code,
+                AMOUNT_KEPT,
+                CURRENCY_KEPT,
+                code,
+            )
+
+    def _warn_missing(self, prop: str, object_type: str = "deal") -> None:
+        if prop not in self._warned:
+            self._warned.add(prop)
+            log.warning(
+                "HubSpot (%s): %s property %s does not exist, so %ss go without it: run "
+                "`stripeflow crm setup hubspot` (or map the field elsewhere in [crm.fields])",
+                self.name,
+                object_type,
+                prop,
+                object_type,
+            )
+
+    def _deal_schema(self, deals: Sequence[DealInput], *, fresh: bool = False) -> DealSchema | None:
+        """The portal's deal properties and the currencies `deal_currency_code` takes, from one
+        read of the deal properties, made again only when a deal needs a property or currency
+        it lacked and the last read is SCHEMA_RECHECK old (or `fresh`). None when it cannot be
+        read: the deals are sent as they are, and HubSpot says what it refuses."""
+        wanted = {d.currency.upper() for d in deals} if self._sends_currency else set()
+        with self._schema_lock:
+            now = self._clock()
+            seen = self._schema
+            if seen is not None and not fresh:
+                lacking = not set(self.mapping.values()) <= seen[0].properties or (
+                    seen[0].currencies is not None and not wanted <= seen[0].currencies
+                )
+                if not lacking or now - seen[1] <= SCHEMA_RECHECK:
+                    return seen[0]
+            try:
+                body = self.api.request_json("GET", "/crm/v3/properties/deals")
+            except VendorError:
+                return seen[0] if seen else None  # not remembered as read: read again next time
+            results = list((body or {}).get("results") or [])
+            currency: dict[str, Any] = next((p for p in results if p.get("name") == "deal_currency_code"), {})
+            options = currency.get("options")
+            schema = DealSchema(
+                frozenset(str(p["name"]) for p in results),
+                frozenset(str(o["value"]).upper() for o in options) if options else None,
+            )
+            self._schema = (schema, now)
+            return schema
 
     def upsert_deals(self, deals: Sequence[DealInput]) -> list[str]:
         chosen, _ = unique_by(deals, key=lambda d: d.payment_id)
-        body = self.api.request_json(
-            "POST",
-            "/crm/v3/objects/deals/batch/upsert",
-            json={
-                "inputs": [
-                    {"idProperty": PAYMENT_ID, "id": d.payment_id, "properties": self._deal_properties(d)}
-                    for d in chosen
-                ]
-            },
-        )
+        schema = self._deal_schema(chosen)
+        try:
+            body = self._upsert_deal_batch(chosen, schema)
+        except PermanentError as exc:
+            if not _refused_currency(exc):
+                raise
+            # the portal's currencies changed since they were read: read them, send once more
+            body = self._upsert_deal_batch(chosen, self._deal_schema(chosen, fresh=True))
         got = {str(r["properties"][PAYMENT_ID]): str(r["id"]) for r in batch_results(body, "deals upsert")}
         ids = _all_found([got.get(d.payment_id) for d in deals], "deal")
         pairs = {(got[d.payment_id], d.contact_id) for d in chosen if d.contact_id}
@@ -372,6 +677,22 @@ class HubSpotCRM:
             )
             batch_results(body or {}, "deal-contact association")
         return ids
+
+    def _upsert_deal_batch(self, deals: Sequence[DealInput], schema: DealSchema | None) -> Any:
+        return self.api.request_json(
+            "POST",
+            "/crm/v3/objects/deals/batch/upsert",
+            json={
+                "inputs": [
+                    {
+                        "idProperty": PAYMENT_ID,
+                        "id": d.payment_id,
+                        "properties": self._deal_properties(d, schema),
+                    }
+                    for d in deals
+                ]
+            },
+        )
 
     # -- notes ---------------------------------------------------------------------------------
 
@@ -472,32 +793,32 @@ class HubSpotCRM:
                 return None
             raise
 
+    def _properties(self, object_type: str) -> dict[str, dict[str, Any]]:
+        """name -> property, every property of this object type (one read)."""
+        body = self.api.request_json("GET", f"/crm/v3/properties/{object_type}")
+        return {str(p["name"]): p for p in (body or {}).get("results") or []}
+
+    def wanted_properties(self) -> list[PropertySpec]:
+        return wanted_properties(self.mapping)
+
     def setup(self) -> SetupReport:
-        """Create the unique deal property and the contact property; idempotent."""
+        """Create the property groups and every custom property the adapter writes, labelled in
+        the account's language; idempotent (what exists is left as it is)."""
         report = SetupReport(VENDOR)
-        wanted = [
-            ("deals", PAYMENT_ID, "Stripe payment id", "dealinformation", True),
-            ("contacts", CUSTOMER_ID, "Stripe customer id", "contactinformation", False),
-            ("contacts", CONTACT_KEY, "Stripeflow contact key", "contactinformation", True),
-        ]
-        for object_type, prop, label, group, unique in wanted:
-            thing = f"{object_type} property {prop}" + (" (unique)" if unique else "")
-            existing = self._property(object_type, prop)
-            if existing is None:
+        wanted = self.wanted_properties()
+        existing = {t: self._properties(t) for t in sorted({w.object_type for w in wanted})}
+        for object_type in existing:
+            if any(w.object_type == object_type and w.group == GROUP for w in wanted):
+                self._ensure_group(object_type, report)
+        for spec in wanted:
+            thing = f"{spec.object_type} property {spec.name}" + (" (unique)" if spec.unique else "")
+            have = existing[spec.object_type].get(spec.name)
+            if have is None:
                 self.api.request_json(
-                    "POST",
-                    f"/crm/v3/properties/{object_type}",
-                    json={
-                        "name": prop,
-                        "label": label,
-                        "type": "string",
-                        "fieldType": "text",
-                        "groupName": group,
-                        "hasUniqueValue": unique,
-                    },
+                    "POST", f"/crm/v3/properties/{spec.object_type}", json=spec.body(self.language)
                 )
-                report.add(thing, "created")
-            elif unique and not existing.get("hasUniqueValue"):
+                report.add(thing, "created", spec.body(self.language)["label"])
+            elif spec.unique and not have.get("hasUniqueValue"):
                 report.add(
                     thing,
                     "manual",
@@ -508,6 +829,8 @@ class HubSpotCRM:
                 report.add(thing, "exists")
         with self._key_lock:
             self._key_seen = None  # look again: setup may have just made it
+        with self._schema_lock:
+            self._schema = self._contact_schema = None  # and the properties
         if self._contact_key_ready():
             keyed = self._key_earlier_contacts()
             if keyed:
@@ -518,12 +841,28 @@ class HubSpotCRM:
             report.add(f"stage {logical} -> {stage}", "exists" if not note else "manual", note)
         report.mapping = {
             **{f"stage.{k}": v for k, v in self.stages.items()},
-            **{f"field.{k}": v for k, v in self.fields.items()},
+            **{f"field.{k}": v for k, v in self.mapping.items()},
             "deal key": f"deals.{PAYMENT_ID}",
             "contact key": f"contacts.email, then {CONTACT_KEY}",
             "pipeline": self.pipeline,
         }
         return report
+
+    def _ensure_group(self, object_type: str, report: SetupReport) -> None:
+        body = self.api.request_json("GET", f"/crm/v3/properties/{object_type}/groups")
+        if any(g.get("name") == GROUP for g in (body or {}).get("results") or []):
+            report.add(f"{object_type} property group {GROUP}", "exists")
+            return
+        self.api.request_json(
+            "POST",
+            f"/crm/v3/properties/{object_type}/groups",
+            json={
+                "name": GROUP,
+                "label": GROUP_LABELS.get(self.language, GROUP_LABELS["en"]),
+                "displayOrder": -1,
+            },
+        )
+        report.add(f"{object_type} property group {GROUP}", "created")
 
     def _key_earlier_contacts(self) -> int:
         """Give the contact key to e-mail-less contacts made by the search-then-create path (the
@@ -579,31 +918,28 @@ class HubSpotCRM:
         except VendorError as exc:
             report.problems.append(f"cannot reach HubSpot at {self.api.base_url}: {exc}")
             return report
-        deal_prop = self._property("deals", PAYMENT_ID)
-        if deal_prop is None:
-            report.problems.append(
-                f"deal property {PAYMENT_ID} is missing: run `stripeflow crm setup hubspot`"
+        existing = {t: self._properties(t) for t in ("contacts", "deals")}
+        for spec in self.wanted_properties():
+            have = existing[spec.object_type].get(spec.name)
+            what = f"{spec.object_type[:-1]} property {spec.name}"
+            if have is None:
+                report.problems.append(
+                    f"{what} is missing ({spec.body(self.language)['label']}): "
+                    "run `stripeflow crm setup hubspot`"
+                )
+            elif spec.unique and not have.get("hasUniqueValue"):
+                report.problems.append(
+                    f"{what} is not unique, so records cannot be upserted on it: delete it in "
+                    "Settings > Properties and run `stripeflow crm setup hubspot`"
+                )
+            else:
+                report.ok.append(f"{what} exists" + (" and is unique" if spec.unique else ""))
+        options = (existing["deals"].get("deal_currency_code") or {}).get("options") or []
+        if self._sends_currency and options:
+            report.ok.append(
+                "portal currencies: " + ", ".join(str(o["value"]) for o in options) + " (deals in "
+                f"another currency keep their amount in {AMOUNT_KEPT} and {CURRENCY_KEPT})"
             )
-        elif not deal_prop.get("hasUniqueValue"):
-            report.problems.append(
-                f"deal property {PAYMENT_ID} is not unique, so deals cannot be upserted on it"
-            )
-        else:
-            report.ok.append(f"deal property {PAYMENT_ID} is unique")
-        if self._property("contacts", CUSTOMER_ID) is None:
-            report.problems.append(
-                f"contact property {CUSTOMER_ID} is missing: run `stripeflow crm setup hubspot`"
-            )
-        else:
-            report.ok.append(f"contact property {CUSTOMER_ID} exists")
-        key = self._property("contacts", CONTACT_KEY)
-        if key is None or not key.get("hasUniqueValue"):
-            report.problems.append(
-                f"contact property {CONTACT_KEY} is missing or not unique, so contacts without an "
-                "e-mail are found by a search, which lags: run `stripeflow crm setup hubspot`"
-            )
-        else:
-            report.ok.append(f"contact property {CONTACT_KEY} is unique")
         try:
             stage_ids = self._stage_ids()
         except PermanentError:
@@ -615,13 +951,22 @@ class HubSpotCRM:
                         f"stages.{logical}: {stage!r} is not a stage of pipeline "
                         f"{self.pipeline!r}; known: {', '.join(sorted(stage_ids))}"
                     )
-        known = {str(p["name"]) for p in self.api.request_json("GET", "/crm/v3/properties/deals")["results"]}
         for payment_field, prop in self.fields.items():
-            if prop not in known:
+            if prop and prop not in existing["deals"]:
                 report.problems.append(
-                    f"fields.{payment_field}: deal property {prop!r} does not exist in HubSpot"
+                    f"fields.{payment_field}: deal property {prop!r} does not exist in HubSpot; "
+                    "create it there, or map the field elsewhere"
                 )
         return report
+
+
+def _refused_currency(exc: PermanentError) -> bool:
+    """Whether HubSpot refused a batch for a `deal_currency_code` the portal does not have."""
+    return (
+        exc.status == 400
+        and "INVALID_OPTION" in f"{exc.code} {exc.message}"
+        and "deal_currency_code" in exc.message
+    )
 
 
 def _all_found(ids: Sequence[str | None], what: str) -> list[str]:

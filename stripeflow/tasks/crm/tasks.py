@@ -144,7 +144,9 @@ def upsert_contacts(crm: CRM, ledger: Ledger, changes: Changes) -> dict[str, str
     for p in changes.payments:
         key = p.customer_key
         if key and key not in inputs and not (p.payment_id in deals and key in known):
-            inputs[key] = ContactInput(key=key, email=p.email, name=p.name, customer_id=p.customer_id)
+            inputs[key] = ContactInput(
+                key=key, email=p.email, name=p.name, customer_id=p.customer_id, crm_id=known.get(key)
+            )
             owners[key] = p.payment_id
     items = list(inputs.values())
     ids = call_in_batches(

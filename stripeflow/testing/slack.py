@@ -142,8 +142,9 @@ class SlackState(FakeVendor):
             except ValueError:
                 body = None
             return {"path": path, "json": body, "auth": bool(request.headers.get("authorization"))}
-        if path.startswith("/api/"):
-            return {"path": path, "params": dict(request.url.params)}
+        if path.startswith("/api/"):  # Slack takes a method's arguments in the query or a form body
+            form = parse_qs(raw.decode(errors="replace")) if b"=" in raw and not raw.startswith(b"{") else {}
+            return {"path": path, "params": {**dict(request.url.params), **{k: v[0] for k, v in form.items()}}}
         return {"path": path, "body": raw.decode(errors="replace")}
 
     # -- helpers -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from slack_sdk.models.blocks import Block
 from slack_sdk.webhook import WebhookClient
@@ -31,7 +32,8 @@ class SlackWebhookAPI(SlackClient):
 
     def __init__(self, url: str, **kw: Any) -> None:
         super().__init__(**kw)
-        hide_in_logs(url)  # slack-sdk logs the URL at DEBUG (and on a retry at INFO)
+        # slack-sdk logs the URL at DEBUG (and on a retry at INFO); the path alone is the secret too
+        hide_in_logs(url, urlsplit(url).path)
         # every webhook request is a post Slack may have taken: none is retried blindly
         self.hook = WebhookClient(
             url, timeout=self.timeout, retry_handlers=self.retry_handlers(lambda _: True)

@@ -203,9 +203,14 @@ def not_sent(error: BaseException) -> bool:
 
 
 def slack_error(status: int, code: str | None, headers: Mapping[str, Any]) -> VendorError:
-    """An answer Slack gave (its status, its error code, its headers) as our error."""
+    """An answer Slack gave (its status, its error code, its headers) as our error.
+
+    `code` as Slack wrote it (`channel_not_found`); anything else there (a proxy's HTML page,
+    slack-sdk's note on a non-JSON body) is not a code, and the status speaks instead.
+    """
+    bare = code.strip() if code else ""
     return classify_slack_error(
-        code or f"http_{status}",
+        bare if bare and len(bare) <= 80 and bare.replace("_", "").isalnum() else f"http_{status}",
         vendor="slack",
         status=status,
         wait=_retry_after(headers),

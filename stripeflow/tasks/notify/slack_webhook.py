@@ -46,9 +46,7 @@ class SlackWebhookAPI(SlackClient):
             answer = self.hook.send(text=text, blocks=models or None)
             if answer.status_code < 400:
                 return "ok"
-            text_code = answer.body.strip()[:200]
-            code = text_code if text_code.replace("_", "").isalnum() else None  # plain `invalid_token`
-            raise slack_error(answer.status_code, code, answer.headers)
+            raise slack_error(answer.status_code, answer.body, answer.headers)  # plain `invalid_token`
 
         return self.call(True, post)
 

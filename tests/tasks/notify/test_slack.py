@@ -142,6 +142,8 @@ def test_error_table() -> None:
     assert isinstance(slack_error(403, "invalid_token", {}), AuthError)  # a webhook's revoked URL
     assert isinstance(slack_error(200, "is_archived", {}), PermanentError)
     assert type(slack_error(200, "internal_error", {})) is RetriableError
+    proxy = slack_error(502, "Received a response in a non-JSON format: <html>Bad gateway", {})
+    assert type(proxy) is RetriableError and proxy.code == "http_502"  # not a code: the status speaks
     limited = slack_error(429, "ratelimited", {"Retry-After": "7", "x-slack-req-id": "r1"})
     assert isinstance(limited, RateLimitedError) and limited.wait == 7 and limited.request_id == "r1"
 

@@ -23,7 +23,7 @@ from tests.tasks.notify.conftest import (
     change,
     make_payment,
 )
-from tests.tasks.notify.test_slack import Fake, settings_for
+from tests.tasks.notify.test_slack import Fake
 
 HOOK = "/services/T0/B0/secret"
 

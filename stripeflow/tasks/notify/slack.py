@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.error import HTTPError, URLError
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackObjectFormationError
+from slack_sdk.errors import SlackApiError, SlackClientError, SlackObjectFormationError
 from slack_sdk.http_retry import HttpRequest, HttpResponse, RetryHandler, RetryState
 from slack_sdk.models.blocks import Block
 from slack_sdk.web import SlackResponse
@@ -46,7 +46,7 @@ from stripeflow.core.errors import (
     VendorError,
 )
 from stripeflow.core.http import Clock, Limiter, Sleep, TokenBucketLimiter, dig, parse_retry_after
-from stripeflow.core.redact import hide_in_logs
+from stripeflow.core.redact import hide_in_logs, redact
 from stripeflow.tasks.notify.base import Message, Secret, build
 from stripeflow.tasks.notify.delivery import Attempt, Looked, describe
 
@@ -146,8 +146,9 @@ class SlackRetry(RetryHandler):
             if response.status_code == 429:
                 return (_retry_after(response.headers) or 0.0) <= self.max_wait
             server_error = response.status_code >= 500 or _answer_code(response) in SERVER_ERRORS
-            return server_error and not self.unkeyed(request)
-        if error is None:
+            waited = (_retry_after(response.headers) or 0.0) <= self.max_wait
+            return server_error and waited and not self.unkeyed(request)
+        if not isinstance(error, (OSError, HTTPException)):  # no connection problem: nothing to retry
             return False
         return not_sent(error) or not self.unkeyed(request)
 
@@ -280,8 +281,11 @@ class SlackClient:
                 error = slack_error(exc.response.status_code, code, exc.response.headers)
             except VendorError as exc:  # an answer `send` read itself (the webhook's plain text)
                 error = exc
-            except (OSError, HTTPException) as exc:  # URLError is an OSError; IncompleteRead is neither
-                what = f"{type(exc).__name__}: {exc}"
+            except SlackClientError as exc:  # slack-sdk refused to send: a non-http(s) URL
+                # its message would quote the URL (for a webhook, the secret): the type only
+                raise ConfigError(f"slack: slack-sdk refused the request ({type(exc).__name__})") from exc
+            except (OSError, HTTPException, json.JSONDecodeError) as exc:  # URLError is an OSError
+                what = redact(f"{type(exc).__name__}: {exc}")
                 if not_sent(exc):
                     raise RetriableError(f"cannot connect: {what}", vendor=self.vendor) from exc
                 if unkeyed:

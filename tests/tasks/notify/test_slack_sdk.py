@@ -9,7 +9,7 @@ import logging
 import pytest
 from slack_sdk.models.blocks import SectionBlock
 
-from stripeflow.core.errors import OutcomeUnknownError, RateLimitedError, RetriableError
+from stripeflow.core.errors import ConfigError, OutcomeUnknownError, RateLimitedError, RetriableError
 from stripeflow.core.ledger import Ledger
 from stripeflow.launcher import free_port
 from stripeflow.tasks.notify import notify_changes
@@ -116,3 +116,12 @@ def test_slack_sdk_logs_at_debug_carry_neither_the_token_nor_the_webhook_url(
     text = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("uvicorn"))
     assert SLACK_TOKEN not in text and HOOK not in text and "<redacted>" in text
     assert len(state.messages) == 2
+
+
+def test_a_webhook_url_slack_sdk_refuses_is_a_config_error_that_does_not_quote_it(
+    clock: VirtualClock,
+) -> None:
+    hook = SlackWebhookAPI("ftp://hooks.example/services/T0/B0/s3cr3tpath", sleep=clock.sleep, clock=clock)
+    with pytest.raises(ConfigError) as err:
+        hook.send("x", [])
+    assert "s3cr3tpath" not in str(err.value) and not clock.sleeps

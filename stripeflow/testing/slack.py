@@ -22,8 +22,11 @@ and incoming webhooks (reference section 9).
   `groups:history` for a private channel) and membership (`not_in_channel`).
   A refused scope answers `{"ok": false, "error": "missing_scope", "needed", "provided"}`.
   Tier limits per method in any 60 s (list 20, history 50): over it, 429 with Retry-After.
-- Webhooks answer plain `ok`, or 404 `no_service` / `channel_not_found`, 410 `channel_is_archived`,
-  400 `invalid_payload`, 429.
+- Webhooks answer plain `ok`, or their plain-text errors: 404 `no_service` (an unknown URL) /
+  `channel_not_found`, 400 `invalid_payload`, 429 `rate_limited` with Retry-After, and for a
+  webhook set to one of `WEBHOOK_ERRORS` (`state.webhooks[path] = "invalid_token"`, a revoked
+  URL) that code with its status: 403 `invalid_token` / `action_prohibited` / `team_disabled`,
+  410 `channel_is_archived`, 500 `rollup_error`, ...
 - Faults (FakeVendor): `state.fail_next(n, status=429, retry_after=1)` (or 500) for the next n
   requests; `state.inject(500, path="chat.postMessage", after_write=True)` or `timeout=True` for
   a post that Slack stored but whose answer is lost.
@@ -48,6 +51,21 @@ DEFAULT_SCOPES = frozenset(
 )
 TIER_PER_MINUTE = {"conversations.list": 20, "conversations.history": 50}  # Tier 2, Tier 3
 MAX_LIMIT = {"conversations.list": 1000, "conversations.history": 999}
+# an incoming webhook's own errors: plain text, with these statuses (Slack's "Handling errors")
+WEBHOOK_ERRORS = {
+    "invalid_payload": 400,
+    "user_not_found": 400,
+    "too_many_attachments": 400,
+    "action_prohibited": 403,
+    "posting_to_general_channel_denied": 403,
+    "team_disabled": 403,
+    "invalid_token": 403,
+    "channel_not_found": 404,
+    "no_service": 404,
+    "no_team": 404,
+    "channel_is_archived": 410,
+    "rollup_error": 500,
+}
 
 
 def _ok(body: dict[str, Any]) -> httpx.Response:
@@ -142,8 +160,12 @@ class SlackState(FakeVendor):
             except ValueError:
                 body = None
             return {"path": path, "json": body, "auth": bool(request.headers.get("authorization"))}
-        if path.startswith("/api/"):
-            return {"path": path, "params": dict(request.url.params)}
+        if path.startswith("/api/"):  # Slack takes a method's arguments in the query or a form body
+            form = parse_qs(raw.decode(errors="replace")) if b"=" in raw and not raw.startswith(b"{") else {}
+            return {
+                "path": path,
+                "params": {**dict(request.url.params), **{k: v[0] for k, v in form.items()}},
+            }
         return {"path": path, "body": raw.decode(errors="replace")}
 
     # -- helpers -----------------------------------------------------------------------------
@@ -351,8 +373,8 @@ class SlackState(FakeVendor):
         target = self.webhooks.get(call.path)
         if target is None:
             return _plain(404, "no_service")
-        if target == "channel_is_archived":
-            return _plain(410, target)
+        if target in WEBHOOK_ERRORS:
+            return _plain(WEBHOOK_ERRORS[target], target)
         if target not in self.channels:
             return _plain(404, "channel_not_found")
         try:

@@ -1,24 +1,25 @@
-"""Slack's incoming webhook (the `slack-webhook` route): the URL is the secret, the answer plain text.
+"""Slack's incoming webhook (the `slack-webhook` route) through slack-sdk's `WebhookClient`:
+the URL is the secret, the answer plain text.
 
 A webhook message carries nothing one could look for, and Slack takes a repeat: a message whose
-attempt died is left `unknown`, never resent. Its errors read as the bot API's (`classify_slack_error`),
-and it is paced like one channel.
+attempt died is left `unknown`, never resent. Its errors read as the bot API's (`classify_slack_error`,
+through `SlackClient.call`), it is retried by the same handler, and it is paced like one channel.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-import httpx
+from slack_sdk.models.blocks import Block
+from slack_sdk.webhook import WebhookClient
 
-from stripeflow.core.errors import ConfigError, VendorError
-from stripeflow.core.http import VendorAPI
+from stripeflow.core.errors import ConfigError
 from stripeflow.core.redact import hide_in_logs
 from stripeflow.tasks.notify.base import Message, Secret, build
 from stripeflow.tasks.notify.delivery import CANNOT_LOOK, Attempt, Looked
-from stripeflow.tasks.notify.slack import classify_slack_error, per_channel_limiter
+from stripeflow.tasks.notify.slack import SlackClient, slack_error, team_blocks
 
 if TYPE_CHECKING:
     from stripeflow.tasks.notify.channels import Channels
@@ -26,39 +27,28 @@ if TYPE_CHECKING:
 SLACK_WEBHOOK_URL = Secret("slack_webhook_url", lambda cfg: cfg.slack_webhook_url, "slack_webhook_url")
 
 
-class SlackWebhookAPI(VendorAPI):
+class SlackWebhookAPI(SlackClient):
     """An incoming webhook: the URL is the secret, the answer a plain-text `ok` or error code."""
 
-    vendor = "slack"
-
     def __init__(self, url: str, **kw: Any) -> None:
-        parts = urlsplit(url)
-        hide_in_logs(parts.path)
-        # the path goes per request: a base URL would gain a trailing slash the webhook rejects
-        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
-        clock = kw.pop("clock", time.monotonic)
-        kw.setdefault("limiter", per_channel_limiter(kw.get("sleep", time.sleep), clock))
-        super().__init__(f"{parts.scheme}://{parts.netloc}", **kw)
-
-    def error_message(self, response: httpx.Response) -> tuple[str, str | None]:
-        text = response.text.strip()[:200] or response.reason_phrase
-        return text, text if text.replace("_", "").isalnum() else None
-
-    def classify(self, response: httpx.Response) -> VendorError | None:
-        if response.status_code < 400:
-            return None
-        _, code = self.error_message(response)
-        return classify_slack_error(
-            code or f"http_{response.status_code}",
-            vendor=self.vendor,
-            status=response.status_code,
-            wait=self.retry_after(response),
-            request_id=self.request_id(response),
+        super().__init__(**kw)
+        # slack-sdk logs the URL at DEBUG (and on a retry at INFO); the path alone is the secret too
+        hide_in_logs(url, urlsplit(url).path)
+        # every webhook request is a post Slack may have taken: none is retried blindly
+        self.hook = WebhookClient(
+            url, timeout=self.timeout, retry_handlers=self.retry_handlers(lambda _: True)
         )
 
-    def send(self, text: str, blocks: list[dict[str, Any]]) -> str:
-        self.request("POST", self._path, json={"text": text, "blocks": blocks}, idempotent=False)
-        return "ok"
+    def send(self, text: str, blocks: Sequence[Mapping[str, Any] | Block]) -> str:
+        models = team_blocks(blocks)
+
+        def post() -> str:
+            answer = self.hook.send(text=text, blocks=models or None)
+            if answer.status_code < 400:
+                return "ok"
+            raise slack_error(answer.status_code, answer.body, answer.headers)  # plain `invalid_token`
+
+        return self.call(True, post)
 
 
 class SlackWebhookChannel:
@@ -81,9 +71,10 @@ class SlackWebhookChannel:
 
     def send(self, message: Message, attempt: Attempt) -> str:
         content = build(lambda: message.renderer.team_slack(message.kind, message.context()))
+        blocks = build(lambda: team_blocks(content.blocks))
         client = self.api()
         attempt()
-        return client.send(content.text, content.blocks)
+        return client.send(content.text, blocks)
 
     def look(self, message: Message) -> Looked:
         return CANNOT_LOOK

@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 
 from stripeflow.core.config import Settings
-from stripeflow.core.errors import AuthError, OutcomeUnknownError, PermanentError
+from stripeflow.core.errors import (
+    AuthError,
+    OutcomeUnknownError,
+    PermanentError,
+    RateLimitedError,
+    RetriableError,
+)
 from stripeflow.core.ledger import Ledger
 from stripeflow.tasks.notify import notify_changes
-from stripeflow.tasks.notify.slack import SlackAPI
+from stripeflow.tasks.notify.slack import SlackAPI, slack_error
 from stripeflow.tasks.notify.slack_webhook import SlackWebhookAPI
 from stripeflow.testing.slack import SlackState
 from tests.tasks.notify.conftest import (
@@ -131,19 +137,15 @@ def test_a_server_error_after_sending_is_unknown(slack: Fake, clock: VirtualCloc
 
 
 def test_error_table() -> None:
-    import httpx
-
-    api = SlackAPI("t", "http://slack.invalid/api")
-
-    def answer(body: dict[str, object], status: int = 200) -> object:
-        return api.classify(httpx.Response(status, json=body))
-
-    assert answer({"ok": True}) is None
-    assert isinstance(answer({"ok": False, "error": "invalid_auth"}), AuthError)
-    assert isinstance(answer({"ok": False, "error": "is_archived"}), PermanentError)
-    limited = answer({"ok": False, "error": "ratelimited"}, 429)
-    assert type(limited).__name__ == "RateLimitedError"
-    api.close()
+    """Slack's codes (an `ok: false` body, the webhook's plain text) onto our error tree."""
+    assert isinstance(slack_error(200, "invalid_auth", {}), AuthError)
+    assert isinstance(slack_error(403, "invalid_token", {}), AuthError)  # a webhook's revoked URL
+    assert isinstance(slack_error(200, "is_archived", {}), PermanentError)
+    assert type(slack_error(200, "internal_error", {})) is RetriableError
+    proxy = slack_error(502, "Received a response in a non-JSON format: <html>Bad gateway", {})
+    assert type(proxy) is RetriableError and proxy.code == "http_502"  # not a code: the status speaks
+    limited = slack_error(429, "ratelimited", {"Retry-After": "7", "x-slack-req-id": "r1"})
+    assert isinstance(limited, RateLimitedError) and limited.wait == 7 and limited.request_id == "r1"
 
 
 def test_webhook(slack: Fake, clock: VirtualClock) -> None:

@@ -189,7 +189,17 @@ class FakeStripe:
                 code="resource_missing",
                 param="id",
             )
-        return self.ok(self.expand(obj, request.query_params.getlist("expand[]"), world))
+        paths = request.query_params.getlist("expand[]")
+        found = self.expand(obj, paths, world)
+        if kind == "customer" and "tax_ids" in paths:  # includable only: absent unless expanded
+            data = world.tax_ids.get(object_id, [])
+            found["tax_ids"] = {
+                "object": "list",
+                "data": copy.deepcopy(data),
+                "has_more": False,
+                "url": f"/v1/customers/{object_id}/tax_ids",
+            }
+        return self.ok(found)
 
     async def line_items(self, request: Request) -> JSONResponse:
         refused = self.gate(request)

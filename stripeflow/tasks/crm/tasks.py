@@ -21,7 +21,7 @@ from sqlalchemy import update
 from stripeflow.core.batching import call_in_batches, in_parallel
 from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.crashpoints import crash_point
-from stripeflow.core.deal_fields import deal_values
+from stripeflow.core.deal_fields import deal_values, resolve_mapping
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.core.ledger import EffectRow, Ledger
 from stripeflow.core.money import format_money, to_minor
@@ -144,7 +144,15 @@ def upsert_contacts(crm: CRM, ledger: Ledger, changes: Changes) -> dict[str, str
     for p in changes.payments:
         key = p.customer_key
         if key and key not in inputs and not (p.payment_id in deals and key in known):
-            inputs[key] = ContactInput(key=key, email=p.email, name=p.name, customer_id=p.customer_id)
+            inputs[key] = ContactInput(
+                key=key,
+                email=p.email,
+                name=p.name,
+                customer_id=p.customer_id,
+                phone=p.phone,
+                company=p.company,
+                tax_id=p.tax_id,
+            )
             owners[key] = p.payment_id
     items = list(inputs.values())
     ids = call_in_batches(
@@ -179,7 +187,7 @@ def upsert_deals(
             stage=stage_for(p),
             contact_id=contact_ids.get(p.customer_key or ""),
             payment=p,
-            fields=payment_fields(p, target.fields, values=values),
+            fields=payment_fields(p, resolve_mapping({}, target.fields), values=values),  # "" drops
             values=values,
             language=settings.language,
         )

@@ -33,7 +33,9 @@ def deals(
         False, "--json", help="Print every field of each deal (and its contact) as JSON, for scripts."
     ),
     wide: bool = typer.Option(
-        False, "--wide", help=f"Every column, full payment ids and links (the default from {WIDE_AT} columns)."
+        False,
+        "--wide",
+        help=f"Every column, full payment ids and links (the default from {WIDE_AT} columns).",
     ),
 ) -> None:
     """Print the deals in the built-in local CRM (of one account, with --account) as a table."""
@@ -64,9 +66,9 @@ def deals(
     if as_json:
         typer.echo(json.dumps([deal_json(d) for d in rows], indent=2, ensure_ascii=False))
         return
-    console.print(
-        deals_table(rows, settings.language, wide=wide or console.width >= WIDE_AT, title=f"{crm.path}")
-    )
+    # the path on a line of its own, whole (a table's title would fold it)
+    console.print(f"[bold]Deals in the local CRM[/] ({crm.path})", soft_wrap=True)
+    console.print(deals_table(rows, settings.language, wide=wide or console.width >= WIDE_AT), soft_wrap=True)
     if not rows:
         console.print("No deals yet: start `make run` and wait for the demo's payments.")
 

@@ -27,7 +27,9 @@ def _store(crm: LocalCRM, p: Payment) -> None:
     assert p.customer_key is not None
     contact = ContactInput(p.customer_key, p.email, p.name, p.customer_id, phone=p.phone, tax_id=p.tax_id)
     (cid,) = crm.upsert_contacts([contact])
-    crm.upsert_deals([DealInput(p.payment_id, "deal", p.amount, p.refunded_amount, p.currency, "paid", cid, p)])
+    crm.upsert_deals(
+        [DealInput(p.payment_id, "deal", p.amount, p.refunded_amount, p.currency, "paid", cid, p)]
+    )
 
 
 @pytest.fixture
@@ -36,7 +38,9 @@ def crm(cwd: Path, world: StripeWorld) -> LocalCRM:
     subscription invoice, as the pipeline would have stored them."""
     local = LocalCRM(cwd / ".stripeflow" / "crm.db")
     anna = world.customer("anna.nowak@example.pl", "Anna Nowak")
-    firm = world.customer("biuro@xyz-agencja.pl", "XYZ Agencja sp. z o.o.", tax_ids=[("eu_vat", "PL5260001246")])
+    firm = world.customer(
+        "biuro@xyz-agencja.pl", "XYZ Agencja sp. z o.o.", tax_ids=[("eu_vat", "PL5260001246")]
+    )
     pi, ch = world.payment_intent(24900, "pln", anna, product="Kurs programowania w Pythonie", method="blik")
     ch["billing_details"]["phone"] = "+48 600 100 200"  # typed in at the payment
     inv = world.invoice(123000, "pln", firm, product="Subskrypcja Pro")
@@ -104,7 +108,11 @@ def test_json_prints_every_catalogue_and_contact_field(crm: LocalCRM) -> None:
     assert result.exit_code == 0, result.output
     course, invoice = json.loads(result.stdout)
     assert {f.name for f in DEAL_FIELDS} <= set(course)
-    assert (course["status"], course["refunded_amount"], course["method"]) == ("częściowy zwrot", "49.00", "BLIK")
+    assert (course["status"], course["refunded_amount"], course["method"]) == (
+        "częściowy zwrot",
+        "49.00",
+        "BLIK",
+    )
     assert course["contact"] == {
         "email": "anna.nowak@example.pl",
         "name": "Anna Nowak",
@@ -124,6 +132,11 @@ def test_json_of_a_deal_an_older_version_wrote(cwd: Path) -> None:
             "VALUES ('pi_old', 'Stara', '10.00', '0', 'PLN', 'paid', '{}')"
         )
     (old,) = json.loads(runner.invoke(app, ["crm", "deals", "--json"]).stdout)
-    assert (old["payment_id"], old["amount"], old["currency"], old["status"]) == ("pi_old", "10.00", "PLN", None)
+    assert (old["payment_id"], old["amount"], old["currency"], old["status"]) == (
+        "pi_old",
+        "10.00",
+        "PLN",
+        None,
+    )
     text = runner.invoke(app, ["crm", "deals"], env={"COLUMNS": "80"}).stdout
     assert "Zrealizowane" in text  # no status stored: the stage says it

@@ -11,7 +11,15 @@ from pathlib import Path
 from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.deal_fields import DEAL_FIELDS
 from stripeflow.core.ledger import Ledger
-from stripeflow.core.payment import Changes, Lifecycle, Payment, PaymentChange, PaymentKind, PaymentMethod, Refund
+from stripeflow.core.payment import (
+    Changes,
+    Lifecycle,
+    Payment,
+    PaymentChange,
+    PaymentKind,
+    PaymentMethod,
+    Refund,
+)
 from stripeflow.tasks.crm import build_crm
 from stripeflow.tasks.crm.base import ContactInput, DealInput
 from stripeflow.tasks.crm.local import LocalCRM
@@ -98,9 +106,7 @@ def test_english_labels_with_language_en(tmp_path: Path, ledger: Ledger) -> None
 
 
 def test_the_mapping_renames_drops_and_adds_fields(tmp_path: Path, ledger: Ledger) -> None:
-    target = CRMTarget(
-        type="local", fields={"receipt_url": "", "method": "metoda", "email": "stripe_email"}
-    )
+    target = CRMTarget(type="local", fields={"receipt_url": "", "method": "metoda", "email": "stripe_email"})
     crm = LocalCRM.from_target(target, tmp_path)
     sync(crm, ledger, paid(), target)
     (deal,) = crm.list_deals()
@@ -119,11 +125,18 @@ def test_a_deal_built_without_values_still_carries_them(tmp_path: Path) -> None:
 
 def test_a_contact_keeps_what_stripe_knew_when_a_later_payment_knows_less(tmp_path: Path) -> None:
     crm = LocalCRM(tmp_path / "crm.db")
-    full = ContactInput("a@b.pl", "a@b.pl", "Anna", "cus_1", phone="+48 1", company="A sp. z o.o.", tax_id="PL1")
+    full = ContactInput(
+        "a@b.pl", "a@b.pl", "Anna", "cus_1", phone="+48 1", company="A sp. z o.o.", tax_id="PL1"
+    )
     bare = ContactInput("a@b.pl", "a@b.pl", None, "cus_1")
     assert crm.upsert_contacts([full]) == crm.upsert_contacts([bare])
     (row,) = crm.list_contacts()
-    assert (row["name"], row["phone"], row["company"], row["tax_id"]) == ("Anna", "+48 1", "A sp. z o.o.", "PL1")
+    assert (row["name"], row["phone"], row["company"], row["tax_id"]) == (
+        "Anna",
+        "+48 1",
+        "A sp. z o.o.",
+        "PL1",
+    )
     crm.upsert_contacts([ContactInput("a@b.pl", "a@b.pl", None, None, phone="+48 2")])
     assert crm.list_contacts()[0]["phone"] == "+48 2"  # a newer number replaces the old one
 
@@ -142,13 +155,19 @@ def test_a_crm_db_of_an_older_version_opens_and_takes_the_new_fields(tmp_path: P
             CREATE TABLE notes (id INTEGER PRIMARY KEY, deal_id INTEGER REFERENCES deals (id),
                 payment_id VARCHAR(255), body TEXT, created_at DATETIME);
             INSERT INTO contacts (email, name) VALUES ('old@b.pl', 'Old');
-            INSERT INTO deals (payment_id, title, amount, refunded_amount, currency, stage, contact_id, fields)
+            INSERT INTO deals
+                (payment_id, title, amount, refunded_amount, currency, stage, contact_id, fields)
                 VALUES ('pi_old', 'Stara', '10.00', '0', 'PLN', 'paid', 1, '{}');
             """
         )
     crm = LocalCRM(path)
     (old,) = crm.list_deals()
-    assert (old.payment_id, old.contact_email, old.values, old.contact_phone) == ("pi_old", "old@b.pl", {}, None)
+    assert (old.payment_id, old.contact_email, old.values, old.contact_phone) == (
+        "pi_old",
+        "old@b.pl",
+        {},
+        None,
+    )
     crm.upsert_contacts([ContactInput("old@b.pl", "old@b.pl", None, None, tax_id="PL5260001246")])
     assert crm.list_contacts()[0]["tax_id"] == "PL5260001246"
     crm.close()

@@ -68,7 +68,11 @@ def test_a_charge_gives_the_billing_phone(world: StripeWorld) -> None:
 
 
 def test_the_polish_vat_id_is_preferred_among_several() -> None:
-    ids = [{"type": "gb_vat", "value": "GB123"}, {"type": "eu_vat", "value": "DE1"}, {"type": "eu_vat", "value": "PL9"}]
+    ids = [
+        {"type": "gb_vat", "value": "GB123"},
+        {"type": "eu_vat", "value": "DE1"},
+        {"type": "eu_vat", "value": "PL9"},
+    ]
     assert tax_id_of(ids) == "PL9"
     assert tax_id_of({"object": "list", "data": ids[:1]}) == "GB123"  # a Customer's expanded list
     assert tax_id_of(None) is None and tax_id_of([]) is None

@@ -4,6 +4,7 @@ company and NIP on the contact, and crm.db files of older versions still opening
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -172,3 +173,33 @@ def test_a_crm_db_of_an_older_version_opens_and_takes_the_new_fields(tmp_path: P
     assert crm.list_contacts()[0]["tax_id"] == "PL5260001246"
     crm.close()
     assert LocalCRM(path).list_contacts()[0]["name"] == "Old"  # opened again: nothing to add twice
+
+
+class Counting(LocalCRM):
+    contact_calls = 0
+
+    def upsert_contacts(self, items: Sequence[ContactInput]) -> list[str]:
+        self.contact_calls += 1
+        return super().upsert_contacts(items)
+
+
+def test_a_later_state_that_tells_more_of_the_payer_updates_the_contact(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    crm = Counting(tmp_path / "crm.db")
+    target = CRMTarget(type="local")
+    first = paid(phone=None, company=None, tax_id=None)
+    sync(crm, ledger, first, target)
+    refund = first.model_copy(update={"event_ids": ("evt_2",)})
+    changes = Changes([PaymentChange(refund, first)])
+    upsert_contacts.fn(crm, ledger, changes)  # nothing new of the payer: no contact call
+    assert crm.contact_calls == 1
+    later = paid(event_ids=("evt_3",))  # the invoice brought the phone, the company and the NIP
+    upsert_contacts.fn(crm, ledger, Changes([PaymentChange(later, first)]))
+    assert crm.contact_calls == 2
+    (row,) = crm.list_contacts()
+    assert (row["phone"], row["company"], row["tax_id"]) == (
+        "+48 600 100 200",
+        "XYZ sp. z o.o.",
+        "PL5260001246",
+    )

@@ -155,7 +155,7 @@ class LocalCRM:
                 values: dict[str, Any] = {"updated_at": now}
                 if c.name:
                     values["name"] = c.name
-                for key in CONTACT_FIELDS:  # what Stripe knows fills in; nothing known erases nothing
+                for key in CONTACT_FIELDS:  # a value Stripe knows fills in; an unknown one erases nothing
                     if getattr(c, key):
                         values[key] = getattr(c, key)
                 if c.email:
@@ -188,7 +188,7 @@ class LocalCRM:
                     currency=d.currency,
                     stage=self.stages.get(d.stage, d.stage),
                     contact_id=int(d.contact_id) if d.contact_id else None,
-                    fields=json.dumps(self.deal_fields(d), ensure_ascii=False),
+                    fields=json.dumps(self.deal_fields(d), ensure_ascii=False, default=str),
                     updated_at=now,
                 )
                 stmt = insert(deals).values(**values)
@@ -338,6 +338,8 @@ def _jsonable(value: Any) -> Any:
         return value.isoformat()
     if value is None or isinstance(value, str | int | float | bool):
         return value
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
     return str(getattr(value, "value", value))
 
 

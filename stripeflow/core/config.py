@@ -95,12 +95,9 @@ class CRMTarget(Section):
     @field_validator("fields")
     @classmethod
     def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        from stripeflow.core.deal_fields import known_field_names
+        from stripeflow.core.deal_fields import check_field_names
 
-        known = known_field_names()
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown deal field {unknown[0]!r}; fields are {', '.join(sorted(known))}")
+        check_field_names(value)
         return value
 
 

@@ -18,6 +18,7 @@ vendor wants (`mapped_fields` with the adapter's `convert`).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -94,6 +95,23 @@ BY_NAME: dict[str, DealField] = {f.name: f for f in DEAL_FIELDS}
 def known_field_names() -> set[str]:
     """What a `[crm.fields]` key may name: a catalogue field or any Payment field."""
     return set(BY_NAME) | set(Payment.model_fields) | {"product", "net_amount"}
+
+
+# the Payment fields a `[crm.fields]` key is likely to mean, named in the error for an unknown key
+PAYMENT_FIELDS_NAMED = ("email", "name", "phone", "company", "tax_id", "customer_id", "invoice_url")
+
+
+def check_field_names(fields: Mapping[str, str]) -> None:
+    """Refuse a `[crm.fields]` key that is neither a catalogue field nor a Payment field, naming
+    it, the closest known name and the catalogue (a typo would otherwise map nothing, silently)."""
+    known = known_field_names()
+    for name in sorted(set(fields) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"unknown deal field {name!r}{hint}; the deal fields are {', '.join(BY_NAME)}, "
+            f"or a Payment field such as {', '.join(PAYMENT_FIELDS_NAMED)}; an empty value drops a field"
+        )
 
 
 def deal_values(payment: Payment, language: str = "pl", timezone: str = "Europe/Warsaw") -> dict[str, Value]:

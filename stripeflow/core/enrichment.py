@@ -29,9 +29,10 @@ class Gap:
 
 GAPS: tuple[Gap, ...] = (
     Gap(
-        "the customer's e-mail and name when an event names only a customer id",
+        "the customer's e-mail, name, phone, business name and tax id (NIP) when an event names "
+        "only a customer id",
         "no contact and no customer e-mail unless the payload itself carries the address "
-        "(receipt_email, billing details, customer_email)",
+        "(receipt_email, billing details, customer_email); contacts lack the phone and NIP",
         ("retrieve", "customer"),
     ),
     Gap(

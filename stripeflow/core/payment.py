@@ -231,6 +231,10 @@ class Payment(BaseModel):
     customer_id: str | None = None
     email: str | None = None
     name: str | None = None
+    # what Stripe knows of the payer beyond the e-mail, for the CRM contact (None: not sent)
+    phone: str | None = None
+    company: str | None = Field(default=None, description="the business name the payer gave")
+    tax_id: str | None = Field(default=None, description="NIP or EU VAT id, as Stripe holds it")
     amount: Decimal = Field(description="derived: what was taken (captured), else what was asked")
     refunded_amount: Decimal = Decimal(0)
     currency: str = Field(description="ISO code, upper case")
@@ -335,6 +339,9 @@ class Payment(BaseModel):
             "customer_id",
             "email",
             "name",
+            "phone",
+            "company",
+            "tax_id",
             "currency",
             "products",
             "method",
@@ -423,6 +430,8 @@ class Changes(Sequence[PaymentChange]):
 
 # --- the state digest: what effect keys say "this state" with ---------------------------------
 
+PAYER_FIELDS = ("phone", "company", "tax_id")
+
 
 def state_digest(payment: Payment) -> str:
     """Short digest of everything but the event ids: a new one means the payment really changed.
@@ -430,7 +439,9 @@ def state_digest(payment: Payment) -> str:
     The CRM deal key and the hand-off key both end in it, and ledgers hold those keys: its
     output must never change.
     """
-    state = payment.model_dump_json(exclude={"event_ids"})
+    # payer fields added later count only when known, so a payment without them keeps its digest
+    unset = {name for name in PAYER_FIELDS if getattr(payment, name) is None}
+    state = payment.model_dump_json(exclude={"event_ids", *unset})
     return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 

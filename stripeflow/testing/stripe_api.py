@@ -9,6 +9,7 @@ Reached by stripe-python through `StripeClient(base_addresses={"api": url})`.
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import threading
 import time
@@ -157,6 +158,11 @@ class FakeStripe:
         return obj
 
     @staticmethod
+    def expand_paths(request: Request) -> list[str]:
+        """`expand[]=a` or, as stripe-python encodes a list, `expand[0]=a`: Stripe takes both."""
+        return [v for k, v in request.query_params.multi_items() if re.fullmatch(r"expand\[\d*\]", k)]
+
+    @staticmethod
     def page(items: list[dict[str, Any]], request: Request, url: str) -> dict[str, Any]:
         limit = min(100, int(request.query_params.get("limit", 10)))
         after = request.query_params.get("starting_after")
@@ -189,7 +195,17 @@ class FakeStripe:
                 code="resource_missing",
                 param="id",
             )
-        return self.ok(self.expand(obj, request.query_params.getlist("expand[]"), world))
+        paths = self.expand_paths(request)
+        found = self.expand(obj, paths, world)
+        if kind == "customer" and "tax_ids" in paths:  # includable only: absent unless expanded
+            data = world.tax_ids.get(object_id, [])
+            found["tax_ids"] = {
+                "object": "list",
+                "data": copy.deepcopy(data),
+                "has_more": False,
+                "url": f"/v1/customers/{object_id}/tax_ids",
+            }
+        return self.ok(found)
 
     async def line_items(self, request: Request) -> JSONResponse:
         refused = self.gate(request)

@@ -17,6 +17,7 @@ import itertools
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class StripeWorld:
         self.objects: dict[str, Obj] = {}
         self.line_items: dict[str, list[Obj]] = {}
         self.invoice_payments: dict[str, list[Obj]] = {}
+        self.tax_ids: dict[str, list[Obj]] = {}  # customer id -> its TaxId objects
         self._clock = itertools.count(start or int(time.time()) - 3600)
 
     def now(self) -> int:
@@ -65,19 +67,51 @@ class StripeWorld:
         self.objects[obj["id"]] = obj
         return obj
 
-    def customer(self, email: str | None, name: str | None = None, *, id: str | None = None) -> Obj:
-        return self._keep(
-            fixture(
-                "customer",
-                id=id or new_id("cus"),
-                email=email,
-                name=name,
-                created=self.now(),
-                livemode=self.livemode,
-                currency=None,
-                discount=None,
-            )
+    def customer(
+        self,
+        email: str | None,
+        name: str | None = None,
+        *,
+        id: str | None = None,
+        phone: str | None = None,
+        business_name: str | None = None,
+        tax_ids: Sequence[tuple[str, str]] = (),
+    ) -> Obj:
+        """A Customer; `tax_ids` as (type, value), e.g. ("eu_vat", "PL5260001246"). The fake API
+        sends them only when asked (`expand[]=tax_ids`), as Stripe does."""
+        cus = fixture(
+            "customer",
+            id=id or new_id("cus"),
+            email=email,
+            name=name or business_name,  # Stripe sets the name from the business name when not given
+            phone=phone,
+            created=self.now(),
+            livemode=self.livemode,
+            currency=None,
+            discount=None,
         )
+        if business_name:
+            cus["business_name"] = business_name
+        self.tax_ids[cus["id"]] = [
+            fixture(
+                "tax_id",
+                id=new_id("txi"),
+                type=kind,
+                value=value,
+                country=value[:2] if kind == "eu_vat" else None,
+                customer=cus["id"],
+                owner={"customer": cus["id"], "type": "customer", "customer_account": None},
+                created=cus["created"],
+                livemode=self.livemode,
+            )
+            for kind, value in tax_ids
+        ]
+        return self._keep(cus)
+
+    def customer_tax_ids(self, customer: Obj | None) -> list[Obj]:
+        """A customer's tax ids as invoices and Checkout copy them: `[{type, value}]`."""
+        found = self.tax_ids.get((customer or {}).get("id", ""), [])
+        return [{"type": t["type"], "value": t["value"]} for t in found]
 
     def charge(
         self,
@@ -311,7 +345,12 @@ class StripeWorld:
         *,
         products: list[str],
         pi: str | None = None,
+        phone: str | None = None,
+        business_name: str | None = None,
+        tax_ids: Sequence[tuple[str, str]] = (),
     ) -> Obj:
+        """A paid Checkout Session; `phone`, `business_name` and `tax_ids` are what the payer typed
+        in (phone number and tax id collection), kept in `customer_details`."""
         session = fixture(
             "checkout.session",
             id=new_id("cs_test"),
@@ -327,7 +366,14 @@ class StripeWorld:
             customer=None,
             customer_email=None,
         )
-        session["customer_details"].update(email=email, name=name)
+        session["customer_details"].update(
+            email=email,
+            name=name,
+            phone=phone,
+            business_name=business_name,
+            tax_ids=[{"type": kind, "value": value} for kind, value in tax_ids] or None,
+        )
+        session["collected_information"]["business_name"] = business_name
         self.line_items[session["id"]] = [
             fixture(
                 "item",
@@ -368,6 +414,8 @@ class StripeWorld:
             customer=customer["id"],
             customer_email=customer.get("email"),
             customer_name=customer.get("name"),
+            customer_phone=customer.get("phone"),
+            customer_tax_ids=self.customer_tax_ids(customer),
             status="paid" if paid else "open",
             billing_reason="subscription_cycle" if subscription else "manual",
             hosted_invoice_url=f"https://invoice.stripe.com/i/acct_test/{inv_id}",

@@ -34,7 +34,7 @@ def test_an_unknown_stage_is_named(tmp_path: Path) -> None:
 
 def test_an_unknown_payment_field_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, '[[crm]]\ntype = "local"\n[crm.fields]\nemial = "email"\n')
-    with pytest.raises(ConfigError, match="unknown Payment field 'emial'"):
+    with pytest.raises(ConfigError, match="unknown deal field 'emial' \\(did you mean 'email'\\?\\)"):
         load_settings(path, env={})
 
 
@@ -67,3 +67,22 @@ def test_the_example_configuration_loads() -> None:
     example = Path(__file__).resolve().parents[2] / "stripeflow.example.toml"
     settings = load_settings(example, env={})
     assert settings.language == "pl" and [t.type for t in settings.crm] == ["local"]
+
+
+def test_an_unknown_deal_field_names_the_catalogue(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[crm]]\ntype = "hubspot"\n[crm.fields]\nrecipt_url = "x"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, env={})
+    message = str(exc.value)
+    assert "crm.0.fields" in message and "unknown deal field 'recipt_url'" in message
+    assert "did you mean 'receipt_url'" in message and "amount, currency, paid_on" in message
+
+
+def test_an_empty_field_value_drops_the_field(tmp_path: Path) -> None:
+    from stripeflow.core.deal_fields import resolve_mapping
+
+    path = write(tmp_path, '[[crm]]\ntype = "local"\n[crm.fields]\nreceipt_url = ""\nmethod = "metoda"\n')
+    (target,) = load_settings(path, env={}).crm
+    assert target.fields == {"receipt_url": "", "method": "metoda"}
+    mapping = resolve_mapping({"receipt_url": "receipt_url", "method": "method"}, target.fields)
+    assert mapping == {"method": "metoda"}

@@ -87,7 +87,7 @@ def test_without_a_key_every_gap_is_missing_and_health_says_so() -> None:
     section = health(Settings())
     assert section["api_key"] is False
     assert section["missing"] == [f"{g.what}: {g.cost}" for g in GAPS]
-    assert any("customer's e-mail and name" in m for m in section["missing"])
+    assert any("customer's e-mail, name, phone" in m and "NIP" in m for m in section["missing"])
     assert any("Checkout Sessions" in m and "no product" in m for m in section["missing"])
 
 

@@ -68,6 +68,9 @@ FACTS = [
     fact(lifecycle="succeeded", disputes={"dp_1": Dispute(amount=Decimal("60.00"), status="needs_response")}),
     fact(lifecycle="succeeded", disputes={"dp_1": Dispute(amount=Decimal("60.00"), status="won")}),
     fact(lifecycle="canceled", email="other@b.pl", products=("X",)),
+    # the payer as two sources saw it: Checkout (business name, NIP) and the charge (another phone)
+    fact(lifecycle="succeeded", phone="+48 600 100 200", company="XYZ sp. z o.o.", tax_id="PL5260001246"),
+    fact(lifecycle="pending", phone="+48 500 000 000", name="Jan Kowalski"),
 ]
 
 
@@ -83,6 +86,24 @@ def test_the_merge_is_a_join_whatever_the_order() -> None:
     assert final.status == PaymentStatus.dispute_won and final.amount == Decimal("60.00")
     assert final.refunded_amount == Decimal("10.00")  # re_1 counted once; re_2 failed; 30 - 20 = 10
     assert final.email == "other@b.pl"  # two different values: the same one in any order
+    assert final.phone == "+48 600 100 200" and final.name == "Jan Kowalski"
+    assert (final.company, final.tax_id) == ("XYZ sp. z o.o.", "PL5260001246")  # filled by the one that knew
+
+
+def test_a_later_fact_fills_the_payer_fields_an_earlier_one_lacked() -> None:
+    bare = fact(lifecycle="succeeded", amount_captured=Decimal("10.00"), email="a@b.pl")
+    known = fact(lifecycle="pending", phone="+48221234567", tax_id="PL5260001246")
+    for merged in (bare.merged_with(known), known.merged_with(bare)):
+        assert (merged.phone, merged.tax_id, merged.company) == ("+48221234567", "PL5260001246", None)
+    assert known.merged_with(fact(phone="")).phone == "+48221234567"  # an empty value never erases
+
+
+def test_a_payment_stored_before_the_payer_fields_still_loads() -> None:
+    old = payment(email="a@b.pl").model_dump_json(exclude={"phone", "company", "tax_id"})
+    assert '"phone"' not in old
+    loaded = Payment.model_validate_json(old)
+    assert (loaded.phone, loaded.company, loaded.tax_id) == (None, None, None)
+    assert loaded == payment(email="a@b.pl")
 
 
 @pytest.mark.parametrize(

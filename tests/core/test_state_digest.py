@@ -70,3 +70,10 @@ def test_the_digest_ignores_the_event_ids_only() -> None:
 def test_the_stored_form_of_a_stored_payment_is_itself() -> None:
     assert state_digest(as_stored(MERGED)) == state_digest(MERGED)
     assert state_digest(as_stored(as_stored(LEGACY))) == state_digest(as_stored(LEGACY))
+
+
+def test_a_payer_field_counts_only_once_known() -> None:
+    # the phone, business name and NIP came later: a payment without them keeps its old digest
+    assert state_digest(MERGED.model_copy(update={"phone": None})) == state_digest(MERGED)
+    for field in ("phone", "company", "tax_id"):
+        assert state_digest(MERGED.model_copy(update={field: "x"})) != state_digest(MERGED)

@@ -3,14 +3,20 @@
 It is a real CRM as far as the flow is concerned (the same protocol, idempotent upserts on
 the e-mail and on the payment id), so the demo and the tests exercise the same code paths a
 vendor CRM does. `stripeflow crm deals` prints what is in it.
+
+Every catalogue field (`core.deal_fields`) is on each deal by default, under its logical name, in
+the deal's `fields` JSON; `[crm.fields]` renames one or drops it (an empty value). Contacts keep
+the phone, business name and tax id Stripe knows. A crm.db made by an older version gains the
+new columns when it is opened.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +37,14 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.exc import OperationalError
 
 from stripeflow.core.config import CRMTarget
+from stripeflow.core.deal_fields import DEAL_FIELDS, deal_values, resolve_mapping
 from stripeflow.core.ledger import make_engine
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
+from stripeflow.tasks.crm.common import mapped_fields
+
+# every catalogue field on the deal, under its own name
+DEFAULT_FIELDS: dict[str, str] = {f.name: f.name for f in DEAL_FIELDS}
+CONTACT_FIELDS = ("phone", "company", "tax_id")
 
 metadata = MetaData()
 contacts = Table(
@@ -42,6 +54,9 @@ contacts = Table(
     Column("email", String(320), unique=True, nullable=True),
     Column("customer_id", String(255), unique=True, nullable=True),
     Column("name", String(255), nullable=True),
+    Column("phone", String(64), nullable=True),
+    Column("company", String(255), nullable=True),
+    Column("tax_id", String(64), nullable=True),
     Column("updated_at", DateTime(timezone=True)),
 )
 deals = Table(
@@ -82,6 +97,12 @@ class DealView:
     contact_email: str | None
     contact_name: str | None
     notes: int
+    fields: dict[str, Any] = field(default_factory=dict)  # CRM field -> value, as stored
+    values: dict[str, Any] = field(default_factory=dict)  # catalogue field -> value, by the mapping
+    contact_phone: str | None = None
+    contact_company: str | None = None
+    contact_tax_id: str | None = None
+    updated_at: datetime | None = None
 
 
 class LocalCRM:
@@ -91,19 +112,26 @@ class LocalCRM:
     parallel = 1  # one writer: SQLite serialises writes anyway
 
     def __init__(
-        self, path: str | Path, *, stages: dict[str, str] | None = None, name: str = "local"
+        self,
+        path: str | Path,
+        *,
+        stages: dict[str, str] | None = None,
+        name: str = "local",
+        fields: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.stages = stages or {}
+        self.mapping = resolve_mapping(DEFAULT_FIELDS, fields or {})  # logical field -> stored key
         self.engine = make_engine(f"sqlite:///{self.path}")  # WAL and busy timeout, as the ledger
         metadata.create_all(self.engine)
         self._add_marker_column()
+        self._add_contact_columns()
 
     @classmethod
     def from_target(cls, target: CRMTarget, home: Path) -> LocalCRM:
-        return cls(target.options.get("path") or home / "crm.db", stages=target.stages)
+        return cls(target.options.get("path") or home / "crm.db", stages=target.stages, fields=target.fields)
 
     # -- the protocol --------------------------------------------------------------------------
 
@@ -127,6 +155,9 @@ class LocalCRM:
                 values: dict[str, Any] = {"updated_at": now}
                 if c.name:
                     values["name"] = c.name
+                for key in CONTACT_FIELDS:  # a value Stripe knows fills in; an unknown one erases nothing
+                    if getattr(c, key):
+                        values[key] = getattr(c, key)
                 if c.email:
                     values["email"] = c.email.lower()
                 if row is None:
@@ -157,7 +188,7 @@ class LocalCRM:
                     currency=d.currency,
                     stage=self.stages.get(d.stage, d.stage),
                     contact_id=int(d.contact_id) if d.contact_id else None,
-                    fields=json.dumps(dict(d.fields), default=str),
+                    fields=json.dumps(self.deal_fields(d), ensure_ascii=False, default=str),
                     updated_at=now,
                 )
                 stmt = insert(deals).values(**values)
@@ -173,6 +204,13 @@ class LocalCRM:
                     )
                 )
         return ids
+
+    def deal_fields(self, deal: DealInput) -> dict[str, Any]:
+        """What the deal's `fields` hold: the mapping over its values (computed here for a deal
+        built without them), as JSON values (amounts as strings, dates ISO)."""
+        if not deal.values:
+            deal = replace(deal, values=deal_values(deal.payment, deal.language))
+        return mapped_fields(deal, self.mapping, _jsonable)
 
     def add_notes(self, items: Sequence[NoteInput]) -> list[str]:
         now = datetime.now(UTC)
@@ -209,6 +247,18 @@ class LocalCRM:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _add_contact_columns(self) -> None:
+        """A crm.db made before contacts kept the payer's phone, company and tax id gains them."""
+        have = {c["name"] for c in inspect(self.engine).get_columns("contacts")}
+        for column in (c for c in CONTACT_FIELDS if c not in have):
+            size = contacts.c[column].type.length  # type: ignore[attr-defined]
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE contacts ADD COLUMN {column} VARCHAR({size})"))
+            except OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+
     def _add_marker_column(self) -> None:
         """A crm.db made before notes carried markers gains the column (create_all adds no columns)."""
         if "marker" in {c["name"] for c in inspect(self.engine).get_columns("notes")}:
@@ -228,27 +278,44 @@ class LocalCRM:
 
         note_count = select(notes.c.deal_id, func.count().label("n")).group_by(notes.c.deal_id).subquery()
         q = (
-            select(deals, contacts.c.email, contacts.c.name, note_count.c.n)
+            select(
+                deals,
+                contacts.c.email,
+                contacts.c.name,
+                contacts.c.phone,
+                contacts.c.company,
+                contacts.c.tax_id,
+                note_count.c.n,
+            )
             .outerjoin(contacts, deals.c.contact_id == contacts.c.id)
             .outerjoin(note_count, note_count.c.deal_id == deals.c.id)
             .order_by(deals.c.id)
         )
         with self.engine.connect() as conn:
-            return [
-                DealView(
-                    id=r.id,
-                    payment_id=r.payment_id,
-                    title=r.title,
-                    amount=r.amount,
-                    refunded_amount=r.refunded_amount,
-                    currency=r.currency,
-                    stage=r.stage,
-                    contact_email=r.email,
-                    contact_name=r.name,
-                    notes=r.n or 0,
+            views = []
+            for r in conn.execute(q):
+                stored = json.loads(r.fields or "{}")  # a deal from an older version may have none
+                views.append(
+                    DealView(
+                        id=r.id,
+                        payment_id=r.payment_id,
+                        title=r.title,
+                        amount=r.amount,
+                        refunded_amount=r.refunded_amount,
+                        currency=r.currency,
+                        stage=r.stage,
+                        contact_email=r.email,
+                        contact_name=r.name,
+                        notes=r.n or 0,
+                        fields=stored,
+                        values={k: stored[f] for k, f in self.mapping.items() if f in stored},
+                        contact_phone=r.phone,
+                        contact_company=r.company,
+                        contact_tax_id=r.tax_id,
+                        updated_at=r.updated_at,
+                    )
                 )
-                for r in conn.execute(q)
-            ]
+            return views
 
     def list_contacts(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -261,6 +328,19 @@ class LocalCRM:
                     select(notes.c.body).where(notes.c.payment_id == payment_id).order_by(notes.c.id)
                 ).scalars()
             )
+
+
+def _jsonable(value: Any) -> Any:
+    """A field value as JSON keeps it: amounts as exact strings, dates ISO, enums by value."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return str(getattr(value, "value", value))
 
 
 def _new_id(result: Any) -> str:

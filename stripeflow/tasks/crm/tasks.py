@@ -21,7 +21,7 @@ from sqlalchemy import update
 from stripeflow.core.batching import call_in_batches, in_parallel
 from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.crashpoints import crash_point
-from stripeflow.core.deal_fields import deal_values
+from stripeflow.core.deal_fields import deal_values, resolve_mapping
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.core.ledger import EffectRow, Ledger
 from stripeflow.core.money import format_money, to_minor
@@ -135,17 +135,27 @@ def upsert_contacts(crm: CRM, ledger: Ledger, changes: Changes) -> dict[str, str
     """Find or create each payment's contact (by e-mail, else Stripe customer id); key -> CRM id.
 
     A payment whose deal this CRM already has, with this same contact, is left out: the deal was
-    associated with it when it was made, so a later state of the payment costs no contact call.
+    associated with it when it was made, so a later state of the payment costs no contact call,
+    unless that state tells more of the payer (a phone, a company, a NIP seen only later).
     """
     inputs: dict[str, ContactInput] = {}
     owners: dict[str, str] = {}
     deals = ledger.get_links("deal", crm.name, (p.payment_id for p in changes.payments))
     known = ledger.get_links("contact", crm.name, filter(None, (p.customer_key for p in changes.payments)))
-    for p in changes.payments:
+    for c in changes:
+        p = c.payment
         key = p.customer_key
-        if key and key not in inputs and not (p.payment_id in deals and key in known):
+        synced = p.payment_id in deals and key in known and not _payer_grew(c)
+        if key and key not in inputs and not synced:
             inputs[key] = ContactInput(
-                key=key, email=p.email, name=p.name, customer_id=p.customer_id, crm_id=known.get(key)
+                key=key,
+                email=p.email,
+                name=p.name,
+                customer_id=p.customer_id,
+                phone=p.phone,
+                company=p.company,
+                tax_id=p.tax_id,
+                crm_id=known.get(key),
             )
             owners[key] = p.payment_id
     items = list(inputs.values())
@@ -159,6 +169,17 @@ def upsert_contacts(crm: CRM, ledger: Ledger, changes: Changes) -> dict[str, str
     found = {c.key: i for c, i in zip(items, ids, strict=True) if i is not None}
     ledger.set_links("contact", crm.name, found)
     return found
+
+
+PAYER = ("name", "phone", "company", "tax_id")
+
+
+def _payer_grew(change: PaymentChange) -> bool:
+    """Whether this state knows something of the payer the last synced one did not."""
+    before = change.previous
+    return before is not None and any(
+        getattr(change.payment, f) and getattr(change.payment, f) != getattr(before, f) for f in PAYER
+    )
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retriable)
@@ -181,7 +202,7 @@ def upsert_deals(
             stage=stage_for(p),
             contact_id=contact_ids.get(p.customer_key or ""),
             payment=p,
-            fields=payment_fields(p, target.fields, values=values),
+            fields=payment_fields(p, resolve_mapping({}, target.fields), values=values),  # "" drops
             values=values,
             language=settings.language,
         )

@@ -129,6 +129,29 @@ def _products_from_metadata(obj: Obj) -> list[str]:
     return []
 
 
+# Tax id types read first when a payer has several: the Polish NIP (as an EU VAT id), then any EU VAT id.
+TAX_ID_PREFERENCE = ("eu_vat",)
+
+
+def tax_id_of(tax_ids: Any) -> str | None:
+    """The payer's tax id from Stripe's `[{type, value}]` (Checkout's `customer_details.tax_ids`,
+    an invoice's `customer_tax_ids`) or a Customer's expanded `tax_ids` list object."""
+    if isinstance(tax_ids, Mapping):
+        tax_ids = tax_ids.get("data")
+    found = [
+        t for t in tax_ids or [] if isinstance(t, Mapping) and isinstance(t.get("value"), str) and t["value"]
+    ]
+    if not found:
+        return None
+
+    def rank(t: Obj) -> tuple[int, bool]:
+        kind = str(t.get("type") or "")
+        order = TAX_ID_PREFERENCE.index(kind) if kind in TAX_ID_PREFERENCE else len(TAX_ID_PREFERENCE)
+        return order, not str(t["value"]).upper().startswith("PL")
+
+    return str(min(found, key=rank)["value"]).strip()
+
+
 def _is_stub(obj: Obj) -> bool:
     return set(obj) <= {"id", "object"}
 
@@ -158,9 +181,9 @@ class _Builder:
             if found and found not in self.ids:
                 self.ids.append(found)
 
-    def fetch(self, kind: str, object_id: str, what: str) -> Obj | None:
+    def fetch(self, kind: str, object_id: str, what: str, expand: tuple[str, ...] = ()) -> Obj | None:
         """A Stripe object the payload names but does not carry; None (noted) without an API."""
-        obj = self.lookup.retrieve(kind, object_id)
+        obj = self.lookup.retrieve(kind, object_id, expand)
         if _is_stub(obj):
             self.missing.append(f"{kind} {object_id}: {what}")
             return None
@@ -193,6 +216,8 @@ class _Builder:
         self.fill(
             email=billing.get("email") or charge.get("receipt_email"),
             name=billing.get("name"),
+            phone=billing.get("phone"),
+            tax_id=billing.get("tax_id"),
             receipt_url=charge.get("receipt_url"),
         )
         if charge.get("payment_method_details"):
@@ -201,18 +226,23 @@ class _Builder:
             self.fill(failure_message=charge["failure_message"])
 
     def customer_details(self, customer: Any) -> None:
-        """Fill e-mail and name from the customer: expanded in the payload, else fetched."""
+        """Fill e-mail, name, phone, company and tax id from the customer: expanded in the
+        payload, else fetched (with its tax ids) when the payload has no e-mail."""
         self.fill(customer_id=_id(customer))
-        if self.data.get("email") and self.data.get("name"):
-            return
         if isinstance(customer, Mapping):
             cust: Obj | None = customer
         elif isinstance(customer, str) and customer and not self.data.get("email"):
-            cust = self.fetch("customer", customer, "e-mail and name")
+            cust = self.fetch("customer", customer, "e-mail, name, phone and tax id", expand=("tax_ids",))
         else:
             return
         if cust:
-            self.fill(email=cust.get("email"), name=cust.get("name"))
+            self.fill(
+                email=cust.get("email"),
+                name=cust.get("name"),
+                phone=cust.get("phone"),
+                company=cust.get("business_name"),
+                tax_id=tax_id_of(cust.get("tax_ids")),
+            )
 
     def fill(self, **values: Any) -> None:
         for key, value in values.items():
@@ -400,9 +430,13 @@ def _checkout_session(b: _Builder, session: Obj) -> Skipped | None:
     else:  # unpaid: an asynchronous method (a bank transfer) has not arrived yet
         b.amounts(session["currency"], requested=session.get("amount_total"))
     details = session.get("customer_details") or {}
+    collected = session.get("collected_information") or {}
     b.fill(
         email=details.get("email") or session.get("customer_email"),
-        name=details.get("name"),
+        name=details.get("name") or details.get("individual_name"),
+        phone=details.get("phone"),
+        company=details.get("business_name") or collected.get("business_name"),
+        tax_id=tax_id_of(details.get("tax_ids")),
         invoice_id=_id(session.get("invoice")),
     )
     if session.get("mode") == "subscription":
@@ -449,6 +483,8 @@ def _invoice(b: _Builder, invoice: Obj) -> Skipped | None:
     b.fill(
         email=invoice.get("customer_email"),
         name=invoice.get("customer_name"),
+        phone=invoice.get("customer_phone"),
+        tax_id=tax_id_of(invoice.get("customer_tax_ids")),
         products=names,
         invoice_pdf=invoice.get("invoice_pdf"),
         invoice_url=invoice.get("hosted_invoice_url"),

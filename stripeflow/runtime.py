@@ -52,7 +52,9 @@ class Runtime:
 
     @cached_property
     def crms(self) -> list[CRM]:
-        built = [build_crm(target, self.settings.home) for target in self.settings.crm]
+        built = [
+            build_crm(target, self.settings.home, self.settings.language) for target in self.settings.crm
+        ]
         for crm in built:
             crm.name = target_name(self.account_name, crm.name)
         return built

@@ -193,7 +193,7 @@ def _configured_crm(name: str) -> Manageable:
         console.print(f"[red]Unknown CRM {name!r}[/]: choose one of hubspot, pipedrive, bitrix24, zoho.")
         raise typer.Exit(2)
     try:
-        adapter = build_crm(target, settings.home)
+        adapter = build_crm(target, settings.home, settings.language)
     except ConfigError as exc:
         console.print(f"[red]Configuration:[/] {exc}")
         raise typer.Exit(2) from None

@@ -22,8 +22,9 @@ ADAPTERS: dict[str, str] = {
 }
 
 
-def build_crm(target: CRMTarget, home: Path) -> CRM:
-    """The adapter for one configured target, built from its block or settings (no globals)."""
+def build_crm(target: CRMTarget, home: Path, language: str = "pl") -> CRM:
+    """The adapter for one configured target, built from its block or settings (no globals);
+    `language` is the account's, for the labels of what `crm setup` creates."""
     path = ADAPTERS.get(target.type)
     if path is None:
         raise ConfigError(
@@ -31,7 +32,9 @@ def build_crm(target: CRMTarget, home: Path) -> CRM:
         )
     module, cls = path.split(":")
     adapter = getattr(importlib.import_module(module), cls)
-    return adapter.from_target(target, home)  # type: ignore[no-any-return]
+    if target.type == "local":
+        return adapter.from_target(target, home)  # type: ignore[no-any-return]
+    return adapter.from_target(target, home, language=language)  # type: ignore[no-any-return]
 
 
 __all__ = ["ADAPTERS", "CRM", "ContactInput", "DealInput", "NoteInput", "build_crm"]

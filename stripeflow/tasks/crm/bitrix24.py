@@ -90,7 +90,7 @@ DEFAULT_STAGES = {  # the built-in stages of the default deal pipeline (category
     "refunded": "APOLOGY",
     "overdue": "FINAL_INVOICE",
 }
-OPTIONS: dict[str, type | tuple[type, ...]] = {"category_id": int, "payment_id_field": str, "language": str}
+OPTIONS: dict[str, type | tuple[type, ...]] = {"category_id": int, "payment_id_field": str}
 UF_NAME = rf"UF_CRM_[A-Z0-9_]{{1,{UF_MAX - len(UF_PREFIX)}}}"
 FIELD_NAME = (
     rf"{UF_NAME}|(?!UF_)[A-Z][A-Z_]*",  # a standard field never starts with UF_
@@ -305,7 +305,13 @@ class Bitrix24CRM:
 
     @classmethod
     def from_target(
-        cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
+        cls,
+        target: CRMTarget,
+        home: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        language: str | None = None,
+        **kw: Any,
     ) -> Bitrix24CRM:
         from stripeflow.blocks.crm import Bitrix24Credentials
 
@@ -318,10 +324,8 @@ class Bitrix24CRM:
             FIELD_NAME,
             DEFAULT_STAGES,
             check=check_key_field,
+            language=language,
         )
-        # the account's language: options.language, else what the caller knows (the shared setting)
-        fallback = kw.pop("language", None)
-        args["language"] = args.get("language") or fallback or "pl"
         return cls(
             webhook_url=block.webhook_url.get_secret_value(),
             burst=block.burst,

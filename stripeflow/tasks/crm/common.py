@@ -141,17 +141,21 @@ def configure(
     stages: Mapping[str, str],
     *,
     check: Callable[[CRMTarget, dict[str, Any]], None] | None = None,
+    language: str | None = None,
 ) -> tuple[B, dict[str, Any]]:
     """What every `from_target` checks and loads before it builds its adapter, in this order:
     the options' names and types (then the vendor's own `check` of them), the mapped field names
     (`field_name`: the pattern and what it means), the stages over the vendor's defaults, and
     last the credentials block (a named one, else built from `env`, by default `os.environ`).
 
-    Returns the block and the arguments every adapter takes: stages, fields, name and the options.
+    Returns the block and the arguments every adapter takes: stages, fields, name, the options,
+    and `language` (of the labels setup gives what it creates): `options.language`, else the
+    account's `language` the caller passes, else Polish.
     """
     from stripeflow.blocks.crm import load_crm_block  # Prefect is imported only when an adapter is built
 
-    checked = check_options(target, options)
+    checked = check_options(target, {**options, "language": str})
+    checked["language"] = checked.get("language") or language or "pl"
     if check is not None:
         check(target, checked)
     check_field_names(target, *field_name)

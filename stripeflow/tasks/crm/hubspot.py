@@ -348,11 +348,19 @@ class HubSpotCRM:
 
     @classmethod
     def from_target(
-        cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
+        cls,
+        target: CRMTarget,
+        home: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        language: str | None = None,
+        **kw: Any,
     ) -> HubSpotCRM:
         from stripeflow.blocks.crm import HubSpotCredentials
 
-        block, args = configure(VENDOR, target, env, HubSpotCredentials, OPTIONS, FIELD_NAME, DEFAULT_STAGES)
+        block, args = configure(
+            VENDOR, target, env, HubSpotCredentials, OPTIONS, FIELD_NAME, DEFAULT_STAGES, language=language
+        )
         return cls(
             token=block.token.get_secret_value(),
             base_url=block.base_url,

@@ -66,7 +66,6 @@ DEAL_FIELD = "Stripe payment id"  # the key: not translated, so a language switc
 PERSON_FIELD = "Stripe customer id"
 OPTIONS: dict[str, type | tuple[type, ...]] = {
     "pipeline": str,
-    "language": str,
     "deal_field_key": str,
     "person_field_key": str,
 }
@@ -256,12 +255,21 @@ class PipedriveCRM:
 
     @classmethod
     def from_target(
-        cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
+        cls,
+        target: CRMTarget,
+        home: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        language: str | None = None,
+        **kw: Any,
     ) -> PipedriveCRM:
         from stripeflow.blocks.crm import PipedriveCredentials
 
-        labels = STAGE_NAMES.get(str(target.options.get("language", "pl")), STAGE_NAMES["pl"])
-        block, args = configure(VENDOR, target, env, PipedriveCredentials, OPTIONS, FIELD_NAME, labels)
+        chosen = str(target.options.get("language") or language or "pl")
+        labels = STAGE_NAMES.get(chosen, STAGE_NAMES["pl"])
+        block, args = configure(
+            VENDOR, target, env, PipedriveCredentials, OPTIONS, FIELD_NAME, labels, language=language
+        )
         return cls(
             api_token=block.api_token.get_secret_value(),
             base_url=block.base_url,

@@ -89,7 +89,7 @@ CONTACT_LABELS = {
 }
 DATA_TYPES: dict[FieldType, str] = {"number": "currency", "text": "text", "date": "date", "url": "website"}
 UI_TYPES = {"currency": "Currency", "text": "Single Line", "date": "Date", "website": "URL"}
-OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "send_currency": bool, "language": str}
+OPTIONS: dict[str, type | tuple[type, ...]] = {"pipeline": str, "send_currency": bool}
 FIELD_NAME = (
     r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*",
     "a Zoho API name (letters, digits, single underscores)",
@@ -269,14 +269,19 @@ class ZohoCRM:
 
     @classmethod
     def from_target(
-        cls, target: CRMTarget, home: Path, *, env: Mapping[str, str] | None = None, **kw: Any
+        cls,
+        target: CRMTarget,
+        home: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        language: str | None = None,
+        **kw: Any,
     ) -> ZohoCRM:
         from stripeflow.blocks.crm import ZohoCredentials
 
-        block, args = configure(VENDOR, target, env, ZohoCredentials, OPTIONS, FIELD_NAME, DEFAULT_STAGES)
-        # the account's language: options.language, else what the caller knows (the shared setting)
-        fallback = kw.pop("language", None)
-        args["language"] = args.get("language") or fallback or "pl"
+        block, args = configure(
+            VENDOR, target, env, ZohoCredentials, OPTIONS, FIELD_NAME, DEFAULT_STAGES, language=language
+        )
         return cls(
             client_id=block.client_id.get_secret_value(),
             client_secret=block.client_secret.get_secret_value(),

@@ -261,6 +261,7 @@ def scenario(world: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
         "Jan Kowalski",
         products=["Pakiet Automatyzacji CRM"],
         pi=pi_blik["id"],
+        phone="+48 601 234 567",
     )
     yield "BLIK przez Checkout, 1 249,00 zł", world.event("checkout.session.completed", session), "Checkout"
     yield (
@@ -277,7 +278,13 @@ def scenario(world: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
     _, ch_jpy = world.payment_intent(5000, "jpy", yuki, product="E-book: Automatyzacja")
     yield "JPY, 5 000 JPY", world.event("charge.succeeded", ch_jpy), "zero-decimal currency"
 
-    firma = world.customer("biuro@xyz-agencja.pl", "XYZ Agencja sp. z o.o.")
+    firma = world.customer(
+        "biuro@xyz-agencja.pl",
+        "XYZ Agencja sp. z o.o.",
+        phone="+48 22 123 45 67",
+        business_name="XYZ Agencja sp. z o.o.",
+        tax_ids=[("eu_vat", "PL5260001246")],
+    )
     pi_sub, _ = world.payment_intent(49900, "pln", firma, product="Plan Business (miesięczny)")
     invoice = world.invoice(49900, "pln", firma, product="Plan Business (miesięczny)", pi=pi_sub["id"])
     yield "faktura subskrypcji, 499,00 zł", world.event("invoice.paid", invoice), "subscription invoice"

@@ -179,6 +179,6 @@ def test_each_account_is_enriched_with_its_own_key(prefect_server: str, tmp_path
     crm = LocalCRM(tmp_path / "home" / "crm.db")  # every account into the shared local CRM
     try:
         for pid, _ in pis.values():  # the method came from the charge each account's key read
-            assert [n.endswith("(blik).") for n in crm.notes_for(pid)] == [True]
+            assert [n.endswith("(BLIK).") for n in crm.notes_for(pid)] == [True]
     finally:
         crm.close()

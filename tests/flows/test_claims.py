@@ -132,7 +132,7 @@ def test_two_runs_never_work_on_the_same_payment_at_once(
     deals = {d.payment_id: d for d in crm.list_deals()}
     assert deals[pi["id"]].stage == "refunded" and deals[other_pi["id"]].stage == "paid"
     assert crm.notes_for(pi["id"]) == [
-        "Płatność zrealizowana: 249,00\u00a0zł (card).",
+        "Płatność zrealizowana: 249,00\u00a0zł (karta).",
         "Zwrot całej płatności: 249,00\u00a0zł.",
     ]
 
@@ -225,7 +225,7 @@ def test_the_dispatcher_keeps_several_runs_going_at_once(
         held.release.set()
         dispatcher.stop()
     assert len(crm.list_deals()) == 4 and dispatcher.runs >= 2
-    assert crm.notes_for(first_pi["id"]) == ["Płatność zrealizowana: 249,00\u00a0zł (card)."]
+    assert crm.notes_for(first_pi["id"]) == ["Płatność zrealizowana: 249,00\u00a0zł (karta)."]
 
 
 def test_an_event_waiting_for_a_live_run_waits_until_that_run_ends(

@@ -47,7 +47,7 @@ def test_the_same_event_three_times_gives_one_contact_deal_and_note(
     (deal,) = deals
     assert deal.payment_id == pi["id"] and deal.stage == "paid"
     assert deal.title == "Płatność Stripe – Subskrypcja Pro, 249,00\u00a0zł"
-    assert crm.notes_for(pi["id"]) == ["Płatność zrealizowana: 249,00\u00a0zł (card)."]
+    assert crm.notes_for(pi["id"]) == ["Płatność zrealizowana: 249,00\u00a0zł (karta)."]
     assert runtime.ledger.inbox_counts() == {"done": 1}
 
 
@@ -87,7 +87,7 @@ def test_success_then_partial_then_full_refund_is_one_deal_with_a_note_per_chang
     (deal,) = crm.list_deals()
     assert deal.stage == "refunded" and Decimal(deal.refunded_amount) == Decimal("249.00")
     assert crm.notes_for(pi["id"]) == [
-        "Płatność zrealizowana: 249,00\u00a0zł (card).",
+        "Płatność zrealizowana: 249,00\u00a0zł (karta).",
         "Częściowy zwrot: 49,00\u00a0zł z 249,00\u00a0zł.",
         "Zwrot całej płatności: 249,00\u00a0zł.",
     ]

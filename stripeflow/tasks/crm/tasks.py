@@ -23,6 +23,7 @@ from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.crashpoints import crash_point
 from stripeflow.core.deal_fields import deal_values, resolve_mapping
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
+from stripeflow.core.labels import label
 from stripeflow.core.ledger import EffectRow, Ledger
 from stripeflow.core.money import format_money, to_minor
 from stripeflow.core.payment import Changes, Payment, PaymentChange, PaymentStatus, state_digest
@@ -105,7 +106,7 @@ def note_text(payment: Payment, language: str) -> str:
         .format(
             amount=format_money(payment.amount, payment.currency, language),
             refunded=format_money(payment.refunded_amount, payment.currency, language),
-            method=payment.method.value,
+            method=label("method", payment.method, language),
             reason=payment.failure_message or "",
         )
         .strip()

@@ -35,7 +35,7 @@ from jinja2 import (
 )
 
 from stripeflow.core.errors import ConfigError
-from stripeflow.core.labels import METHOD_LABELS, stripe_dashboard_url
+from stripeflow.core.labels import METHOD_LABELS, label, stripe_dashboard_url
 from stripeflow.core.money import LOCALES, format_money
 from stripeflow.core.payment import Payment
 
@@ -109,7 +109,7 @@ def message_context(
         "refund": money(max(payment.refunded_amount - before, Decimal(0))),
         "net": money(payment.net_amount),
         "fully_refunded": payment.refunded_amount >= payment.amount,
-        "method": METHOD_LABELS[language].get(payment.method.value, payment.method.value),
+        "method": label("method", payment.method, language),
         "reason": _clean(payment.failure_message),
         "occurred_at": format_datetime(
             payment.occurred_at, DATE_FORMAT[language], tzinfo=ZoneInfo(timezone), locale=LOCALES[language]

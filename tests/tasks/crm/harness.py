@@ -182,6 +182,19 @@ class Harness:
         requests, period = self.rate
         return max(0, self.fake.max_in_window(period) - requests)
 
+    def stored_deal(self, crm: Any, payment_id: str) -> dict[str, Any]:
+        """Logical deal field -> the value the CRM holds for it (as the vendor stores it), read
+        from the fake through the adapter's own mapping."""
+        record = self.deal_record(payment_id)
+        return {name: record.get(self.crm_field(crm, crm_field)) for name, crm_field in crm.mapping.items()}
+
+    def deal_record(self, payment_id: str) -> dict[str, Any]:
+        """The fake's deal, flat: CRM field -> stored value."""
+        raise NotImplementedError
+
+    def crm_field(self, crm: Any, crm_field: str) -> str:
+        return crm_field
+
 
 class LocalHarness(Harness):
     name = "local"
@@ -212,6 +225,9 @@ class LocalHarness(Harness):
 
     def count_notes(self) -> int:
         return sum(d.notes for d in self.local.list_deals())
+
+    def stored_deal(self, crm: Any, payment_id: str) -> dict[str, Any]:
+        return next(d.values for d in self.local.list_deals() if d.payment_id == payment_id)
 
 
 class HubSpotHarness(Harness):
@@ -258,6 +274,9 @@ class HubSpotHarness(Harness):
 
     def count_notes(self) -> int:
         return len(self.fake.objects["notes"])
+
+    def deal_record(self, payment_id: str) -> dict[str, Any]:
+        return dict(self.fake.deal_by_payment(payment_id)["properties"])
 
     def deal_calls_cap(self, n: int) -> int:
         return 2 * math.ceil(n / 100)  # batch upsert + batch associate per 100
@@ -307,6 +326,13 @@ class PipedriveHarness(Harness):
 
     def count_notes(self) -> int:
         return len(self.fake.notes)
+
+    def deal_record(self, payment_id: str) -> dict[str, Any]:
+        found = self.fake.deal_by_payment(payment_id)
+        return {**found, **found["custom_fields"]}
+
+    def crm_field(self, crm: Any, crm_field: str) -> str:
+        return str(crm._target(crm_field))  # our custom fields have generated keys
 
     def deal_calls_cap(self, n: int) -> int:
         return 2 * n + 4  # search + create/patch per deal, plus the one-off field/pipeline/stage lookups
@@ -373,6 +399,9 @@ class Bitrix24Harness(Harness):
     def count_notes(self) -> int:
         return len(self.fake.comments)
 
+    def deal_record(self, payment_id: str) -> dict[str, Any]:
+        return dict(self.fake.deal_by_payment(payment_id))
+
     def deal_calls_cap(self, n: int) -> int:
         return 2 * math.ceil(n / 50)  # one batch of lookups + one batch of writes per 50
 
@@ -428,6 +457,9 @@ class ZohoHarness(Harness):
 
     def count_notes(self) -> int:
         return len(self.fake.records["Notes"])
+
+    def deal_record(self, payment_id: str) -> dict[str, Any]:
+        return dict(self.fake.deal_by_payment(payment_id))
 
     def deal_calls_cap(self, n: int) -> int:
         return math.ceil(n / 100) + 1  # one upsert per 100, plus the token refresh

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 
 from stripeflow.core.batching import call_in_batches
+from stripeflow.core.deal_fields import DEAL_FIELDS
 from stripeflow.core.errors import AuthError, OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.tasks.crm.base import CRM, NoteInput
 from stripeflow.testing.server import serve_app
 from tests.tasks.crm.harness import Harness, contact, deal, round_trip
+from tests.tasks.crm.samples import rich_deal
 
 
 def test_the_adapter_is_a_crm(crm: CRM) -> None:
@@ -25,6 +29,34 @@ def test_the_contract_round_trip_passes_against_the_fake(harness: Harness, crm: 
     """The same case the contract tests run against a real account (`test_contract_real.py`)."""
     round_trip(crm, "fake")
     assert harness.count_contacts() == 1 and harness.count_deals() == 1 and harness.count_notes() == 1
+
+
+def _same(expected: object, stored: object) -> bool:
+    """A value as the vendor stores it: numbers by value, dates by their ISO day, the rest as text."""
+    if stored is None:
+        return expected is None
+    if isinstance(expected, Decimal):
+        return Decimal(str(stored)) == expected
+    if isinstance(expected, date):
+        text = str(stored)
+        if text.isdigit():  # HubSpot keeps a date as epoch milliseconds at UTC midnight
+            text = datetime.fromtimestamp(int(text) / 1000, UTC).date().isoformat()
+        return text[:10] == expected.isoformat()
+    return str(stored) == str(expected)
+
+
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_every_payment_field_is_on_the_deal(harness: Harness, crm: CRM, language: str) -> None:
+    """Amount, currency, date, the transaction id, status with the refund, method, product, kind,
+    and the invoice, receipt and dashboard links, as people read them in the account's language."""
+    rich = rich_deal(1, language)
+    crm.upsert_deals([rich])
+    stored = harness.stored_deal(crm, rich.payment_id)
+    for f in DEAL_FIELDS:
+        assert f.name in stored, f"{f.name} has no home on the {harness.name} deal"
+        assert _same(rich.values[f.name], stored[f.name]), (f.name, rich.values[f.name], stored[f.name])
+    assert stored["status"] == ("częściowy zwrot" if language == "pl" else "partial refund")
+    assert stored["method"] == "BLIK" and _same(Decimal("50.00"), stored["refunded_amount"])
 
 
 def test_contact_upsert_is_idempotent(harness: Harness, crm: CRM) -> None:

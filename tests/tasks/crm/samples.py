@@ -24,18 +24,28 @@ def rich_payment(n: int = 1) -> Payment:
     return Payment(**data)
 
 
-def rich_deal(n: int = 1, language: str = "pl", contact_id: str | None = None) -> DealInput:
-    """A deal as the CRM task builds it: the catalogue's values in the account's language."""
-    p = rich_payment(n)
+def deal_of(
+    p: Payment,
+    language: str = "pl",
+    stage: str = "paid",
+    title: str | None = None,
+    contact_id: str | None = None,
+) -> DealInput:
+    """A deal of this payment as the CRM task builds it: the catalogue's values in `language`."""
     return DealInput(
         payment_id=p.payment_id,
-        title=f"Płatność Stripe {n}",
+        title=title or f"{p.product} {p.amount} {p.currency}",
         amount=p.amount,
         refunded_amount=p.refunded_amount,
         currency=p.currency,
-        stage="paid",
+        stage=stage,
         contact_id=contact_id,
         payment=p,
         values=deal_values(p, language),
         language=language,
     )
+
+
+def rich_deal(n: int = 1, language: str = "pl", contact_id: str | None = None) -> DealInput:
+    """A deal as the CRM task builds it: the catalogue's values in the account's language."""
+    return deal_of(rich_payment(n), language, title=f"Płatność Stripe {n}", contact_id=contact_id)

@@ -14,16 +14,16 @@ import httpx
 import pytest
 
 from stripeflow.core.batching import call_in_batches
-from stripeflow.core.deal_fields import deal_values
 from stripeflow.core.errors import PermanentError, RetriableError
 from stripeflow.core.ledger import Ledger
 from stripeflow.core.payment import Changes, Payment, PaymentChange, PaymentKind, PaymentMethod, PaymentStatus
 from stripeflow.tasks.crm import hubspot
-from stripeflow.tasks.crm.base import ContactInput, DealInput
+from stripeflow.tasks.crm.base import ContactInput
 from stripeflow.tasks.crm.hubspot import HubSpotCRM
 from stripeflow.tasks.crm.tasks import upsert_contacts
 from stripeflow.testing.hubspot import FakeHubSpot
 from stripeflow.testing.vendor import FakeClock
+from tests.tasks.crm.samples import deal_of
 
 AUTH = {"Authorization": "Bearer pat-fake"}
 CUSTOMER = "cus_NffrFeUfNV2Hib"  # Stripe ids are mixed case
@@ -73,21 +73,6 @@ def paid(
         invoice_pdf="https://pay.stripe.com/invoice/acct_1/test_x/pdf",
         receipt_url="https://pay.stripe.com/receipts/payment/x",
         **kw,
-    )
-
-
-def deal_of(p: Payment, language: str = "pl", stage: str = "paid") -> DealInput:
-    return DealInput(
-        payment_id=p.payment_id,
-        title=f"{p.product} {p.amount} {p.currency}",
-        amount=p.amount,
-        refunded_amount=p.refunded_amount,
-        currency=p.currency,
-        stage=stage,
-        contact_id=None,
-        payment=p,
-        values=deal_values(p, language),
-        language=language,
     )
 
 

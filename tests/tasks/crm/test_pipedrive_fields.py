@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from stripeflow.core.deal_fields import DEAL_FIELDS, deal_values
+from stripeflow.core.deal_fields import DEAL_FIELDS
 from stripeflow.core.errors import PermanentError
 from stripeflow.core.payment import Payment
 from stripeflow.tasks.crm.base import ContactInput, DealInput
 from stripeflow.tasks.crm.pipedrive import DEAL_FIELD, PERSON_FIELD, PipedriveCRM
 from stripeflow.testing.pipedrive import FakePipedrive
 from stripeflow.testing.vendor import FakeClock
+from tests.tasks.crm.samples import deal_of as sample_deal
 
 INVOICE = "https://pay.stripe.com/invoice/acct_1Pxyz/test_" + "Q" * 260 + "/pdf?s=ap"  # over 255
 PL_LABELS = {f.name: f.label_pl for f in DEAL_FIELDS}
@@ -41,18 +42,7 @@ def refunded_payment() -> Payment:
 
 
 def deal_of(p: Payment, language: str = "pl", stage: str = "refunded") -> DealInput:
-    return DealInput(
-        payment_id=p.payment_id,
-        title="Kurs Pro",
-        amount=p.amount,
-        refunded_amount=p.refunded_amount,
-        currency=p.currency,
-        stage=stage,
-        contact_id=None,
-        payment=p,
-        values=deal_values(p, language),
-        language=language,
-    )
+    return sample_deal(p, language, stage, title="Kurs Pro")
 
 
 def make(fake: FakePipedrive, clock: FakeClock, **kw: Any) -> PipedriveCRM:

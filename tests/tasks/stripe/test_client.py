@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from stripeflow.core.config import StripeSettings
@@ -15,17 +13,6 @@ from stripeflow.tasks.stripe.normalise import normalise
 from stripeflow.testing.server import serve_app
 from stripeflow.testing.stripe_api import FakeStripe
 from stripeflow.testing.stripe_events import StripeWorld
-
-
-@pytest.fixture
-def fake() -> FakeStripe:
-    return FakeStripe()
-
-
-@pytest.fixture
-def stripe_url(fake: FakeStripe) -> Iterator[str]:
-    with serve_app(fake.app) as url:
-        yield url
 
 
 def lookup_for(url: str, ledger: Ledger | None, key: str = "sk_test_123") -> StripeLookup:

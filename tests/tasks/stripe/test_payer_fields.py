@@ -4,15 +4,10 @@ Customer fetched through the API with its tax ids (over real HTTP, against the S
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from stripeflow.core.config import StripeSettings
 from stripeflow.core.payment import Payment
 from stripeflow.tasks.stripe.client import StripeLookup, make_client
 from stripeflow.tasks.stripe.normalise import normalise, tax_id_of
-from stripeflow.testing.server import serve_app
 from stripeflow.testing.stripe_api import FakeStripe
 from stripeflow.testing.stripe_events import StripeWorld
 
@@ -76,17 +71,6 @@ def test_the_polish_vat_id_is_preferred_among_several() -> None:
     assert tax_id_of(ids) == "PL9"
     assert tax_id_of({"object": "list", "data": ids[:1]}) == "GB123"  # a Customer's expanded list
     assert tax_id_of(None) is None and tax_id_of([]) is None
-
-
-@pytest.fixture
-def fake() -> FakeStripe:
-    return FakeStripe()
-
-
-@pytest.fixture
-def stripe_url(fake: FakeStripe) -> Iterator[str]:
-    with serve_app(fake.app) as url:
-        yield url
 
 
 def test_the_customer_fetched_through_the_api_brings_its_tax_id(fake: FakeStripe, stripe_url: str) -> None:

@@ -265,6 +265,9 @@ def _attempt(run: _Run, item: Outgoing, token: str, *, fresh: bool) -> _Outcome:
         if isinstance(exc, OutcomeUnknownError) and fresh and item.can_look:
             return _lost_answer(run, item, token, exc)
         if isinstance(exc, AuthError | ConfigError | RetriableError) and not isinstance(exc, BuildError):
+            if item.channel not in run.broken:  # once a channel: why its other messages wait
+                why = describe(exc)
+                run.logger.warning("%s unavailable (%s): its other messages wait", item.channel, why)
             run.broken[item.channel] = exc
         return _failure(run, item, exc)
     crash_point(f"notify.{item.target}.after_call")

@@ -342,7 +342,7 @@ def second_company(world: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
     blik, _ = world.payment_intent(
         150000,
         "pln",
-        world.customer("biuro@xyz-agencja.pl", "XYZ"),
+        world.customer("biuro@xyz-agencja.pl", "XYZ Agencja sp. z o.o."),
         product="Identyfikacja wizualna",
         method="blik",
     )

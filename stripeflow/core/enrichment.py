@@ -63,6 +63,13 @@ GAPS: tuple[Gap, ...] = (
         ("invoice_payment_intent", "invoice"),
         ("invoice", "checkout.session"),
     ),
+    Gap(
+        "the PaymentIntent and charge that paid an invoice",
+        "a subscription's deal lacks the method and the receipt link when the account sends only "
+        "invoice events",
+        ("retrieve", "payment_intent"),
+        ("invoice",),
+    ),
 )
 
 

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from stripeflow.core import money
-from stripeflow.core.errors import PayloadError
+from stripeflow.core.errors import AuthError, PayloadError
 from stripeflow.core.payment import (
     Dispute,
     Lifecycle,
@@ -469,7 +469,8 @@ def _invoice(b: _Builder, invoice: Obj) -> Skipped | None:
         return Skipped(
             f"invoice {invoice['id']} charged nothing (a trial, a 100% discount or the credit balance)"
         )
-    b.link(invoice["id"], _invoice_payment_intent(b, invoice))
+    paid_by = _invoice_payment_intent(b, invoice)
+    b.link(invoice["id"], paid_by)
     b.lifecycle(life)
     if life == Lifecycle.succeeded:
         b.amounts(invoice["currency"], requested=invoice.get("total") or paid, captured=paid)
@@ -500,6 +501,15 @@ def _invoice(b: _Builder, invoice: Obj) -> Skipped | None:
     if subscription or str(invoice.get("billing_reason", "")).startswith("subscription"):
         b.data["kind"] = PaymentKind.subscription
     b.customer_details(invoice.get("customer"))
+    if life == Lifecycle.succeeded and paid_by and paid_by.startswith("pi_") and not b.offline:
+        # an account that sends only invoice events still gets the method on the deal (one cached read)
+        try:
+            pi = b.fetch("payment_intent", paid_by, "payment method", expand=("latest_charge",))
+        except (PayloadError, AuthError):  # gone, or a key without that right: the deal goes without it
+            pi = None
+        charge = (pi or {}).get("latest_charge")
+        if isinstance(charge, Mapping) and "method" not in b.data:
+            b.charge_details(charge)
     return None
 
 

@@ -9,7 +9,7 @@ from stripeflow.core.errors import AuthError, PayloadError, RateLimitedError
 from stripeflow.core.ledger import Ledger
 from stripeflow.core.payment import Payment
 from stripeflow.tasks.stripe.client import READS_PER_SECOND, StripeLookup, make_client, read_limiter
-from stripeflow.tasks.stripe.normalise import normalise
+from stripeflow.tasks.stripe.normalise import NoLookup, normalise
 from stripeflow.testing.server import serve_app
 from stripeflow.testing.stripe_api import FakeStripe
 from stripeflow.testing.stripe_events import StripeWorld
@@ -37,6 +37,26 @@ def test_invoice_payment_is_found_through_invoice_payments(fake: FakeStripe, str
     inv = world.invoice(4900, "eur", world.customer("b@c.eu"), product="Plan", pi="pi_abc")
     p = normalise(world.event("invoice.paid", inv), lookup_for(stripe_url, None))
     assert p is not None and p.payment_id == "pi_abc"
+
+
+def test_an_invoice_event_alone_gets_the_method_with_a_key_and_only_its_own_fields_without(
+    fake: FakeStripe, stripe_url: str
+) -> None:
+    """An account that sends only invoice events: the method is read off the PaymentIntent that
+    paid it (its charge expanded, one read); without a key the invoice's own fields are all."""
+    world = fake.world
+    cus = world.customer("biuro@firma.pl", "Firma sp. z o.o.")
+    pi, _ = world.payment_intent(49900, "pln", cus, product="Plan Business", method="blik")
+    event = world.event(
+        "invoice.paid", world.invoice(49900, "pln", cus, product="Plan Business", pi=pi["id"])
+    )
+    keyed = normalise(event, lookup_for(stripe_url, None))
+    assert keyed is not None and keyed.method.value == "blik" and keyed.receipt_url
+    assert ("GET", f"/v1/payment_intents/{pi['id']}") in fake.requests
+    offline = normalise(event, NoLookup())
+    assert offline is not None and offline.method.value == "other"  # known by its invoice id alone
+    gone = world.invoice(4900, "eur", world.customer("b@c.eu"), product="Plan", pi="pi_gone")
+    assert normalise(world.event("invoice.paid", gone), lookup_for(stripe_url, None)) is not None  # no 404
 
 
 def test_a_missing_object_is_a_payload_error(stripe_url: str) -> None:

@@ -23,6 +23,8 @@ class WorldLookup:
 
     def retrieve(self, kind: str, object_id: str, expand: tuple[str, ...] = ()) -> Mapping[str, Any]:
         self.asked.append(object_id)
+        if object_id not in self.world.objects:  # as the API answers an id it does not know
+            raise PayloadError(f"No such {kind}: '{object_id}'")
         return self.world.objects[object_id]
 
     def line_item_names(self, kind: str, object_id: str) -> list[str]:

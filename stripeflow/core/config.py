@@ -95,9 +95,9 @@ class CRMTarget(Section):
     @field_validator("fields")
     @classmethod
     def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        from stripeflow.core.deal_fields import check_field_names
+        from stripeflow.core.deal_fields import refuse_unknown_fields
 
-        check_field_names(value)
+        refuse_unknown_fields(value)
         return value
 
 

@@ -101,7 +101,7 @@ def known_field_names() -> set[str]:
 PAYMENT_FIELDS_NAMED = ("email", "name", "phone", "company", "tax_id", "customer_id", "invoice_url")
 
 
-def check_field_names(fields: Mapping[str, str]) -> None:
+def refuse_unknown_fields(fields: Mapping[str, str]) -> None:
     """Refuse a `[crm.fields]` key that is neither a catalogue field nor a Payment field, naming
     it, the closest known name and the catalogue (a typo would otherwise map nothing, silently)."""
     known = known_field_names()

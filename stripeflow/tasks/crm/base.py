@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
+from stripeflow.core.deal_fields import deal_values
 from stripeflow.core.payment import Payment
 
 
@@ -55,6 +56,12 @@ class DealInput:
     # logical field -> value (`stripeflow.core.deal_fields`), labels in the account's language
     values: Mapping[str, Any] = field(default_factory=dict)
     language: str = "pl"
+
+    @property
+    def catalogue(self) -> Mapping[str, Any]:
+        """The catalogue's values: as the task computed them, else from the Payment, in `language`
+        (a caller that built the deal from its Payment alone)."""
+        return self.values or deal_values(self.payment, self.language)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from stripeflow.core.config import STAGE_NAMES, CRMTarget
-from stripeflow.core.deal_fields import BY_NAME, FieldType, deal_values, resolve_mapping
+from stripeflow.core.deal_fields import BY_NAME, FieldType, resolve_mapping
 from stripeflow.core.errors import AuthError, ConfigError, PermanentError, RateLimitedError, VendorError
 from stripeflow.core.http import (
     Clock,
@@ -398,13 +398,12 @@ class Bitrix24CRM:
     # -- deals ---------------------------------------------------------------------------------
 
     def _deal_fields(self, d: DealInput) -> dict[str, Any]:
-        values = d.values or deal_values(d.payment, d.language)
         fields: dict[str, Any] = {
             "TITLE": d.title,
             "CATEGORY_ID": self.category_id,
             "STAGE_ID": self.stages.get(d.stage, d.stage),
             **{k: v for k, v in d.fields.items() if k},
-            **payment_fields(d.payment, self.mapping, bitrix_value, values),
+            **payment_fields(d.payment, self.mapping, bitrix_value, d.catalogue),
             self.key_field: d.payment_id,  # the key, whatever the mapping says
         }
         if "OPPORTUNITY" in fields:

@@ -190,10 +190,17 @@ def payment_fields(
 
 
 def mapped_fields(
-    deal: DealInput, mapping: Mapping[str, str], convert: Callable[[Any], Any] = plain
+    deal: DealInput,
+    mapping: Mapping[str, str],
+    convert: Callable[[Any], Any] = plain,
+    values: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """CRM field -> value: `deal.fields` verbatim, then the mapping over the deal's values, typed."""
-    return {**deal.fields, **payment_fields(deal.payment, mapping, convert, deal.values)}
+    """CRM field -> value: `deal.fields` verbatim, then the mapping over `values` (by default the
+    deal's own), typed."""
+    return {
+        **deal.fields,
+        **payment_fields(deal.payment, mapping, convert, deal.values if values is None else values),
+    }
 
 
 def split_name(name: str | None, email: str | None) -> tuple[str, str]:

@@ -48,7 +48,7 @@ from typing import Any, Unpack, cast
 import httpx
 
 from stripeflow.core.config import CRMTarget
-from stripeflow.core.deal_fields import BY_NAME, deal_values, resolve_mapping
+from stripeflow.core.deal_fields import BY_NAME, resolve_mapping
 from stripeflow.core.errors import AuthError, OutcomeUnknownError, PermanentError, VendorError
 from stripeflow.core.http import (
     CursorPaginator,
@@ -578,9 +578,7 @@ class HubSpotCRM:
             "closedate": d.payment.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             PAYMENT_ID: d.payment_id,
         }
-        if not d.values:  # a caller that did not compute the catalogue's values: in the deal's language
-            d = replace(d, values=deal_values(d.payment, d.language))
-        mapped = mapped_fields(d, self.mapping, hubspot_value)
+        mapped = mapped_fields(d, self.mapping, hubspot_value, d.catalogue)
         props.update({k: v if isinstance(v, str) else hubspot_value(v) for k, v in mapped.items() if k})
         props.pop("deal_currency_code", None)
         if self._sends_currency:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -37,7 +37,7 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.exc import OperationalError
 
 from stripeflow.core.config import CRMTarget
-from stripeflow.core.deal_fields import DEAL_FIELDS, deal_values, resolve_mapping
+from stripeflow.core.deal_fields import DEAL_FIELDS, resolve_mapping
 from stripeflow.core.ledger import make_engine
 from stripeflow.tasks.crm.base import ContactInput, DealInput, NoteInput
 from stripeflow.tasks.crm.common import mapped_fields
@@ -208,9 +208,7 @@ class LocalCRM:
     def deal_fields(self, deal: DealInput) -> dict[str, Any]:
         """What the deal's `fields` hold: the mapping over its values (computed here for a deal
         built without them), as JSON values (amounts as strings, dates ISO)."""
-        if not deal.values:
-            deal = replace(deal, values=deal_values(deal.payment, deal.language))
-        return mapped_fields(deal, self.mapping, _jsonable)
+        return mapped_fields(deal, self.mapping, _jsonable, deal.catalogue)
 
     def add_notes(self, items: Sequence[NoteInput]) -> list[str]:
         now = datetime.now(UTC)

@@ -38,7 +38,7 @@ from typing import Any, TypeVar, Unpack, cast
 import httpx
 
 from stripeflow.core.config import STAGE_NAMES, CRMTarget
-from stripeflow.core.deal_fields import DEAL_FIELDS, deal_values, resolve_mapping
+from stripeflow.core.deal_fields import DEAL_FIELDS, resolve_mapping
 from stripeflow.core.errors import (
     AuthError,
     OutcomeUnknownError,
@@ -494,11 +494,10 @@ class PipedriveCRM:
         }
         if d.contact_id:
             body["person_id"] = int(d.contact_id)
-        values = d.values or deal_values(d.payment, d.language)  # a caller may give only the Payment
         mapping = {name: self._target(crm) for name, crm in self.mapping.items()}
         custom: dict[str, Any] = {}
         given = {k: v for k, v in d.fields.items() if k and not k.startswith(CUSTOM)}  # "" = dropped
-        for key, v in {**given, **payment_fields(d.payment, mapping, value, values)}.items():
+        for key, v in {**given, **payment_fields(d.payment, mapping, value, d.catalogue)}.items():
             (custom if is_custom_key(key) else body)[key] = v
         if "currency" in body:
             body["currency"] = str(body["currency"]).upper()

@@ -21,14 +21,13 @@ from sqlalchemy import update
 from stripeflow.core.batching import call_in_batches, in_parallel
 from stripeflow.core.config import CRMTarget, Settings
 from stripeflow.core.crashpoints import crash_point
-from stripeflow.core.deal_fields import deal_values, resolve_mapping
+from stripeflow.core.deal_fields import deal_values
 from stripeflow.core.errors import OutcomeUnknownError, PermanentError, RetriableError
 from stripeflow.core.labels import label
 from stripeflow.core.ledger import EffectRow, Ledger
 from stripeflow.core.money import format_money, to_minor
 from stripeflow.core.payment import Changes, Payment, PaymentChange, PaymentStatus, state_digest
 from stripeflow.tasks.crm.base import CRM, ContactInput, DealInput, NoteInput
-from stripeflow.tasks.crm.common import payment_fields
 from stripeflow.tasks.retry import retry_if_retriable
 
 STAGE_BY_STATUS = {
@@ -189,7 +188,6 @@ def upsert_deals(
     ledger: Ledger,
     changes: Changes,
     contact_ids: dict[str, str],
-    target: CRMTarget,
     settings: Settings,
 ) -> dict[str, str]:
     """Create or update each payment's deal, keyed by the payment id; payment id -> CRM deal id."""
@@ -203,8 +201,7 @@ def upsert_deals(
             stage=stage_for(p),
             contact_id=contact_ids.get(p.customer_key or ""),
             payment=p,
-            fields=payment_fields(p, resolve_mapping({}, target.fields), values=values),  # "" drops
-            values=values,
+            values=values,  # each adapter maps them itself: its defaults under `[crm.fields]`
             language=settings.language,
         )
         for p in changes.payments
@@ -466,6 +463,6 @@ def slices_by_customer(changes: Changes, size: int) -> list[Changes]:
 
 def _sync_slice(crm: CRM, target: CRMTarget, todo: Changes, ledger: Ledger, settings: Settings) -> None:
     contact_ids = upsert_contacts(crm, ledger, todo)
-    deal_ids = upsert_deals(crm, ledger, todo, contact_ids, target, settings)
+    deal_ids = upsert_deals(crm, ledger, todo, contact_ids, settings)
     add_notes(crm, ledger, todo, deal_ids, settings.language)
     mark_synced(crm, ledger, todo, deal_ids)

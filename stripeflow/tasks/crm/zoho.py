@@ -29,7 +29,7 @@ from typing import Any, Unpack, cast
 import httpx
 
 from stripeflow.core.config import CRMTarget
-from stripeflow.core.deal_fields import BY_NAME, FieldType, deal_values, resolve_mapping
+from stripeflow.core.deal_fields import BY_NAME, FieldType, resolve_mapping
 from stripeflow.core.errors import AuthError, PermanentError, RateLimitedError, VendorError
 from stripeflow.core.http import (
     Clock,
@@ -332,7 +332,6 @@ class ZohoCRM:
     # -- deals ---------------------------------------------------------------------------------
 
     def _deal_record(self, d: DealInput) -> dict[str, Any]:
-        values = d.values or deal_values(d.payment, d.language)
         record: dict[str, Any] = {
             "Deal_Name": d.title[:120],  # Deal_Name holds at most 120 characters
             "Stage": self.stages.get(d.stage, d.stage),
@@ -342,7 +341,7 @@ class ZohoCRM:
         if d.contact_id:
             record["Contact_Name"] = {"id": d.contact_id}
         record.update({k: v for k, v in d.fields.items() if k})
-        record.update(payment_fields(d.payment, self.mapping, _zoho_value, values))
+        record.update(payment_fields(d.payment, self.mapping, _zoho_value, d.catalogue))
         record[PAYMENT_FIELD] = d.payment_id  # the key, whatever the mapping says
         return record
 

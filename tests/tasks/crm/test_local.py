@@ -61,7 +61,7 @@ def sync(crm: LocalCRM, ledger: Ledger, payment: Payment, target: CRMTarget, lan
     settings = Settings.model_validate({"language": language})
     changes = Changes([PaymentChange(payment, None)])
     contacts = upsert_contacts.fn(crm, ledger, changes)
-    upsert_deals.fn(crm, ledger, changes, contacts, target, settings)
+    upsert_deals.fn(crm, ledger, changes, contacts, settings)
 
 
 def test_every_catalogue_field_is_on_the_deal_by_default(tmp_path: Path, ledger: Ledger) -> None:

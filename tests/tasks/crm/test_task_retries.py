@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from prefect import flow
 
-from stripeflow.core.config import CRMTarget, Settings
+from stripeflow.core.config import Settings
 from stripeflow.core.ledger import Ledger
 from stripeflow.core.payment import Changes, PaymentChange
 from stripeflow.tasks.crm.base import CRM
@@ -29,7 +29,7 @@ def test_a_lost_create_answer_and_the_tasks_retry_leave_one_record(
     @flow
     def sync() -> tuple[dict[str, str], dict[str, str]]:
         contacts = upsert_contacts.with_options(**fast)(crm, ledger, changes)
-        deals = upsert_deals.with_options(**fast)(crm, ledger, changes, contacts, CRMTarget(), settings)
+        deals = upsert_deals.with_options(**fast)(crm, ledger, changes, contacts, settings)
         return contacts, deals
 
     harness.lose_create_answer(kind)
